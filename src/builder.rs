@@ -1,0 +1,638 @@
+//! The builder: defaults, environment, validation, and the front door that returns the
+//! layer and its guard.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tracing_core::Level;
+
+use crate::diag;
+use crate::error::Error;
+use crate::guard::BraintrustGuard;
+use crate::layer::{BraintrustLayer, LayerInner};
+use crate::record::DEFAULT_MAX_FIELD_BYTES;
+use crate::row::RowSettings;
+use crate::sink::Sink;
+use crate::sink::file::FileSink;
+use crate::sink::memory::MemorySink;
+use crate::worker::{Counters, Worker};
+
+/// Environment variable names (the official SDKs' names, protocol §2).
+pub(crate) mod env {
+    pub(crate) const API_KEY: &str = "BRAINTRUST_API_KEY";
+    pub(crate) const APP_URL: &str = "BRAINTRUST_APP_URL";
+    pub(crate) const API_URL: &str = "BRAINTRUST_API_URL";
+    pub(crate) const ORG_NAME: &str = "BRAINTRUST_ORG_NAME";
+    pub(crate) const PROJECT: &str = "BRAINTRUST_PROJECT";
+    pub(crate) const PROJECT_ID: &str = "BRAINTRUST_PROJECT_ID";
+    pub(crate) const BATCH_SIZE: &str = "BRAINTRUST_DEFAULT_BATCH_SIZE";
+    pub(crate) const MAX_REQUEST_SIZE: &str = "BRAINTRUST_MAX_REQUEST_SIZE";
+    pub(crate) const NUM_RETRIES: &str = "BRAINTRUST_NUM_RETRIES";
+    pub(crate) const QUEUE_SIZE: &str = "BRAINTRUST_QUEUE_SIZE";
+    pub(crate) const HTTP_TIMEOUT: &str = "BRAINTRUST_HTTP_TIMEOUT";
+    pub(crate) const FAILED_PAYLOADS_DIR: &str = "BRAINTRUST_FAILED_PUBLISH_PAYLOADS_DIR";
+    pub(crate) const ALL_PAYLOADS_DIR: &str = "BRAINTRUST_ALL_PUBLISH_PAYLOADS_DIR";
+    pub(crate) const LOCAL_FILE: &str = "BRAINTRUST_LOCAL_FILE";
+}
+
+/// Defaults, one constant each.
+pub(crate) mod defaults {
+    use std::time::Duration;
+    pub(crate) const APP_URL: &str = "https://www.braintrust.dev";
+    pub(crate) const PROJECT: &str = "Global";
+    pub(crate) const BATCH_SIZE: usize = 100;
+    pub(crate) const MAX_REQUEST_SIZE: usize = 6 * 1024 * 1024;
+    pub(crate) const NUM_RETRIES: u32 = 2;
+    pub(crate) const QUEUE_SIZE: usize = 25_000;
+    pub(crate) const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+    pub(crate) const LOCAL_FILE: &str = "braintrust-spans.jsonl";
+    pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+    pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+    pub(crate) const MAX_IN_FLIGHT: usize = 4;
+    pub(crate) const RETRY_BASE_DELAY: Duration = Duration::from_secs(1);
+    pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+}
+
+/// Configures and builds a [`BraintrustLayer`] and its [`BraintrustGuard`].
+///
+/// Every setting reads its `BRAINTRUST_*` environment variable when [`build`](Self::build)
+/// runs; a value set in code wins over the environment. Blank variables count as unset; a
+/// variable that does not parse is ignored with a warning on stderr and the default is
+/// used (so a typo in a deployment never stops the application).
+///
+/// # Examples
+///
+/// ```no_run
+/// use tracing_subscriber::prelude::*;
+///
+/// let (layer, _guard) = tracing_braintrust::BraintrustLayer::builder()
+///     .with_project_name("my-agent")
+///     .build()?;
+/// tracing_subscriber::registry()
+///     .with(layer)
+///     .with(tracing_subscriber::fmt::layer())
+///     .init();
+/// # Ok::<(), tracing_braintrust::Error>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct Builder {
+    env: Option<HashMap<String, String>>,
+    api_key: Option<String>,
+    app_url: Option<String>,
+    api_url: Option<String>,
+    org_name: Option<String>,
+    project_name: Option<String>,
+    project_id: Option<String>,
+    batch_size: Option<usize>,
+    max_request_size: Option<usize>,
+    num_retries: Option<u32>,
+    queue_size: Option<usize>,
+    http_timeout: Option<Duration>,
+    failed_payloads_dir: Option<PathBuf>,
+    all_payloads_dir: Option<PathBuf>,
+    local_file: Option<PathBuf>,
+    memory_sink: Option<MemorySink>,
+    flush_timeout: Option<Duration>,
+    shutdown_timeout: Option<Duration>,
+    event_level: Option<Option<Level>>,
+    orphan_event_level: Option<Option<Level>>,
+    max_field_bytes: Option<usize>,
+    live: Option<bool>,
+    max_in_flight: Option<usize>,
+    retry_base_delay: Option<Duration>,
+    max_retry_delay: Option<Duration>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("app_url", &self.app_url)
+            .field("api_url", &self.api_url)
+            .field("org_name", &self.org_name)
+            .field("project_name", &self.project_name)
+            .field("project_id", &self.project_id)
+            .field("local_file", &self.local_file)
+            .field("memory_sink", &self.memory_sink.is_some())
+            .field("live", &self.live)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads settings from an environment: the process's, or a map given for tests.
+struct EnvReader<'a> {
+    map: Option<&'a HashMap<String, String>>,
+}
+
+impl EnvReader<'_> {
+    /// The value, with blank counted as unset (protocol §2).
+    fn get(&self, name: &str) -> Option<String> {
+        let value = match self.map {
+            Some(m) => m.get(name).cloned(),
+            None => std::env::var(name).ok(),
+        }?;
+        let trimmed = value.trim();
+        (!trimmed.is_empty()).then(|| trimmed.to_owned())
+    }
+
+    /// A number; a value that does not parse is ignored with a warning.
+    fn parse<T: std::str::FromStr>(&self, name: &'static str) -> Option<T> {
+        let raw = self.get(name)?;
+        match raw.parse::<T>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                diag::warn_once(
+                    name,
+                    format_args!("{name}={raw:?} is not a valid number; using the default"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Seconds, as a float (the Python SDK accepts fractions).
+    fn seconds(&self, name: &'static str) -> Option<Duration> {
+        let secs: f64 = self.parse(name)?;
+        match Duration::try_from_secs_f64(secs) {
+            Ok(d) if !d.is_zero() => Some(d),
+            _ => {
+                diag::warn_once(
+                    name,
+                    format_args!("{name}={secs} is not a positive duration; using the default"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The fully resolved configuration.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) api_key: Option<String>,
+    pub(crate) app_url: String,
+    pub(crate) api_url: Option<String>,
+    pub(crate) org_name: Option<String>,
+    pub(crate) project_name: String,
+    pub(crate) project_id: Option<String>,
+    pub(crate) batch_size: usize,
+    pub(crate) max_request_size: usize,
+    pub(crate) num_retries: u32,
+    pub(crate) queue_size: usize,
+    pub(crate) http_timeout: Duration,
+    pub(crate) failed_payloads_dir: Option<PathBuf>,
+    pub(crate) all_payloads_dir: Option<PathBuf>,
+    pub(crate) local_file: PathBuf,
+    pub(crate) flush_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) event_level: Option<Level>,
+    pub(crate) orphan_event_level: Option<Level>,
+    pub(crate) max_field_bytes: usize,
+    pub(crate) live: bool,
+    pub(crate) max_in_flight: usize,
+    pub(crate) retry_base_delay: Duration,
+    pub(crate) max_retry_delay: Duration,
+}
+
+fn positive(setting: &'static str, v: usize) -> Result<usize, Error> {
+    if v == 0 {
+        Err(Error::InvalidConfig {
+            setting,
+            reason: "must be greater than zero".into(),
+        })
+    } else {
+        Ok(v)
+    }
+}
+
+fn valid_url(setting: &'static str, url: String) -> Result<String, Error> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(url.trim_end_matches('/').to_owned())
+    } else {
+        Err(Error::InvalidConfig {
+            setting,
+            reason: format!("{url:?} is not an http:// or https:// URL"),
+        })
+    }
+}
+
+impl Builder {
+    /// A builder with every setting at its default (or its environment variable).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads settings from `vars` instead of the process environment (for tests and for
+    /// programs that keep their configuration elsewhere). Variables absent from `vars`
+    /// are unset.
+    pub fn with_env_vars<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        self.env = Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
+        self
+    }
+
+    /// The API key (`BRAINTRUST_API_KEY`). With a key, rows are uploaded to Braintrust;
+    /// without one, they are written to the local file. The key is never printed.
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// The Braintrust app URL used for login and links (`BRAINTRUST_APP_URL`, default
+    /// `https://www.braintrust.dev`).
+    pub fn with_app_url(mut self, url: impl Into<String>) -> Self {
+        self.app_url = Some(url.into());
+        self
+    }
+
+    /// The data-plane URL (`BRAINTRUST_API_URL`); by default the one the login returns for
+    /// the organization.
+    pub fn with_api_url(mut self, url: impl Into<String>) -> Self {
+        self.api_url = Some(url.into());
+        self
+    }
+
+    /// The organization to log to when the key belongs to several (`BRAINTRUST_ORG_NAME`,
+    /// default the first one).
+    pub fn with_org_name(mut self, name: impl Into<String>) -> Self {
+        self.org_name = Some(name.into());
+        self
+    }
+
+    /// The project to log to, created if it does not exist (`BRAINTRUST_PROJECT`, default
+    /// `Global` as in the Python SDK).
+    pub fn with_project_name(mut self, name: impl Into<String>) -> Self {
+        self.project_name = Some(name.into());
+        self
+    }
+
+    /// The project id to log to (`BRAINTRUST_PROJECT_ID`); when set, no project lookup is
+    /// needed and it wins over the name.
+    pub fn with_project_id(mut self, id: impl Into<String>) -> Self {
+        self.project_id = Some(id.into());
+        self
+    }
+
+    /// The most rows in one upload request (`BRAINTRUST_DEFAULT_BATCH_SIZE`, default 100).
+    pub fn with_batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = Some(rows);
+        self
+    }
+
+    /// The largest upload request body in bytes (`BRAINTRUST_MAX_REQUEST_SIZE`, default
+    /// 6 MiB; lowered to the server's advertised limit when it has one).
+    pub fn with_max_request_size(mut self, bytes: usize) -> Self {
+        self.max_request_size = Some(bytes);
+        self
+    }
+
+    /// Extra attempts after a failed upload request (`BRAINTRUST_NUM_RETRIES`, default 2,
+    /// so 3 tries in all, as the official SDKs).
+    pub fn with_num_retries(mut self, retries: u32) -> Self {
+        self.num_retries = Some(retries);
+        self
+    }
+
+    /// How many spans and events may wait for the worker (`BRAINTRUST_QUEUE_SIZE`, default
+    /// 25 000). When the queue is full, new rows are dropped and counted, never waited for.
+    pub fn with_queue_size(mut self, size: usize) -> Self {
+        self.queue_size = Some(size);
+        self
+    }
+
+    /// The timeout of one HTTP request (`BRAINTRUST_HTTP_TIMEOUT` in seconds, default 60).
+    pub fn with_http_timeout(mut self, timeout: Duration) -> Self {
+        self.http_timeout = Some(timeout);
+        self
+    }
+
+    /// A directory where payloads that finally failed are written as JSON files
+    /// (`BRAINTRUST_FAILED_PUBLISH_PAYLOADS_DIR`, default none).
+    pub fn with_failed_payloads_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.failed_payloads_dir = Some(dir.into());
+        self
+    }
+
+    /// A directory where every payload is written before it is sent
+    /// (`BRAINTRUST_ALL_PUBLISH_PAYLOADS_DIR`, default none; for debugging).
+    pub fn with_all_payloads_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.all_payloads_dir = Some(dir.into());
+        self
+    }
+
+    /// The file rows are appended to when there is no API key (`BRAINTRUST_LOCAL_FILE`,
+    /// default `braintrust-spans.jsonl` in the working directory).
+    pub fn with_local_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.local_file = Some(path.into());
+        self
+    }
+
+    /// Sends rows to `sink` instead of Braintrust or the local file, so tests can assert on
+    /// them (no environment variable).
+    pub fn with_memory_sink(mut self, sink: MemorySink) -> Self {
+        self.memory_sink = Some(sink);
+        self
+    }
+
+    /// How long [`BraintrustGuard::flush`] waits at most (default 30 s).
+    pub fn with_flush_timeout(mut self, timeout: Duration) -> Self {
+        self.flush_timeout = Some(timeout);
+        self
+    }
+
+    /// How long shutdown (and dropping the guard) waits at most (default 5 s).
+    pub fn with_shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = Some(timeout);
+        self
+    }
+
+    /// The least severe level of events inside spans that become `log` rows (default
+    /// `Some(Level::INFO)`); `None` turns log rows off. ERROR events set their span's
+    /// `error` whatever this says.
+    pub fn with_event_level(mut self, level: Option<Level>) -> Self {
+        self.event_level = Some(level);
+        self
+    }
+
+    /// The least severe level of events outside any span that become root `log` rows
+    /// (default `Some(Level::WARN)`, so an application that also logs through `tracing`
+    /// does not send every info line); `None` ignores them.
+    pub fn with_orphan_event_level(mut self, level: Option<Level>) -> Self {
+        self.orphan_event_level = Some(level);
+        self
+    }
+
+    /// The most bytes kept of one recorded string value (default 1 MiB); longer values are
+    /// cut and end with `...[truncated N bytes]`.
+    pub fn with_max_field_bytes(mut self, bytes: usize) -> Self {
+        self.max_field_bytes = Some(bytes);
+        self
+    }
+
+    /// Live mode (default off): each span's start row is sent when it opens and its final
+    /// row is merged into it when it closes, so long-running spans are visible while they
+    /// run.
+    pub fn with_live_spans(mut self, live: bool) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// How many uploads may be in flight at once (default 4).
+    pub fn with_max_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = Some(requests);
+        self
+    }
+
+    /// The first retry delay; later ones double, with jitter, up to the maximum (defaults
+    /// 1 s and 30 s). `Retry-After` from the server is honoured up to the maximum.
+    pub fn with_retry_delays(mut self, base: Duration, max: Duration) -> Self {
+        self.retry_base_delay = Some(base);
+        self.max_retry_delay = Some(max);
+        self
+    }
+
+    /// Resolves defaults, environment and code settings.
+    pub(crate) fn config(&self) -> Result<Config, Error> {
+        let env = EnvReader {
+            map: self.env.as_ref(),
+        };
+        let app_url = self
+            .app_url
+            .clone()
+            .or_else(|| env.get(env::APP_URL))
+            .unwrap_or_else(|| defaults::APP_URL.to_owned());
+        let api_url = match self.api_url.clone().or_else(|| env.get(env::API_URL)) {
+            Some(u) => Some(valid_url("BRAINTRUST_API_URL", u)?),
+            None => None,
+        };
+        let config = Config {
+            api_key: self
+                .api_key
+                .clone()
+                .or_else(|| env.get(env::API_KEY))
+                .filter(|k| !k.trim().is_empty())
+                .map(|k| k.trim().to_owned()),
+            app_url: valid_url("BRAINTRUST_APP_URL", app_url)?,
+            api_url,
+            org_name: self.org_name.clone().or_else(|| env.get(env::ORG_NAME)),
+            project_name: self
+                .project_name
+                .clone()
+                .or_else(|| env.get(env::PROJECT))
+                .unwrap_or_else(|| defaults::PROJECT.to_owned()),
+            project_id: self.project_id.clone().or_else(|| env.get(env::PROJECT_ID)),
+            batch_size: positive(
+                "BRAINTRUST_DEFAULT_BATCH_SIZE",
+                self.batch_size
+                    .or_else(|| env.parse(env::BATCH_SIZE))
+                    .unwrap_or(defaults::BATCH_SIZE),
+            )?,
+            max_request_size: positive(
+                "BRAINTRUST_MAX_REQUEST_SIZE",
+                self.max_request_size
+                    .or_else(|| env.parse(env::MAX_REQUEST_SIZE))
+                    .unwrap_or(defaults::MAX_REQUEST_SIZE),
+            )?,
+            num_retries: self
+                .num_retries
+                .or_else(|| env.parse(env::NUM_RETRIES))
+                .unwrap_or(defaults::NUM_RETRIES),
+            queue_size: positive(
+                "BRAINTRUST_QUEUE_SIZE",
+                self.queue_size
+                    .or_else(|| env.parse(env::QUEUE_SIZE))
+                    .unwrap_or(defaults::QUEUE_SIZE),
+            )?,
+            http_timeout: self
+                .http_timeout
+                .or_else(|| env.seconds(env::HTTP_TIMEOUT))
+                .unwrap_or(defaults::HTTP_TIMEOUT),
+            failed_payloads_dir: self
+                .failed_payloads_dir
+                .clone()
+                .or_else(|| env.get(env::FAILED_PAYLOADS_DIR).map(PathBuf::from)),
+            all_payloads_dir: self
+                .all_payloads_dir
+                .clone()
+                .or_else(|| env.get(env::ALL_PAYLOADS_DIR).map(PathBuf::from)),
+            local_file: self
+                .local_file
+                .clone()
+                .or_else(|| env.get(env::LOCAL_FILE).map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from(defaults::LOCAL_FILE)),
+            flush_timeout: self.flush_timeout.unwrap_or(defaults::FLUSH_TIMEOUT),
+            shutdown_timeout: self.shutdown_timeout.unwrap_or(defaults::SHUTDOWN_TIMEOUT),
+            event_level: self.event_level.unwrap_or(Some(Level::INFO)),
+            orphan_event_level: self.orphan_event_level.unwrap_or(Some(Level::WARN)),
+            max_field_bytes: positive(
+                "with_max_field_bytes",
+                self.max_field_bytes.unwrap_or(DEFAULT_MAX_FIELD_BYTES),
+            )?,
+            live: self.live.unwrap_or(false),
+            max_in_flight: positive(
+                "with_max_in_flight",
+                self.max_in_flight.unwrap_or(defaults::MAX_IN_FLIGHT),
+            )?,
+            retry_base_delay: self.retry_base_delay.unwrap_or(defaults::RETRY_BASE_DELAY),
+            max_retry_delay: self.max_retry_delay.unwrap_or(defaults::MAX_RETRY_DELAY),
+        };
+        Ok(config)
+    }
+
+    /// Builds the layer and the guard that keeps its worker running.
+    ///
+    /// Nothing here touches the network: login and project lookup happen lazily on the
+    /// worker.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] for an invalid setting given in code (a zero size, a URL
+    /// that is not http or https), [`Error::HttpClient`] when the HTTP client cannot be
+    /// created, [`Error::Worker`] when the worker thread cannot be started.
+    pub fn build(self) -> Result<(BraintrustLayer, BraintrustGuard), Error> {
+        let config = self.config()?;
+        let sink: Arc<dyn Sink> = match (&self.memory_sink, &config.api_key) {
+            (Some(memory), _) => Arc::new(memory.clone()),
+            (None, Some(_)) => crate::sink::upload_sink(&config)?,
+            (None, None) => Arc::new(FileSink::new(config.local_file.clone())),
+        };
+        let counters = Arc::new(Counters::default());
+        let (tx, rx) = flume::bounded(config.queue_size);
+        let (orphan_tx, orphan_rx) = flume::unbounded();
+        let worker = Worker::new(
+            rx,
+            orphan_rx,
+            sink,
+            RowSettings::new(config.project_id.clone()),
+            config.live,
+            Arc::clone(&counters),
+            config.max_in_flight,
+            config.batch_size.saturating_mul(config.max_in_flight),
+        )
+        .spawn()
+        .map_err(Error::Worker)?;
+        let layer = BraintrustLayer {
+            inner: Arc::new(LayerInner {
+                tx: tx.clone(),
+                orphans: orphan_tx,
+                counters: Arc::clone(&counters),
+                exec_counter: AtomicU64::new(0),
+                event_level: config.event_level,
+                orphan_event_level: config.orphan_event_level,
+                max_field_bytes: config.max_field_bytes,
+                default_parent: None,
+            }),
+        };
+        let guard = BraintrustGuard::new(
+            tx,
+            counters,
+            worker,
+            config.flush_timeout,
+            config.shutdown_timeout,
+        );
+        Ok((layer, guard))
+    }
+}
+
+impl BraintrustLayer {
+    /// The front door: a [`Builder`] with every setting at its default.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, Error> {
+        Builder::new()
+            .with_env_vars(vars.iter().map(|(k, v)| (*k, *v)))
+            .config()
+    }
+
+    #[test]
+    fn defaults_without_environment() {
+        let c = config(&[]).expect("valid");
+        assert_eq!(c.api_key, None);
+        assert_eq!(c.app_url, "https://www.braintrust.dev");
+        assert_eq!(c.project_name, "Global");
+        assert_eq!(c.batch_size, 100);
+        assert_eq!(c.max_request_size, 6 * 1024 * 1024);
+        assert_eq!(c.num_retries, 2);
+        assert_eq!(c.queue_size, 25_000);
+        assert_eq!(c.http_timeout, Duration::from_secs(60));
+        assert_eq!(c.local_file, PathBuf::from("braintrust-spans.jsonl"));
+        assert!(!c.live);
+    }
+
+    #[test]
+    fn environment_is_read_and_blank_means_unset() {
+        let c = config(&[
+            ("BRAINTRUST_API_KEY", "  "),
+            ("BRAINTRUST_PROJECT", "agents"),
+            ("BRAINTRUST_APP_URL", "http://127.0.0.1:9/"),
+            ("BRAINTRUST_DEFAULT_BATCH_SIZE", "7"),
+            ("BRAINTRUST_HTTP_TIMEOUT", "2.5"),
+            ("BRAINTRUST_QUEUE_SIZE", "not-a-number"),
+            ("BRAINTRUST_LOCAL_FILE", "/tmp/x.jsonl"),
+        ])
+        .expect("valid");
+        assert_eq!(c.api_key, None);
+        assert_eq!(c.project_name, "agents");
+        assert_eq!(c.app_url, "http://127.0.0.1:9");
+        assert_eq!(c.batch_size, 7);
+        assert_eq!(c.http_timeout, Duration::from_millis(2500));
+        assert_eq!(
+            c.queue_size, 25_000,
+            "invalid value falls back to the default"
+        );
+        assert_eq!(c.local_file, PathBuf::from("/tmp/x.jsonl"));
+    }
+
+    #[test]
+    fn code_overrides_environment() {
+        let c = Builder::new()
+            .with_env_vars([
+                ("BRAINTRUST_PROJECT", "env"),
+                ("BRAINTRUST_NUM_RETRIES", "5"),
+            ])
+            .with_project_name("code")
+            .with_num_retries(1)
+            .config()
+            .expect("valid");
+        assert_eq!(c.project_name, "code");
+        assert_eq!(c.num_retries, 1);
+    }
+
+    #[test]
+    fn invalid_code_settings_are_errors() {
+        let e = Builder::new().with_queue_size(0).config().err();
+        assert!(matches!(
+            e,
+            Some(Error::InvalidConfig {
+                setting: "BRAINTRUST_QUEUE_SIZE",
+                ..
+            })
+        ));
+        let e = config(&[("BRAINTRUST_APP_URL", "ftp://x")]).err();
+        assert!(e.is_some_and(|e| e.to_string().contains("BRAINTRUST_APP_URL")));
+    }
+
+    #[test]
+    fn debug_never_shows_the_key() {
+        let b = Builder::new().with_api_key("sk-very-secret");
+        assert!(!format!("{b:?}").contains("sk-very-secret"));
+    }
+}

@@ -1,0 +1,621 @@
+//! The name mapping: captured span fields to the parts of a Braintrust row.
+//!
+//! Runs on the worker. Every rule here is documented in the README's field table.
+
+use serde_json::{Map, Number, Value};
+
+use crate::diag;
+use crate::record::FieldValue;
+
+/// The 14 values Braintrust accepts for `span_attributes.type` (protocol §9.1).
+pub(crate) const SPAN_TYPES: [&str; 14] = [
+    "llm",
+    "score",
+    "function",
+    "eval",
+    "task",
+    "tool",
+    "automation",
+    "facet",
+    "preprocessor",
+    "classifier",
+    "review",
+    "decision",
+    "question",
+    "log",
+];
+
+/// The parts of a row that fields contribute, accumulated in recording order.
+#[derive(Debug, Default)]
+pub(crate) struct RowParts {
+    pub(crate) input: Option<Value>,
+    pub(crate) output: Option<Value>,
+    pub(crate) expected: Option<Value>,
+    pub(crate) error: Option<Value>,
+    pub(crate) metadata: Map<String, Value>,
+    pub(crate) metrics: Map<String, Value>,
+    pub(crate) scores: Map<String, Value>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) span_type: Option<&'static str>,
+    pub(crate) name: Option<String>,
+    /// Whether any `llm.*` or `gen_ai.*` field was seen.
+    pub(crate) has_llm: bool,
+    /// The model named by `gen_ai.response.model`, which wins over the requested one.
+    response_model: bool,
+}
+
+/// Converts a captured value to JSON, following the Python SDK's sanitisation: non-finite
+/// floats become the strings `"NaN"`, `"Infinity"`, `"-Infinity"`; integers beyond 64 bits
+/// become strings; text recorded through `Debug`/`Display` is parsed when it is valid JSON.
+pub(crate) fn to_json(value: FieldValue) -> Value {
+    match value {
+        FieldValue::Bool(b) => Value::Bool(b),
+        FieldValue::I64(v) => Value::from(v),
+        FieldValue::U64(v) => Value::from(v),
+        FieldValue::I128(v) => match (i64::try_from(v), u64::try_from(v)) {
+            (Ok(i), _) => Value::from(i),
+            (_, Ok(u)) => Value::from(u),
+            _ => Value::String(v.to_string()),
+        },
+        FieldValue::U128(v) => match u64::try_from(v) {
+            Ok(u) => Value::from(u),
+            Err(_) => Value::String(v.to_string()),
+        },
+        FieldValue::F64(v) => float(v),
+        FieldValue::Str(s) => Value::String(s),
+        FieldValue::Text(s) => parse_text(s),
+        FieldValue::Json(v) => v,
+    }
+}
+
+/// A float as JSON, non-finite values as the strings Python sends.
+pub(crate) fn float(v: f64) -> Value {
+    match Number::from_f64(v) {
+        Some(n) => Value::Number(n),
+        None if v.is_nan() => Value::String("NaN".into()),
+        None if v > 0.0 => Value::String("Infinity".into()),
+        None => Value::String("-Infinity".into()),
+    }
+}
+
+/// Text from `Debug`/`Display`: JSON when the whole text is valid JSON, a string otherwise.
+fn parse_text(s: String) -> Value {
+    let looks_like_json = matches!(
+        s.as_bytes().first(),
+        Some(b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
+    );
+    if looks_like_json {
+        if let Ok(v) = serde_json::from_str::<Value>(&s) {
+            return v;
+        }
+    }
+    Value::String(s)
+}
+
+/// A JSON string that holds JSON (OpenTelemetry GenAI message attributes) parsed, anything
+/// else as is.
+fn parse_embedded_json(v: Value) -> Value {
+    match v {
+        Value::String(s) => parse_text(s),
+        other => other,
+    }
+}
+
+/// A value as a number, for metrics and scores: numbers, booleans (1/0) and numeric strings.
+fn as_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .filter(|f| f.is_finite())
+}
+
+/// Keeps integers as integers in the JSON output.
+fn number_value(v: &Value, f: f64) -> Value {
+    match v {
+        Value::Number(n) => Value::Number(n.clone()),
+        _ if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+        _ => float(f),
+    }
+}
+
+/// The standard metric name for an `llm.*` token field (protocol §9.3).
+fn llm_metric(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "prompt_tokens" | "input_tokens" => "prompt_tokens",
+        "completion_tokens" | "output_tokens" => "completion_tokens",
+        "total_tokens" | "tokens" => "tokens",
+        "cached_tokens" | "prompt_cached_tokens" => "prompt_cached_tokens",
+        "cache_creation_tokens" | "prompt_cache_creation_tokens" => "prompt_cache_creation_tokens",
+        "reasoning_tokens" | "completion_reasoning_tokens" => "completion_reasoning_tokens",
+        "time_to_first_token" => "time_to_first_token",
+        _ => return None,
+    })
+}
+
+/// The standard metric name for a `gen_ai.usage.*` field.
+fn gen_ai_usage_metric(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "input_tokens" | "prompt_tokens" => "prompt_tokens",
+        "output_tokens" | "completion_tokens" => "completion_tokens",
+        "total_tokens" => "tokens",
+        "cache_read.input_tokens" | "cache_read_input_tokens" => "prompt_cached_tokens",
+        "cache_creation.input_tokens" | "cache_creation_input_tokens" => {
+            "prompt_cache_creation_tokens"
+        }
+        "reasoning.output_tokens" | "reasoning_tokens" => "completion_reasoning_tokens",
+        _ => return None,
+    })
+}
+
+impl RowParts {
+    /// Applies one field, by name. Later values win; objects merge.
+    pub(crate) fn apply(&mut self, name: &str, value: FieldValue) {
+        match name {
+            "input" => merge_or_replace(&mut self.input, to_json(value)),
+            "output" => merge_or_replace(&mut self.output, to_json(value)),
+            "expected" => merge_or_replace(&mut self.expected, to_json(value)),
+            "error" => self.error = Some(to_json(value)),
+            "tags" => self.add_tags(to_json(value)),
+            "span_type" => self.set_type(to_json(value)),
+            "span_name" | "otel.name" => match to_json(value) {
+                Value::String(s) => self.name = Some(s),
+                other => self.name = Some(other.to_string()),
+            },
+            "metadata" => match to_json(value) {
+                Value::Object(m) => crate::merge::deep_merge(&mut self.metadata, m),
+                other => {
+                    self.metadata.insert("metadata".into(), other);
+                }
+            },
+            _ => self.apply_prefixed(name, value),
+        }
+    }
+
+    fn apply_prefixed(&mut self, name: &str, value: FieldValue) {
+        if let Some(key) = name.strip_prefix("metadata.") {
+            insert_path(&mut self.metadata, key, to_json(value));
+        } else if let Some(key) = name.strip_prefix("metrics.") {
+            self.set_metric_or_metadata(key, name, to_json(value));
+        } else if let Some(key) = name.strip_prefix("scores.") {
+            self.set_score(key, name, to_json(value));
+        } else if let Some(key) = name.strip_prefix("llm.") {
+            self.has_llm = true;
+            self.apply_llm(key, name, value);
+        } else if let Some(key) = name.strip_prefix("gen_ai.") {
+            self.has_llm = true;
+            self.apply_gen_ai(key, name, value);
+        } else {
+            self.metadata.insert(name.to_owned(), to_json(value));
+        }
+    }
+
+    fn apply_llm(&mut self, key: &str, full: &str, value: FieldValue) {
+        if let Some(metric) = llm_metric(key) {
+            return self.set_metric_or_metadata(metric, full, to_json(value));
+        }
+        match key {
+            "model" => {
+                self.metadata.insert("model".into(), to_json(value));
+            }
+            "provider" => {
+                self.metadata.insert("provider".into(), to_json(value));
+            }
+            "input" | "messages" | "prompt" => {
+                merge_or_replace(&mut self.input, parse_embedded_json(to_json(value)))
+            }
+            "output" | "completion" => {
+                merge_or_replace(&mut self.output, parse_embedded_json(to_json(value)))
+            }
+            "usage" => self.apply_usage(parse_embedded_json(to_json(value))),
+            other => {
+                insert_path(&mut self.metadata, other, to_json(value));
+            }
+        }
+    }
+
+    fn apply_gen_ai(&mut self, key: &str, full: &str, value: FieldValue) {
+        if let Some(usage) = key.strip_prefix("usage.") {
+            if let Some(metric) = gen_ai_usage_metric(usage) {
+                return self.set_metric_or_metadata(metric, full, to_json(value));
+            }
+        }
+        match key {
+            "request.model" => {
+                if !self.response_model {
+                    self.metadata.insert("model".into(), to_json(value));
+                }
+            }
+            "response.model" => {
+                self.response_model = true;
+                self.metadata.insert("model".into(), to_json(value));
+            }
+            "provider.name" | "system" => {
+                self.metadata.insert("provider".into(), to_json(value));
+            }
+            "operation.name" => {
+                self.metadata.insert("operation".into(), to_json(value));
+            }
+            "input.messages" | "prompt" => {
+                merge_or_replace(&mut self.input, parse_embedded_json(to_json(value)))
+            }
+            "output.messages" | "completion" => {
+                merge_or_replace(&mut self.output, parse_embedded_json(to_json(value)))
+            }
+            _ => match key.strip_prefix("request.") {
+                Some(param) => {
+                    self.metadata.insert(param.to_owned(), to_json(value));
+                }
+                None => {
+                    self.metadata.insert(full.to_owned(), to_json(value));
+                }
+            },
+        }
+    }
+
+    /// Maps a provider `usage` object onto the standard metrics.
+    pub(crate) fn apply_usage(&mut self, usage: Value) {
+        let _ = usage; // PENDING-USAGE
+    }
+
+    fn set_metric_or_metadata(&mut self, metric: &str, full: &str, v: Value) {
+        match as_number(&v) {
+            Some(f) => {
+                self.metrics.insert(metric.to_owned(), number_value(&v, f));
+            }
+            None => {
+                diag::warn_once(
+                    "metric-not-number",
+                    format_args!(
+                        "field `{full}` is not a finite number ({v}); it is kept in metadata instead of metrics"
+                    ),
+                );
+                self.metadata.insert(full.to_owned(), v);
+            }
+        }
+    }
+
+    fn set_score(&mut self, key: &str, full: &str, v: Value) {
+        match as_number(&v) {
+            Some(f) if (0.0..=1.0).contains(&f) => {
+                self.scores.insert(key.to_owned(), number_value(&v, f));
+            }
+            _ if v.is_null() => {
+                self.scores.insert(key.to_owned(), Value::Null);
+            }
+            _ => {
+                diag::warn_once(
+                    "score-out-of-range",
+                    format_args!(
+                        "field `{full}` = {v} is not a score between 0 and 1; it is kept in metadata instead of scores"
+                    ),
+                );
+                self.metadata.insert(full.to_owned(), v);
+            }
+        }
+    }
+
+    fn add_tags(&mut self, v: Value) {
+        let new: Vec<String> = match v {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|t| match t {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect(),
+            Value::String(s) => s
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            Value::Null => Vec::new(),
+            other => vec![other.to_string()],
+        };
+        for t in new {
+            if !self.tags.contains(&t) {
+                self.tags.push(t);
+            }
+        }
+    }
+
+    fn set_type(&mut self, v: Value) {
+        let text = match &v {
+            Value::String(s) => s.as_str(),
+            _ => "",
+        };
+        match SPAN_TYPES.iter().find(|t| **t == text) {
+            Some(t) => self.span_type = Some(t),
+            None => {
+                diag::warn_once(
+                    "unknown-span-type",
+                    format_args!(
+                        "span_type {v} is not a Braintrust span type ({}); the span keeps its default type and the value is kept in metadata.span_type",
+                        SPAN_TYPES.join(", ")
+                    ),
+                );
+                self.metadata.insert("span_type".into(), v);
+            }
+        }
+    }
+
+    /// Fills `tokens` from prompt and completion tokens when it was not given.
+    pub(crate) fn finish_metrics(&mut self) {
+        if self.metrics.contains_key("tokens") {
+            return;
+        }
+        let prompt = self.metrics.get("prompt_tokens").and_then(Value::as_f64);
+        let completion = self
+            .metrics
+            .get("completion_tokens")
+            .and_then(Value::as_f64);
+        if prompt.is_none() && completion.is_none() {
+            return;
+        }
+        let total = prompt.unwrap_or(0.0) + completion.unwrap_or(0.0);
+        self.metrics
+            .insert("tokens".into(), number_value(&Value::Null, total));
+    }
+}
+
+/// `input`/`output`/`expected`: replaced, unless both old and new are objects (deep merge).
+fn merge_or_replace(slot: &mut Option<Value>, new: Value) {
+    match (slot.as_mut(), new) {
+        (Some(Value::Object(old)), Value::Object(new)) => crate::merge::deep_merge(old, new),
+        (_, new) => *slot = Some(new),
+    }
+}
+
+/// Inserts `value` at a dotted path (`a.b.c`), creating objects on the way; a non-object in
+/// the way is replaced.
+pub(crate) fn insert_path(map: &mut Map<String, Value>, path: &str, value: Value) {
+    let mut parts = path.split('.').filter(|p| !p.is_empty()).peekable();
+    let mut current = map;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            match (current.get_mut(part), value) {
+                (Some(Value::Object(old)), Value::Object(new)) => {
+                    crate::merge::deep_merge(old, new)
+                }
+                (_, value) => {
+                    current.insert(part.to_owned(), value);
+                }
+            }
+            return;
+        }
+        let entry = current
+            .entry(part.to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        match entry {
+            Value::Object(m) => current = m,
+            _ => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parts(fields: Vec<(&str, FieldValue)>) -> RowParts {
+        let mut p = RowParts::default();
+        for (n, v) in fields {
+            p.apply(n, v);
+        }
+        p.finish_metrics();
+        p
+    }
+
+    #[test]
+    fn debug_text_that_is_json_becomes_json() {
+        assert_eq!(
+            to_json(FieldValue::Text(r#"{"a":1}"#.into())),
+            json!({"a": 1})
+        );
+        assert_eq!(to_json(FieldValue::Text("[1, 2]".into())), json!([1, 2]));
+        assert_eq!(
+            to_json(FieldValue::Text(r#""quoted""#.into())),
+            json!("quoted")
+        );
+        assert_eq!(
+            to_json(FieldValue::Text("Foo { a: 1 }".into())),
+            json!("Foo { a: 1 }")
+        );
+        assert_eq!(
+            to_json(FieldValue::Text("{broken".into())),
+            json!("{broken")
+        );
+        // A plain &str is never parsed.
+        assert_eq!(
+            to_json(FieldValue::Str(r#"{"a":1}"#.into())),
+            json!(r#"{"a":1}"#)
+        );
+    }
+
+    #[test]
+    fn special_numbers_follow_the_python_sdk() {
+        assert_eq!(to_json(FieldValue::F64(f64::NAN)), json!("NaN"));
+        assert_eq!(to_json(FieldValue::F64(f64::INFINITY)), json!("Infinity"));
+        assert_eq!(
+            to_json(FieldValue::F64(f64::NEG_INFINITY)),
+            json!("-Infinity")
+        );
+        assert_eq!(
+            to_json(FieldValue::I128(i128::MAX)),
+            json!(i128::MAX.to_string())
+        );
+        assert_eq!(
+            to_json(FieldValue::U128(u128::MAX)),
+            json!(u128::MAX.to_string())
+        );
+        assert_eq!(to_json(FieldValue::I128(-5)), json!(-5));
+        assert_eq!(to_json(FieldValue::U64(u64::MAX)), json!(u64::MAX));
+    }
+
+    #[test]
+    fn llm_fields_map_to_standard_metrics_and_metadata() {
+        let p = parts(vec![
+            ("llm.model", FieldValue::Str("gpt-4o-mini".into())),
+            ("llm.provider", FieldValue::Str("openai".into())),
+            ("llm.prompt_tokens", FieldValue::U64(12)),
+            ("llm.completion_tokens", FieldValue::I64(5)),
+            ("llm.cached_tokens", FieldValue::U64(2)),
+            ("llm.cache_creation_tokens", FieldValue::U64(1)),
+            ("llm.reasoning_tokens", FieldValue::U64(3)),
+            ("llm.time_to_first_token", FieldValue::F64(0.25)),
+            ("llm.temperature", FieldValue::F64(0.0)),
+            (
+                "llm.input",
+                FieldValue::Text(r#"[{"role":"user","content":"hi"}]"#.into()),
+            ),
+            (
+                "llm.output",
+                FieldValue::Str(r#"[{"role":"assistant","content":"yo"}]"#.into()),
+            ),
+        ]);
+        assert!(p.has_llm);
+        assert_eq!(p.metadata["model"], "gpt-4o-mini");
+        assert_eq!(p.metadata["provider"], "openai");
+        assert_eq!(p.metadata["temperature"], json!(0.0));
+        assert_eq!(p.metrics["prompt_tokens"], 12);
+        assert_eq!(p.metrics["completion_tokens"], 5);
+        assert_eq!(p.metrics["tokens"], 17);
+        assert_eq!(p.metrics["prompt_cached_tokens"], 2);
+        assert_eq!(p.metrics["prompt_cache_creation_tokens"], 1);
+        assert_eq!(p.metrics["completion_reasoning_tokens"], 3);
+        assert_eq!(p.metrics["time_to_first_token"], json!(0.25));
+        assert_eq!(p.input, Some(json!([{"role": "user", "content": "hi"}])));
+        assert_eq!(
+            p.output,
+            Some(json!([{"role": "assistant", "content": "yo"}]))
+        );
+    }
+
+    #[test]
+    fn given_total_tokens_is_kept() {
+        let p = parts(vec![
+            ("llm.prompt_tokens", FieldValue::U64(1)),
+            ("llm.total_tokens", FieldValue::U64(10)),
+        ]);
+        assert_eq!(p.metrics["tokens"], 10);
+    }
+
+    #[test]
+    fn gen_ai_aliases() {
+        let p = parts(vec![
+            ("gen_ai.request.model", FieldValue::Str("gpt-4o".into())),
+            (
+                "gen_ai.response.model",
+                FieldValue::Str("gpt-4o-2024-08-06".into()),
+            ),
+            ("gen_ai.system", FieldValue::Str("openai".into())),
+            ("gen_ai.operation.name", FieldValue::Str("chat".into())),
+            ("gen_ai.usage.input_tokens", FieldValue::U64(100)),
+            ("gen_ai.usage.completion_tokens", FieldValue::U64(20)),
+            ("gen_ai.usage.cache_read.input_tokens", FieldValue::U64(40)),
+            (
+                "gen_ai.usage.cache_creation.input_tokens",
+                FieldValue::U64(10),
+            ),
+            ("gen_ai.usage.reasoning.output_tokens", FieldValue::U64(7)),
+            (
+                "gen_ai.input.messages",
+                FieldValue::Str(r#"[{"role":"user"}]"#.into()),
+            ),
+            (
+                "gen_ai.output.messages",
+                FieldValue::Str(r#"[{"role":"assistant"}]"#.into()),
+            ),
+            ("gen_ai.request.temperature", FieldValue::F64(0.5)),
+        ]);
+        assert_eq!(p.metadata["model"], "gpt-4o-2024-08-06");
+        assert_eq!(p.metadata["provider"], "openai");
+        assert_eq!(p.metadata["operation"], "chat");
+        assert_eq!(p.metadata["temperature"], json!(0.5));
+        assert_eq!(p.metrics["prompt_tokens"], 100);
+        assert_eq!(p.metrics["completion_tokens"], 20);
+        assert_eq!(p.metrics["tokens"], 120);
+        assert_eq!(p.metrics["prompt_cached_tokens"], 40);
+        assert_eq!(p.metrics["prompt_cache_creation_tokens"], 10);
+        assert_eq!(p.metrics["completion_reasoning_tokens"], 7);
+        assert_eq!(p.input, Some(json!([{"role": "user"}])));
+        assert_eq!(p.output, Some(json!([{"role": "assistant"}])));
+        // The response model wins whatever the order.
+        let p = parts(vec![
+            ("gen_ai.response.model", FieldValue::Str("b".into())),
+            ("gen_ai.request.model", FieldValue::Str("a".into())),
+            ("gen_ai.provider.name", FieldValue::Str("anthropic".into())),
+        ]);
+        assert_eq!(p.metadata["model"], "b");
+        assert_eq!(p.metadata["provider"], "anthropic");
+    }
+
+    #[test]
+    fn metrics_scores_metadata_tags() {
+        let p = parts(vec![
+            ("metrics.latency_ms", FieldValue::F64(12.5)),
+            ("metrics.bad", FieldValue::Str("fast".into())),
+            ("scores.accuracy", FieldValue::F64(0.9)),
+            ("scores.relevance", FieldValue::Bool(true)),
+            ("scores.too_big", FieldValue::F64(3.0)),
+            ("metadata.user.id", FieldValue::Str("u-1".into())),
+            ("metadata.user.plan", FieldValue::Str("pro".into())),
+            ("metadata", FieldValue::Text(r#"{"user":{"age":3}}"#.into())),
+            ("tags", FieldValue::Text(r#"["a", "b"]"#.into())),
+            ("tags", FieldValue::Str("b, c".into())),
+            ("customer", FieldValue::Str("acme".into())),
+        ]);
+        assert_eq!(p.metrics["latency_ms"], json!(12.5));
+        assert_eq!(p.metadata["metrics.bad"], "fast");
+        assert_eq!(p.scores["accuracy"], json!(0.9));
+        assert_eq!(p.scores["relevance"], json!(1));
+        assert!(!p.scores.contains_key("too_big"));
+        assert_eq!(p.metadata["scores.too_big"], json!(3.0));
+        assert_eq!(
+            p.metadata["user"],
+            json!({"id": "u-1", "plan": "pro", "age": 3})
+        );
+        assert_eq!(p.tags, vec!["a", "b", "c"]);
+        assert_eq!(p.metadata["customer"], "acme");
+    }
+
+    #[test]
+    fn span_type_is_validated() {
+        let p = parts(vec![("span_type", FieldValue::Str("tool".into()))]);
+        assert_eq!(p.span_type, Some("tool"));
+        let p = parts(vec![("span_type", FieldValue::Str("banana".into()))]);
+        assert_eq!(p.span_type, None);
+        assert_eq!(p.metadata["span_type"], "banana");
+    }
+
+    #[test]
+    fn later_values_win_and_objects_merge() {
+        let p = parts(vec![
+            ("output", FieldValue::Text(r#"{"a":1,"n":{"x":1}}"#.into())),
+            ("output", FieldValue::Text(r#"{"b":2,"n":{"y":2}}"#.into())),
+            ("input", FieldValue::Str("first".into())),
+            ("input", FieldValue::Str("second".into())),
+        ]);
+        assert_eq!(
+            p.output,
+            Some(json!({"a": 1, "b": 2, "n": {"x": 1, "y": 2}}))
+        );
+        assert_eq!(p.input, Some(json!("second")));
+    }
+
+    #[test]
+    fn insert_path_replaces_non_objects() {
+        let mut m = Map::new();
+        insert_path(&mut m, "a", json!(1));
+        insert_path(&mut m, "a.b", json!(2));
+        insert_path(&mut m, "..c..", json!(3));
+        assert_eq!(Value::Object(m), json!({"a": {"b": 2}, "c": 3}));
+    }
+}

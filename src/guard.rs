@@ -1,0 +1,206 @@
+//! The guard returned with the layer: flush, shutdown, and a bounded `Drop`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::diag;
+use crate::worker::{Counters, Message};
+
+/// Counts of what happened to the rows, returned by [`BraintrustGuard::flush`] and
+/// [`BraintrustGuard::shutdown`]. All counts are totals since the layer was built.
+///
+/// Once everything is delivered, `enqueued == sent + failed` and every span or event the
+/// layer saw is in `enqueued` or `dropped` (in live mode a span's start row is merged into
+/// its final row when both are delivered together, and counted once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlushReport {
+    /// Rows handed to the destination (after merging rows of the same span).
+    pub enqueued: u64,
+    /// Rows the destination acknowledged (the server answered, or the file was written).
+    pub sent: u64,
+    /// Rows that finally failed (retries exhausted, rejected, unwritable file).
+    pub failed: u64,
+    /// Spans and events lost before reaching the worker: the queue was full, or the worker
+    /// had already shut down.
+    pub dropped: u64,
+    /// Spans written without `metrics.end` because they were still open at shutdown.
+    pub unfinished: u64,
+    /// `false` when the timeout expired before the worker confirmed; rows may still be in
+    /// flight.
+    pub complete: bool,
+}
+
+impl FlushReport {
+    /// Rows handed to the destination and not yet acknowledged or failed.
+    pub fn in_flight(&self) -> u64 {
+        self.enqueued.saturating_sub(self.sent + self.failed)
+    }
+}
+
+/// Keeps the background worker alive; flushes and stops it when dropped.
+///
+/// Bind it to a named variable for as long as the program traces: `let _guard = ...`.
+/// Writing `let _ = ...` drops it at once, which shuts the worker down immediately and
+/// every later span is counted as dropped.
+///
+/// Dropping the guard flushes everything with the shutdown timeout
+/// ([`Builder::with_shutdown_timeout`](crate::Builder::with_shutdown_timeout), 5 s by
+/// default) and never waits longer; it is safe inside an async context and on any thread.
+///
+/// # Examples
+///
+/// ```
+/// use tracing_braintrust::{BraintrustLayer, MemorySink};
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// let sink = MemorySink::new();
+/// let (layer, guard) = BraintrustLayer::builder()
+///     .with_memory_sink(sink.clone())
+///     .build()
+///     .expect("valid configuration");
+/// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+///     tracing::info_span!("work").in_scope(|| {});
+/// });
+/// let report = guard.shutdown();
+/// assert!(report.complete);
+/// assert_eq!(report.sent, 1);
+/// assert_eq!(report.dropped, 0);
+/// ```
+#[must_use = "the worker shuts down when the guard is dropped: bind it with `let _guard = ...`"]
+pub struct BraintrustGuard {
+    tx: flume::Sender<Message>,
+    counters: Arc<Counters>,
+    worker: Option<JoinHandle<()>>,
+    flush_timeout: Duration,
+    shutdown_timeout: Duration,
+    stopped: bool,
+}
+
+impl std::fmt::Debug for BraintrustGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BraintrustGuard")
+            .field("flush_timeout", &self.flush_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("stopped", &self.stopped)
+            .field("report", &self.report(true))
+            .finish()
+    }
+}
+
+impl BraintrustGuard {
+    pub(crate) fn new(
+        tx: flume::Sender<Message>,
+        counters: Arc<Counters>,
+        worker: JoinHandle<()>,
+        flush_timeout: Duration,
+        shutdown_timeout: Duration,
+    ) -> Self {
+        Self {
+            tx,
+            counters,
+            worker: Some(worker),
+            flush_timeout,
+            shutdown_timeout,
+            stopped: false,
+        }
+    }
+
+    /// Waits until every row closed before this call has been delivered (acknowledged or
+    /// finally failed), or the flush timeout expires
+    /// ([`Builder::with_flush_timeout`](crate::Builder::with_flush_timeout), 30 s by
+    /// default). Spans still open are not flushed: they are delivered when they close.
+    pub fn flush(&self) -> FlushReport {
+        self.flush_within(self.flush_timeout)
+    }
+
+    /// [`flush`](Self::flush) with an explicit timeout.
+    pub fn flush_within(&self, timeout: Duration) -> FlushReport {
+        if self.stopped {
+            return self.report(true);
+        }
+        let complete = self.request(Message::Flush, timeout);
+        self.report(complete)
+    }
+
+    /// Delivers everything, writes spans that are still open as rows without
+    /// `metrics.end`, and stops the worker, waiting at most the shutdown timeout. Later
+    /// spans are counted as dropped.
+    pub fn shutdown(mut self) -> FlushReport {
+        self.stop(self.shutdown_timeout)
+    }
+
+    /// The counts so far, without waiting for anything.
+    pub fn report_now(&self) -> FlushReport {
+        self.report(false)
+    }
+
+    fn stop(&mut self, timeout: Duration) -> FlushReport {
+        if self.stopped {
+            return self.report(true);
+        }
+        self.stopped = true;
+        let complete = self.request(Message::Shutdown, timeout);
+        if complete {
+            // The worker answered and is about to return: joining is quick.
+            if let Some(handle) = self.worker.take() {
+                let _ = handle.join();
+            }
+        }
+        self.report(complete)
+    }
+
+    /// Sends a control message and waits for its answer until `timeout`.
+    fn request(&self, make: fn(flume::Sender<()>) -> Message, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (reply_tx, reply_rx) = flume::bounded(1);
+        if self.tx.send_deadline(make(reply_tx), deadline).is_err() {
+            return false;
+        }
+        reply_rx.recv_deadline(deadline).is_ok()
+    }
+
+    fn report(&self, complete: bool) -> FlushReport {
+        let c = &self.counters;
+        FlushReport {
+            enqueued: c.enqueued.load(Ordering::Acquire),
+            sent: c.sent.load(Ordering::Acquire),
+            failed: c.failed.load(Ordering::Acquire),
+            dropped: c.dropped.load(Ordering::Acquire),
+            unfinished: c.unfinished.load(Ordering::Acquire),
+            complete,
+        }
+    }
+}
+
+impl Drop for BraintrustGuard {
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        let report = self.stop(self.shutdown_timeout);
+        if !report.complete {
+            diag::warn(
+                "shutdown-timeout",
+                format_args!(
+                    "shutdown timed out after {:?} with {} rows still in flight ({} sent, {} failed, {} dropped)",
+                    self.shutdown_timeout,
+                    report.in_flight(),
+                    report.sent,
+                    report.failed,
+                    report.dropped
+                ),
+            );
+        } else if report.failed > 0 || report.dropped > 0 {
+            diag::warn(
+                "shutdown-losses",
+                format_args!(
+                    "at shutdown: {} rows sent, {} failed, {} dropped",
+                    report.sent, report.failed, report.dropped
+                ),
+            );
+        }
+    }
+}

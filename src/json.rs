@@ -1,0 +1,99 @@
+//! Recording structured values as span fields.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// Wraps any [`Serialize`] value so it can be recorded as a span field and arrive in
+/// Braintrust as structured JSON (an object or array), not as a quoted string.
+///
+/// Its `Debug` output is the compact JSON text of the value, which the worker parses back
+/// into JSON; other layers (such as `fmt`) print the same text. Use it through [`json`].
+///
+/// A value that fails to serialise (for example a map with non-string keys) is recorded as
+/// the string `"<unserializable: reason>"`.
+#[derive(Clone, Copy)]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> fmt::Debug for Json<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut adapter = FmtWriter { f, failed: false };
+        match serde_json::to_writer(&mut adapter, &self.0) {
+            Ok(()) => Ok(()),
+            // The formatter itself failed: report it as fmt does.
+            Err(_) if adapter.failed => Err(fmt::Error),
+            Err(e) => {
+                let msg = serde_json::Value::String(format!("<unserializable: {e}>"));
+                write!(adapter.f, "{msg}")
+            }
+        }
+    }
+}
+
+/// Records a [`Serialize`] value as JSON in a span field.
+///
+/// Plain strings and numbers need no wrapper; use this for objects, arrays, and any type
+/// that implements `Serialize` (including `serde_json::Value`).
+///
+/// # Examples
+///
+/// ```
+/// use tracing_braintrust::json;
+///
+/// #[derive(serde::Serialize)]
+/// struct Question<'a> { text: &'a str, lang: &'a str }
+///
+/// let span = tracing::info_span!(
+///     "answer",
+///     input = json(&Question { text: "Capital of France?", lang: "en" }),
+///     output = tracing::field::Empty,
+/// );
+/// span.record("output", json(&serde_json::json!({"answer": "Paris"})));
+/// ```
+pub fn json<T: Serialize>(value: T) -> tracing::field::DebugValue<Json<T>> {
+    tracing::field::debug(Json(value))
+}
+
+struct FmtWriter<'a, 'b> {
+    f: &'a mut fmt::Formatter<'b>,
+    failed: bool,
+}
+
+impl std::io::Write for FmtWriter<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // serde_json only ever writes valid UTF-8 in whole pieces per call sequence; a split
+        // code point cannot happen because it writes escaped strings and ASCII punctuation
+        // in separate calls, each valid UTF-8 on its own.
+        let s = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
+        self.f.write_str(s).map_err(|e| {
+            self.failed = true;
+            std::io::Error::other(e)
+        })?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn debug_is_compact_json() {
+        let v = serde_json::json!({"b": [1, 2], "a": "café ☃"});
+        assert_eq!(format!("{:?}", Json(&v)), r#"{"a":"café ☃","b":[1,2]}"#);
+        assert_eq!(format!("{:?}", Json("plain")), r#""plain""#);
+    }
+
+    #[test]
+    fn unserializable_values_become_a_string() {
+        let mut m = HashMap::new();
+        m.insert(vec![1u8], 1);
+        let text = format!("{:?}", Json(&m));
+        let parsed: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+        assert!(parsed.as_str().unwrap_or("").starts_with("<unserializable"));
+    }
+}

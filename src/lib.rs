@@ -1,0 +1,72 @@
+//! A [`tracing`] layer that sends spans to [Braintrust](https://braintrust.dev) as log rows.
+//!
+//! Add one layer to a `tracing_subscriber` registry and every span (for example every
+//! `#[tracing::instrument]`ed function) becomes a Braintrust row with its input, output,
+//! token metrics, errors and timing, linked into one trace.
+//!
+//! ```
+//! use tracing_braintrust::{BraintrustLayer, MemorySink};
+//! use tracing_subscriber::prelude::*;
+//!
+//! # let sink = MemorySink::new();
+//! let (layer, guard) = BraintrustLayer::builder()
+//!     .with_project_name("my-agent")
+//! #   .with_memory_sink(sink.clone())
+//!     .build()?;
+//! let subscriber = tracing_subscriber::registry().with(layer);
+//!
+//! #[tracing::instrument(fields(llm.model = "gpt-4o-mini", llm.prompt_tokens, llm.completion_tokens, output))]
+//! fn ask(question: &str) -> String {
+//!     let answer = "Paris".to_owned(); // call the model here
+//!     let span = tracing::Span::current();
+//!     span.record("llm.prompt_tokens", 12);
+//!     span.record("llm.completion_tokens", 5);
+//!     span.record("output", answer.as_str());
+//!     answer
+//! }
+//!
+//! tracing::subscriber::with_default(subscriber, || ask("Capital of France?"));
+//! guard.flush();
+//! # let row = sink.span("ask").unwrap();
+//! # assert_eq!(row["span_attributes"]["type"], "llm");
+//! # assert_eq!(row["metrics"]["tokens"], 17);
+//! # Ok::<(), tracing_braintrust::Error>(())
+//! ```
+//!
+//! With no `BRAINTRUST_API_KEY`, rows are written to `braintrust-spans.jsonl` in the
+//! working directory (one `/logs3` row per line), so everything works on a fresh machine
+//! with no account. The README has the full field mapping table and configuration table.
+//!
+//! # How it works
+//!
+//! The layer only records: span fields are captured into the span's extensions, and a
+//! closed span is handed to a bounded queue without blocking. A worker on its own thread
+//! (named `tracing-braintrust`, with its own tokio runtime and a no-op dispatcher, so it never
+//! traces itself) builds the rows, merges them, and writes or uploads them. A full queue
+//! drops rows and counts them; the [`BraintrustGuard`] reports the counts.
+//!
+//! # Supported Rust versions
+//!
+//! The minimum supported Rust version is 1.85.
+
+mod builder;
+mod diag;
+mod error;
+mod fields;
+mod guard;
+mod ids;
+mod json;
+mod layer;
+mod merge;
+mod record;
+mod row;
+mod sink;
+mod worker;
+// mod usage; (pending)
+
+pub use builder::Builder;
+pub use error::Error;
+pub use guard::{BraintrustGuard, FlushReport};
+pub use json::{Json, json};
+pub use layer::BraintrustLayer;
+pub use sink::memory::MemorySink;

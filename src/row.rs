@@ -1,0 +1,354 @@
+//! A finished span or event as a Braintrust row (protocol §5), built on the worker.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+use tracing_core::{Level, Metadata};
+
+use crate::fields::{RowParts, to_json};
+use crate::ids::{SpanId, TraceId, span_id_hex, uuid_string};
+use crate::record::{FieldName, FieldValue, Fields, Route, RouteTarget, SpanHeader};
+use crate::sink::Row;
+
+/// Settings that shape every row, fixed at build time.
+#[derive(Debug, Clone)]
+pub(crate) struct RowSettings {
+    /// `context.span_origin`.
+    pub(crate) span_origin: Value,
+    /// The project id rows go to when it is known without a lookup.
+    pub(crate) project_id: Option<String>,
+}
+
+impl RowSettings {
+    pub(crate) fn new(project_id: Option<String>) -> Self {
+        Self {
+            span_origin: json!({
+                "name": env!("CARGO_PKG_NAME"),
+                "version": env!("CARGO_PKG_VERSION"),
+                "instrumentation": {"name": "tracing"},
+            }),
+            project_id,
+        }
+    }
+}
+
+/// An event recorded inside (or outside) a span, to become a `log` row.
+#[derive(Debug)]
+pub(crate) struct EventRecord {
+    pub(crate) row_id: u128,
+    pub(crate) span_id: u64,
+    pub(crate) exec_counter: u64,
+    pub(crate) time: SystemTime,
+    pub(crate) metadata: &'static Metadata<'static>,
+    /// The trace the event belongs to.
+    pub(crate) root: TraceId,
+    /// The span it happened in (`None`: a root row of its own).
+    pub(crate) parent: Option<SpanId>,
+    /// Where its rows go.
+    pub(crate) route: Option<Arc<Route>>,
+    pub(crate) fields: Fields,
+}
+
+/// Unix seconds as a float, as `metrics.start`/`metrics.end`.
+pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    }
+}
+
+/// ISO-8601 with microseconds and `+00:00`, as the Python SDK writes `created`.
+pub(crate) fn iso_time(t: SystemTime) -> String {
+    let s = humantime::format_rfc3339_micros(t).to_string();
+    match s.strip_suffix('Z') {
+        Some(base) => format!("{base}+00:00"),
+        None => s,
+    }
+}
+
+/// Builds the full row of a span from its header and all its fields in recording order.
+///
+/// `end` is `None` for a span still open at shutdown (the row then has no `metrics.end`).
+pub(crate) fn span_row<'a>(
+    settings: &RowSettings,
+    header: &SpanHeader,
+    fields: impl IntoIterator<Item = &'a (FieldName, FieldValue)>,
+    error: Option<&Fields>,
+    end: Option<SystemTime>,
+) -> Row {
+    let mut parts = RowParts::default();
+    for (name, value) in fields {
+        parts.apply(name, value.clone());
+    }
+    if let Some(err) = error {
+        parts.error = Some(Value::String(error_text(err)));
+    }
+    parts.finish_metrics();
+
+    let default_type = if parts.has_llm {
+        "llm"
+    } else if header.parent.is_none() {
+        "task"
+    } else {
+        "function"
+    };
+    let span_type = parts.span_type.unwrap_or(default_type);
+    let name = parts
+        .name
+        .take()
+        .unwrap_or_else(|| header.metadata.name().to_owned());
+
+    let mut row = Map::new();
+    row.insert("id".into(), uuid_string(header.row_id).into());
+    row.insert("span_id".into(), span_id_hex(header.span_id).into());
+    row.insert("root_span_id".into(), header.root.to_wire().into());
+    row.insert(
+        "span_parents".into(),
+        match &header.parent {
+            Some(p) => json!([p.to_wire()]),
+            None => Value::Null,
+        },
+    );
+    row.insert("created".into(), iso_time(header.start).into());
+    row.insert(
+        "span_attributes".into(),
+        json!({"name": name, "type": span_type, "exec_counter": header.exec_counter}),
+    );
+    parts
+        .metrics
+        .insert("start".into(), json!(unix_seconds(header.start)));
+    if let Some(end) = end {
+        parts.metrics.insert("end".into(), json!(unix_seconds(end)));
+    }
+    row.insert(
+        "context".into(),
+        context(settings, header.metadata, Some(header.metadata.name())),
+    );
+    put_parts(&mut row, parts);
+    route(&mut row, settings, header.route.as_deref());
+    row
+}
+
+/// Builds the `log` row of an event: a child of the span it happened in (or a root of its
+/// own), named after its message, with `span_attributes.log_level`.
+pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
+    let mut parts = RowParts::default();
+    let mut message = None;
+    for (name, value) in &ev.fields {
+        if name == "message" {
+            message = Some(match to_json(value.clone()) {
+                Value::String(s) => s,
+                other => other.to_string(),
+            });
+        } else {
+            parts.apply(name, value.clone());
+        }
+    }
+    parts.finish_metrics();
+    let level = ev.metadata.level();
+    let name = message
+        .as_deref()
+        .map(|m| short_name(m, 80))
+        .unwrap_or_else(|| ev.metadata.name().to_owned());
+    if let Some(m) = message {
+        if parts.output.is_none() {
+            parts.output = Some(Value::String(m));
+        } else {
+            parts.metadata.insert("message".into(), Value::String(m));
+        }
+    }
+    parts
+        .metadata
+        .insert("target".into(), ev.metadata.target().into());
+    if *level == Level::ERROR && parts.error.is_none() {
+        parts.error = Some(Value::String(error_text(&ev.fields)));
+    }
+
+    let mut row = Map::new();
+    row.insert("id".into(), uuid_string(ev.row_id).into());
+    row.insert("span_id".into(), span_id_hex(ev.span_id).into());
+    row.insert("root_span_id".into(), ev.root.to_wire().into());
+    row.insert(
+        "span_parents".into(),
+        match &ev.parent {
+            Some(p) => json!([p.to_wire()]),
+            None => Value::Null,
+        },
+    );
+    row.insert("created".into(), iso_time(ev.time).into());
+    row.insert(
+        "span_attributes".into(),
+        json!({
+            "name": name,
+            "type": "log",
+            "log_level": level_name(level),
+            "exec_counter": ev.exec_counter,
+        }),
+    );
+    let t = unix_seconds(ev.time);
+    parts.metrics.insert("start".into(), json!(t));
+    parts.metrics.insert("end".into(), json!(t));
+    row.insert("context".into(), context(settings, ev.metadata, None));
+    put_parts(&mut row, parts);
+    route(&mut row, settings, ev.route.as_deref());
+    row
+}
+
+/// The error text of an ERROR event: its message, then its other fields as `key=value`.
+/// For `#[instrument(err)]` (a lone `error` field) that is the error itself.
+pub(crate) fn error_text(fields: &Fields) -> String {
+    let mut message = None;
+    let mut error = None;
+    let mut rest = String::new();
+    for (name, value) in fields {
+        let text = match to_json(value.clone()) {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        match name.as_ref() {
+            "message" => message = Some(text),
+            "error" => error = Some(text),
+            other => {
+                let _ = write!(rest, " {other}={text}");
+            }
+        }
+    }
+    let mut out = match (message, error) {
+        (Some(m), Some(e)) => format!("{m}: {e}"),
+        (Some(m), None) => m,
+        (None, Some(e)) => e,
+        (None, None) => String::new(),
+    };
+    out.push_str(if out.is_empty() {
+        rest.trim_start()
+    } else {
+        &rest
+    });
+    out
+}
+
+fn level_name(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "error",
+        Level::WARN => "warn",
+        Level::INFO => "info",
+        Level::DEBUG => "debug",
+        Level::TRACE => "trace",
+    }
+}
+
+fn short_name(message: &str, max_chars: usize) -> String {
+    let line = message.lines().next().unwrap_or("");
+    let mut out: String = line.chars().take(max_chars).collect();
+    if out.len() < line.len() {
+        out.push('…');
+    }
+    out
+}
+
+fn context(settings: &RowSettings, meta: &Metadata<'_>, function: Option<&str>) -> Value {
+    let mut ctx = Map::new();
+    if let Some(file) = meta.file() {
+        ctx.insert("caller_filename".into(), file.into());
+    }
+    if let Some(line) = meta.line() {
+        ctx.insert("caller_lineno".into(), line.into());
+    }
+    let module = meta.module_path().unwrap_or_else(|| meta.target());
+    let function = match function {
+        Some(f) => format!("{module}::{f}"),
+        None => module.to_owned(),
+    };
+    ctx.insert("caller_functionname".into(), function.into());
+    ctx.insert("span_origin".into(), settings.span_origin.clone());
+    Value::Object(ctx)
+}
+
+fn put_parts(row: &mut Row, parts: RowParts) {
+    for (key, value) in [
+        ("input", parts.input),
+        ("output", parts.output),
+        ("expected", parts.expected),
+        ("error", parts.error),
+    ] {
+        if let Some(v) = value {
+            row.insert(key.into(), v);
+        }
+    }
+    row.insert("metrics".into(), Value::Object(parts.metrics));
+    for (key, map) in [("metadata", parts.metadata), ("scores", parts.scores)] {
+        if !map.is_empty() {
+            row.insert(key.into(), Value::Object(map));
+        }
+    }
+    if !parts.tags.is_empty() {
+        row.insert("tags".into(), json!(parts.tags));
+    }
+}
+
+/// Object ids: where the row goes (protocol §4), plus any propagated event.
+fn route(row: &mut Row, settings: &RowSettings, route: Option<&Route>) {
+    let target = route.and_then(|r| r.target.as_ref());
+    match target {
+        Some(RouteTarget::ExperimentId(id)) => {
+            row.insert("experiment_id".into(), id.clone().into());
+        }
+        Some(RouteTarget::ProjectId(id)) => {
+            row.insert("project_id".into(), id.clone().into());
+            row.insert("log_id".into(), "g".into());
+        }
+        Some(RouteTarget::ProjectName(name)) => {
+            row.insert("_bt_project_name".into(), name.clone().into());
+            row.insert("log_id".into(), "g".into());
+        }
+        None => {
+            if let Some(id) = &settings.project_id {
+                row.insert("project_id".into(), id.clone().into());
+            }
+            row.insert("log_id".into(), "g".into());
+        }
+    }
+    if let Some(event) = route.and_then(|r| r.propagated_event.clone()) {
+        crate::merge::deep_merge(row, event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn created_matches_python_format() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_795_246_950_698_185);
+        assert_eq!(iso_time(t), "2026-11-21T07:42:30.698185+00:00");
+        assert!((unix_seconds(t) - 1_795_246_950.698_185).abs() < 1e-6);
+    }
+
+    #[test]
+    fn error_text_from_fields() {
+        let f: Fields = vec![(
+            FieldName::Borrowed("error"),
+            FieldValue::Text("boom".into()),
+        )];
+        assert_eq!(error_text(&f), "boom");
+        let f: Fields = vec![
+            (
+                FieldName::Borrowed("message"),
+                FieldValue::Text("step failed".into()),
+            ),
+            (FieldName::Borrowed("code"), FieldValue::I64(7)),
+        ];
+        assert_eq!(error_text(&f), "step failed code=7");
+        let f: Fields = vec![(FieldName::Borrowed("code"), FieldValue::I64(7))];
+        assert_eq!(error_text(&f), "code=7");
+    }
+
+    #[test]
+    fn short_names_cut_on_chars() {
+        assert_eq!(short_name("héllo\nworld", 3), "hél…");
+        assert_eq!(short_name("ok", 3), "ok");
+    }
+}
