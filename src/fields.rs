@@ -257,8 +257,10 @@ impl RowParts {
 
     /// Maps a provider `usage` object onto the standard metrics.
     pub(crate) fn apply_usage(&mut self, usage: Value) {
-        let _ = usage; // PENDING-USAGE
-    }
+        for (metric, v) in crate::usage::usage_metrics(&usage) {
+            self.metrics
+                .insert(metric.to_owned(), number_value(&Value::Null, v));
+        }    }
 
     fn set_metric_or_metadata(&mut self, metric: &str, full: &str, v: Value) {
         match as_number(&v) {

@@ -50,6 +50,7 @@
 //! The minimum supported Rust version is 1.85.
 
 mod builder;
+mod cost;
 mod diag;
 mod error;
 mod fields;
@@ -62,7 +63,7 @@ mod record;
 mod row;
 mod sink;
 mod worker;
-// mod usage; (pending)
+mod usage;
 
 pub use builder::Builder;
 pub use error::Error;

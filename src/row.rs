@@ -7,7 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 use tracing_core::{Level, Metadata};
 
-use crate::fields::{RowParts, to_json};
+use crate::cost::{PriceTable, TokenUsage, estimate_cost};
+use crate::fields::{RowParts, float, to_json};
 use crate::ids::{SpanId, TraceId, span_id_hex, uuid_string};
 use crate::record::{FieldName, FieldValue, Fields, Route, RouteTarget, SpanHeader};
 use crate::sink::Row;
@@ -19,6 +20,8 @@ pub(crate) struct RowSettings {
     pub(crate) span_origin: Value,
     /// The project id rows go to when it is known without a lookup.
     pub(crate) project_id: Option<String>,
+    /// Model prices for `metrics.estimated_cost`; `None` turns cost estimation off.
+    pub(crate) prices: Option<PriceTable>,
 }
 
 impl RowSettings {
@@ -30,6 +33,7 @@ impl RowSettings {
                 "instrumentation": {"name": "tracing"},
             }),
             project_id,
+            prices: Some(PriceTable::builtin().clone()),
         }
     }
 }
@@ -95,6 +99,9 @@ pub(crate) fn span_row<'a>(
         "function"
     };
     let span_type = parts.span_type.unwrap_or(default_type);
+    if span_type == "llm" {
+        add_estimated_cost(settings, &mut parts);
+    }
     let name = parts
         .name
         .take()
@@ -194,6 +201,29 @@ pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
     put_parts(&mut row, parts);
     route(&mut row, settings, ev.route.as_deref());
     row
+}
+
+/// `metrics.estimated_cost` in US dollars, for an `llm` span whose model has a known price
+/// and whose token counts are known; never overrides a cost the span recorded itself.
+fn add_estimated_cost(settings: &RowSettings, parts: &mut RowParts) {
+    let Some(prices) = &settings.prices else {
+        return;
+    };
+    if parts.metrics.contains_key("estimated_cost") {
+        return;
+    }
+    let Some(Value::String(model)) = parts.metadata.get("model") else {
+        return;
+    };
+    let usage = TokenUsage::from_metrics(
+        parts
+            .metrics
+            .iter()
+            .filter_map(|(k, v)| v.as_f64().map(|f| (k.as_str(), f))),
+    );
+    if let Some(cost) = estimate_cost(prices, model, &usage) {
+        parts.metrics.insert("estimated_cost".into(), float(cost));
+    }
 }
 
 /// The error text of an ERROR event: its message, then its other fields as `key=value`.
