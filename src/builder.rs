@@ -12,7 +12,7 @@ use tracing_core::Level;
 use crate::diag;
 use crate::error::Error;
 use crate::guard::BraintrustGuard;
-use crate::layer::{BraintrustLayer, LayerInner};
+use crate::layer::{BraintrustLayer, LayerInner, Links, RemoteParent};
 use crate::record::DEFAULT_MAX_FIELD_BYTES;
 use crate::row::RowSettings;
 use crate::sink::Sink;
@@ -36,6 +36,7 @@ pub(crate) mod env {
     pub(crate) const FAILED_PAYLOADS_DIR: &str = "BRAINTRUST_FAILED_PUBLISH_PAYLOADS_DIR";
     pub(crate) const ALL_PAYLOADS_DIR: &str = "BRAINTRUST_ALL_PUBLISH_PAYLOADS_DIR";
     pub(crate) const LOCAL_FILE: &str = "BRAINTRUST_LOCAL_FILE";
+    pub(crate) const PARENT: &str = "BRAINTRUST_PARENT";
 }
 
 /// Defaults, one constant each.
@@ -104,6 +105,7 @@ pub struct Builder {
     max_in_flight: Option<usize>,
     retry_base_delay: Option<Duration>,
     max_retry_delay: Option<Duration>,
+    parent: Option<String>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -195,6 +197,7 @@ pub(crate) struct Config {
     pub(crate) max_in_flight: usize,
     pub(crate) retry_base_delay: Duration,
     pub(crate) max_retry_delay: Duration,
+    pub(crate) parent: Option<RemoteParent>,
 }
 
 fn positive(setting: &'static str, v: usize) -> Result<usize, Error> {
@@ -402,6 +405,19 @@ impl Builder {
         self
     }
 
+    /// Makes every root span of this process continue `parent` (`BRAINTRUST_PARENT`): an
+    /// exported span string (as printed by
+    /// [`BraintrustSpanExt::braintrust_export`](crate::BraintrustSpanExt::braintrust_export)
+    /// or an official SDK's `span.export()`), a W3C `traceparent` value, or
+    /// `project_id:…`, `project_name:…`, `experiment_id:…`. Root spans then share the
+    /// parent's `root_span_id`, list the parent's span id in `span_parents`, and their rows
+    /// go to the parent's project or experiment. An invalid value given in code is a
+    /// `build()` error; an invalid environment value is ignored with a warning.
+    pub fn with_parent(mut self, parent: impl Into<String>) -> Self {
+        self.parent = Some(parent.into());
+        self
+    }
+
     /// Resolves defaults, environment and code settings.
     pub(crate) fn config(&self) -> Result<Config, Error> {
         let env = EnvReader {
@@ -486,6 +502,20 @@ impl Builder {
             )?,
             retry_base_delay: self.retry_base_delay.unwrap_or(defaults::RETRY_BASE_DELAY),
             max_retry_delay: self.max_retry_delay.unwrap_or(defaults::MAX_RETRY_DELAY),
+            parent: match (&self.parent, env.get(env::PARENT)) {
+                (Some(code), _) => Some(crate::ext::default_parent(code)?),
+                (None, Some(from_env)) => match crate::ext::default_parent(&from_env) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        diag::warn_once(
+                            env::PARENT,
+                            format_args!("BRAINTRUST_PARENT is ignored: {e}"),
+                        );
+                        None
+                    }
+                },
+                (None, None) => None,
+            },
         };
         Ok(config)
     }
@@ -502,11 +532,23 @@ impl Builder {
     /// created, [`Error::Worker`] when the worker thread cannot be started.
     pub fn build(self) -> Result<(BraintrustLayer, BraintrustGuard), Error> {
         let config = self.config()?;
+        let mut resolver = None;
         let sink: Arc<dyn Sink> = match (&self.memory_sink, &config.api_key) {
             (Some(memory), _) => Arc::new(memory.clone()),
-            (None, Some(_)) => crate::sink::upload_sink(&config)?,
+            (None, Some(_)) => {
+                let (sink, r) = crate::sink::upload_sink(&config)?;
+                resolver = Some(r);
+                sink
+            }
             (None, None) => Arc::new(FileSink::new(config.local_file.clone())),
         };
+        let links = Arc::new(Links {
+            app_url: config.app_url.clone(),
+            org_name: config.org_name.clone(),
+            project_name: config.project_name.clone(),
+            configured_project_id: config.project_id.clone(),
+            resolver,
+        });
         let counters = Arc::new(Counters::default());
         let (tx, rx) = flume::bounded(config.queue_size);
         let (orphan_tx, orphan_rx) = flume::unbounded();
@@ -531,7 +573,8 @@ impl Builder {
                 event_level: config.event_level,
                 orphan_event_level: config.orphan_event_level,
                 max_field_bytes: config.max_field_bytes,
-                default_parent: None,
+                default_parent: config.parent.clone(),
+                links: Arc::clone(&links),
             }),
         };
         let guard = BraintrustGuard::new(
@@ -540,6 +583,7 @@ impl Builder {
             worker,
             config.flush_timeout,
             config.shutdown_timeout,
+            links,
         );
         Ok((layer, guard))
     }

@@ -260,7 +260,8 @@ impl RowParts {
         for (metric, v) in crate::usage::usage_metrics(&usage) {
             self.metrics
                 .insert(metric.to_owned(), number_value(&Value::Null, v));
-        }    }
+        }
+    }
 
     fn set_metric_or_metadata(&mut self, metric: &str, full: &str, v: Value) {
         match as_number(&v) {

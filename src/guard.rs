@@ -6,6 +6,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::diag;
+use crate::layer::Links;
 use crate::worker::{Counters, Message};
 
 /// Counts of what happened to the rows, returned by [`BraintrustGuard::flush`] and
@@ -77,6 +78,7 @@ pub struct BraintrustGuard {
     flush_timeout: Duration,
     shutdown_timeout: Duration,
     stopped: bool,
+    links: Arc<Links>,
 }
 
 impl std::fmt::Debug for BraintrustGuard {
@@ -97,8 +99,10 @@ impl BraintrustGuard {
         worker: JoinHandle<()>,
         flush_timeout: Duration,
         shutdown_timeout: Duration,
+        links: Arc<Links>,
     ) -> Self {
         Self {
+            links,
             tx,
             counters,
             worker: Some(worker),
@@ -130,6 +134,14 @@ impl BraintrustGuard {
     /// spans are counted as dropped.
     pub fn shutdown(mut self) -> FlushReport {
         self.stop(self.shutdown_timeout)
+    }
+
+    /// A link to the row `row_id` (from
+    /// [`BraintrustSpanExt::braintrust_row_id`](crate::BraintrustSpanExt::braintrust_row_id))
+    /// in the Braintrust app, once the uploader has logged in (or when the organization and
+    /// project id are configured). `None` in local mode.
+    pub fn permalink(&self, row_id: &str) -> Option<String> {
+        self.links.permalink(row_id, None)
     }
 
     /// The counts so far, without waiting for anything.

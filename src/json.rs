@@ -17,14 +17,13 @@ pub struct Json<T>(pub T);
 
 impl<T: Serialize> fmt::Debug for Json<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut adapter = FmtWriter { f, failed: false };
-        match serde_json::to_writer(&mut adapter, &self.0) {
-            Ok(()) => Ok(()),
-            // The formatter itself failed: report it as fmt does.
-            Err(_) if adapter.failed => Err(fmt::Error),
+        // Serialise into a buffer first: a value that fails halfway must not leave half a
+        // document in the output.
+        match serde_json::to_string(&self.0) {
+            Ok(text) => f.write_str(&text),
             Err(e) => {
                 let msg = serde_json::Value::String(format!("<unserializable: {e}>"));
-                write!(adapter.f, "{msg}")
+                write!(f, "{msg}")
             }
         }
     }
@@ -52,28 +51,6 @@ impl<T: Serialize> fmt::Debug for Json<T> {
 /// ```
 pub fn json<T: Serialize>(value: T) -> tracing::field::DebugValue<Json<T>> {
     tracing::field::debug(Json(value))
-}
-
-struct FmtWriter<'a, 'b> {
-    f: &'a mut fmt::Formatter<'b>,
-    failed: bool,
-}
-
-impl std::io::Write for FmtWriter<'_, '_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // serde_json only ever writes valid UTF-8 in whole pieces per call sequence; a split
-        // code point cannot happen because it writes escaped strings and ASCII punctuation
-        // in separate calls, each valid UTF-8 on its own.
-        let s = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
-        self.f.write_str(s).map_err(|e| {
-            self.failed = true;
-            std::io::Error::other(e)
-        })?;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::ids::{SpanId, TraceId, new_row_id, new_span_id};
-use crate::record::{FieldVisitor, Fields, Route, SpanData, SpanHeader};
+use crate::record::{FieldVisitor, Fields, Route, RouteTarget, SpanData, SpanHeader};
 use crate::row::EventRecord;
 use crate::worker::{ClosedSpan, Counters, Message, OpenSpan};
 
@@ -45,6 +45,63 @@ pub(crate) struct RemoteParent {
     pub(crate) root: Option<TraceId>,
     pub(crate) span_id: Option<SpanId>,
     pub(crate) route: Option<Arc<Route>>,
+    /// The `traceparent` sampled flag, when the parent came from W3C headers.
+    pub(crate) sampled: Option<bool>,
+}
+
+/// Who resolves the organization and project id (the uploader, after login).
+pub(crate) type Resolver = Arc<dyn Fn() -> Option<(String, String)> + Send + Sync>;
+
+/// What links and exported strings need to know about the destination.
+pub(crate) struct Links {
+    pub(crate) app_url: String,
+    pub(crate) org_name: Option<String>,
+    pub(crate) project_name: String,
+    pub(crate) configured_project_id: Option<String>,
+    pub(crate) resolver: Option<Resolver>,
+}
+
+impl Links {
+    fn resolved(&self) -> Option<(String, String)> {
+        self.resolver.as_ref().and_then(|r| r())
+    }
+
+    /// The project id: configured, or resolved by the uploader.
+    pub(crate) fn project_id(&self) -> Option<String> {
+        self.configured_project_id
+            .clone()
+            .or_else(|| self.resolved().map(|(_, id)| id))
+    }
+
+    /// A link to a row in the Braintrust app (protocol §11), when the organization and the
+    /// object id are known.
+    pub(crate) fn permalink(&self, row_id: &str, route: Option<&Route>) -> Option<String> {
+        let resolved = self.resolved();
+        let org = self
+            .org_name
+            .clone()
+            .or_else(|| resolved.as_ref().map(|(org, _)| org.clone()))?;
+        let (object_type, object_id) = match route.and_then(|r| r.target.as_ref()) {
+            Some(RouteTarget::ExperimentId(id)) => ("experiment", id.clone()),
+            Some(RouteTarget::ProjectId(id)) => ("project_logs", id.clone()),
+            Some(RouteTarget::ProjectName(_)) => return None,
+            None => ("project_logs", self.project_id()?),
+        };
+        Some(format!(
+            "{}/app/{}/object?object_type={}&object_id={}&id={}",
+            self.app_url, org, object_type, object_id, row_id
+        ))
+    }
+}
+
+impl std::fmt::Debug for Links {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Links")
+            .field("app_url", &self.app_url)
+            .field("org_name", &self.org_name)
+            .field("project_name", &self.project_name)
+            .finish_non_exhaustive()
+    }
 }
 
 pub(crate) struct LayerInner {
@@ -56,6 +113,7 @@ pub(crate) struct LayerInner {
     pub(crate) orphan_event_level: Option<Level>,
     pub(crate) max_field_bytes: usize,
     pub(crate) default_parent: Option<RemoteParent>,
+    pub(crate) links: Arc<Links>,
 }
 
 impl LayerInner {
@@ -106,7 +164,11 @@ where
                 )
             })
         });
-        let (root, parent, route) = local_parent.unwrap_or_else(|| inner.detached());
+        let mut fields = inner.visit(|v| attrs.record(v));
+        let (root, parent, route) = match local_parent {
+            Some(p) => p,
+            None => explicit_parent(&mut fields).unwrap_or_else(|| inner.detached()),
+        };
         let header = SpanHeader {
             span_id: new_span_id(),
             row_id: new_row_id(),
@@ -117,7 +179,6 @@ where
             metadata: attrs.metadata(),
             route,
         };
-        let fields = inner.visit(|v| attrs.record(v));
         let (fields, open_delivered) = match inner.tx.try_send(Message::Open(OpenSpan {
             header: header.clone(),
             fields,
@@ -226,4 +287,24 @@ where
             }
         }
     }
+}
+
+/// The name of the span field that names a remote parent at creation.
+pub(crate) const PARENT_FIELD: &str = "braintrust.parent";
+
+/// A remote parent given as the span's `braintrust.parent` field, removed from the fields.
+/// An unparsable value is kept as metadata so it is visible in the row.
+fn explicit_parent(fields: &mut Fields) -> Option<(TraceId, Option<SpanId>, Option<Arc<Route>>)> {
+    let pos = fields.iter().position(|(name, _)| name == PARENT_FIELD)?;
+    let text = match &fields[pos].1 {
+        crate::record::FieldValue::Str(s) | crate::record::FieldValue::Text(s) => s.clone(),
+        _ => return None,
+    };
+    let parent = crate::propagation::parse_parent(text.trim_matches('"')).ok()?;
+    fields.remove(pos);
+    Some((
+        parent.root.unwrap_or_else(TraceId::random),
+        parent.span_id,
+        parent.route,
+    ))
 }

@@ -83,6 +83,10 @@ fn rows_match_the_python_sdk_structure() {
                 .map(|m| m.len()),
         );
         ours_shape["context"]["span_origin"] = theirs_shape["context"]["span_origin"].clone();
+        // Our addition: llm spans with a priced model carry their estimated cost.
+        if let Some(m) = ours_shape["metrics"].as_object_mut() {
+            m.remove("estimated_cost");
+        }
         assert_eq!(ours_shape, theirs_shape, "shape of {name}");
     }
     let root = by_name(&rows, "handle_request");
@@ -103,6 +107,11 @@ fn rows_match_the_python_sdk_structure() {
     assert_eq!(llm["metrics"]["prompt_tokens"], 12);
     assert_eq!(llm["metrics"]["completion_tokens"], 5);
     assert_eq!(llm["metrics"]["tokens"], 17);
+    assert!(
+        llm["metrics"]["estimated_cost"]
+            .as_f64()
+            .is_some_and(|c| c > 0.0)
+    );
     assert_eq!(tool["output"], json!({"population": 2102650}));
     assert_eq!(tool["metadata"], json!({"source": "fixture-db"}));
     // Links.

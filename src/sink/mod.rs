@@ -35,7 +35,7 @@ pub(crate) trait Sink: Send + Sync + 'static {
 /// The Braintrust uploader for a configuration with an API key.
 pub(crate) fn upload_sink(
     config: &crate::builder::Config,
-) -> Result<std::sync::Arc<dyn Sink>, crate::Error> {
+) -> Result<(std::sync::Arc<dyn Sink>, crate::layer::Resolver), crate::Error> {
     let _ = config;
     Err(crate::Error::InvalidConfig {
         setting: "BRAINTRUST_API_KEY",

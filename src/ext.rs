@@ -1,0 +1,225 @@
+//! An extension trait on `tracing::Span` for what only Braintrust knows: exported parent
+//! strings, remote parents, W3C headers, permalinks, and structured values.
+
+use serde::Serialize;
+use tracing::Span;
+use tracing_subscriber::Registry;
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::Error;
+use crate::ids::{SpanId, uuid_string};
+use crate::layer::{BraintrustLayer, RemoteParent};
+use crate::propagation::{self, ExportTarget, Headers};
+use crate::record::{FieldName, FieldValue, SpanData};
+
+/// Braintrust operations on a [`tracing::Span`], in the manner of
+/// `tracing_opentelemetry::OpenTelemetrySpanExt`.
+///
+/// They work when the span is recorded by a [`BraintrustLayer`] on top of the standard
+/// [`tracing_subscriber::Registry`]; otherwise they do nothing and return `None` (or an
+/// error, for [`set_braintrust_parent`](Self::set_braintrust_parent)).
+///
+/// # Examples
+///
+/// Continue a trace from another process, and hand this span to the next one:
+///
+/// ```
+/// use std::collections::HashMap;
+/// use tracing_braintrust::{BraintrustLayer, BraintrustSpanExt, MemorySink};
+/// use tracing_subscriber::layer::SubscriberExt;
+///
+/// # let sink = MemorySink::new();
+/// let (layer, guard) = BraintrustLayer::builder()
+/// #   .with_memory_sink(sink.clone())
+///     .build()?;
+/// tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+///     let mut incoming = HashMap::new();
+///     incoming.insert(
+///         "traceparent".to_owned(),
+///         "00-4e9eae161dc22b8143097685ccb33b98-f68bee90fed05cca-01".to_owned(),
+///     );
+///     let span = tracing::info_span!("handle_request");
+///     span.set_braintrust_parent_from_headers(&incoming)?;
+///     let _entered = span.enter();
+///
+///     let mut outgoing: HashMap<String, String> = HashMap::new();
+///     tracing::Span::current().inject_braintrust_headers(&mut outgoing);
+///     assert!(outgoing["traceparent"].starts_with("00-4e9eae161dc22b8143097685ccb33b98-"));
+///     Ok::<(), tracing_braintrust::Error>(())
+/// })?;
+/// guard.flush();
+/// # let row = sink.span("handle_request").unwrap();
+/// # assert_eq!(row["span_parents"][0], "f68bee90fed05cca");
+/// # Ok::<(), tracing_braintrust::Error>(())
+/// ```
+pub trait BraintrustSpanExt {
+    /// The span's exported parent string (V4, byte-identical to the Python SDK's
+    /// `span.export()` for the same ids), to hand to another process as
+    /// `BRAINTRUST_PARENT` or to an official SDK's `start_span(parent=...)`.
+    fn braintrust_export(&self) -> Option<String>;
+
+    /// Makes this span continue a remote parent: an exported span string, a `traceparent`
+    /// value, or `project_id:…`, `project_name:…`, `experiment_id:…`.
+    ///
+    /// Call it right after creating the span, before any child span or event is created
+    /// under it: children copy their trace from the parent when they open. In live mode the
+    /// start row is sent when the span opens, so pass the parent as the span's
+    /// `braintrust.parent` field instead (`info_span!("x", braintrust.parent = %s)`), which
+    /// is applied before anything is sent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParent`] when the string cannot be parsed or the span is not recorded
+    /// by a [`BraintrustLayer`].
+    fn set_braintrust_parent(&self, parent: &str) -> Result<(), Error>;
+
+    /// [`set_braintrust_parent`](Self::set_braintrust_parent) from W3C headers:
+    /// `traceparent`, and the `braintrust.parent` member of `baggage`. Returns `Ok(false)`
+    /// when the headers carry neither.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidParent`] when a header is malformed or the span is not recorded by a
+    /// [`BraintrustLayer`].
+    fn set_braintrust_parent_from_headers<H: Headers + ?Sized>(
+        &self,
+        headers: &H,
+    ) -> Result<bool, Error>;
+
+    /// Writes `traceparent` and `baggage: braintrust.parent=…` for this span into
+    /// `headers`, keeping the other baggage members. Returns `false` when the span is not
+    /// recorded by a [`BraintrustLayer`].
+    fn inject_braintrust_headers<H: Headers + ?Sized>(&self, headers: &mut H) -> bool;
+
+    /// The span's row id (the `id` of its Braintrust row).
+    fn braintrust_row_id(&self) -> Option<String>;
+
+    /// A link to the span in the Braintrust app. Known once the uploader has logged in (or
+    /// when the organization and project id are configured); `None` before that and in
+    /// local mode.
+    fn braintrust_permalink(&self) -> Option<String>;
+
+    /// Records any [`Serialize`] value as JSON on `field` (which need not be declared on
+    /// the span); it follows the same mapping as declared fields (`input`, `output`,
+    /// `metadata.x`, ...). A value that cannot be serialised is recorded as an error string.
+    fn record_json<T: Serialize + ?Sized>(&self, field: &str, value: &T);
+}
+
+/// Runs `f` on the layer and the span's data, if both are reachable.
+fn with_data<R>(span: &Span, f: impl FnOnce(&BraintrustLayer, &mut SpanData) -> R) -> Option<R> {
+    let mut f = Some(f);
+    let mut out = None;
+    span.with_subscriber(|(id, dispatch)| {
+        let (Some(layer), Some(registry)) = (
+            dispatch.downcast_ref::<BraintrustLayer>(),
+            dispatch.downcast_ref::<Registry>(),
+        ) else {
+            return;
+        };
+        let Some(span) = registry.span(id) else {
+            return;
+        };
+        let mut ext = span.extensions_mut();
+        if let (Some(data), Some(f)) = (ext.get_mut::<SpanData>(), f.take()) {
+            out = Some(f(layer, data));
+        }
+    });
+    out
+}
+
+fn apply_parent(data: &mut SpanData, parent: RemoteParent) {
+    if let Some(root) = parent.root {
+        data.header.root = root;
+    }
+    data.header.parent = parent.span_id;
+    data.header.route = parent.route;
+}
+
+impl BraintrustSpanExt for Span {
+    fn braintrust_export(&self) -> Option<String> {
+        with_data(self, |layer, data| {
+            let links = &layer.inner.links;
+            let target = ExportTarget {
+                project_name: &links.project_name,
+                project_id: links.project_id(),
+            };
+            propagation::export(
+                &data.header.root,
+                &SpanId::Hex(data.header.span_id),
+                &uuid_string(data.header.row_id),
+                data.header.route.as_deref(),
+                &target,
+            )
+        })
+    }
+
+    fn set_braintrust_parent(&self, parent: &str) -> Result<(), Error> {
+        let parent = propagation::parse_parent(parent)?;
+        with_data(self, |_, data| apply_parent(data, parent)).ok_or_else(|| {
+            Error::InvalidParent("the span is not recorded by a BraintrustLayer".into())
+        })
+    }
+
+    fn set_braintrust_parent_from_headers<H: Headers + ?Sized>(
+        &self,
+        headers: &H,
+    ) -> Result<bool, Error> {
+        let Some(parent) = propagation::parent_from_headers(headers)? else {
+            return Ok(false);
+        };
+        with_data(self, |_, data| apply_parent(data, parent))
+            .map(|()| true)
+            .ok_or_else(|| {
+                Error::InvalidParent("the span is not recorded by a BraintrustLayer".into())
+            })
+    }
+
+    fn inject_braintrust_headers<H: Headers + ?Sized>(&self, headers: &mut H) -> bool {
+        let ids = with_data(self, |layer, data| {
+            let links = &layer.inner.links;
+            let target = ExportTarget {
+                project_name: &links.project_name,
+                project_id: links.project_id(),
+            };
+            (
+                data.header.root.clone(),
+                data.header.span_id,
+                propagation::parent_target_string(data.header.route.as_deref(), &target),
+            )
+        });
+        let Some((root, span_id, parent_string)) = ids else {
+            return false;
+        };
+        propagation::inject(headers, &root, &SpanId::Hex(span_id), &parent_string);
+        true
+    }
+
+    fn braintrust_row_id(&self) -> Option<String> {
+        with_data(self, |_, data| uuid_string(data.header.row_id))
+    }
+
+    fn braintrust_permalink(&self) -> Option<String> {
+        with_data(self, |layer, data| {
+            layer.inner.links.permalink(
+                &uuid_string(data.header.row_id),
+                data.header.route.as_deref(),
+            )
+        })
+        .flatten()
+    }
+
+    fn record_json<T: Serialize + ?Sized>(&self, field: &str, value: &T) {
+        // Serialise before touching the span: `Serialize` impls are user code.
+        let value = match serde_json::to_value(value) {
+            Ok(v) => FieldValue::Json(v),
+            Err(e) => FieldValue::Str(format!("<unserializable: {e}>")),
+        };
+        let name = FieldName::Owned(field.to_owned());
+        with_data(self, |_, data| data.fields.push((name, value)));
+    }
+}
+
+/// The remote parent of every root span of the process, from `BRAINTRUST_PARENT`.
+pub(crate) fn default_parent(value: &str) -> Result<RemoteParent, Error> {
+    propagation::parse_parent(value)
+}
