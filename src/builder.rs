@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use tracing_core::Level;
 
+use crate::cost::{ModelPrice, PriceTable};
 use crate::diag;
 use crate::error::Error;
 use crate::guard::BraintrustGuard;
 use crate::layer::{BraintrustLayer, LayerInner, Links, RemoteParent};
+use crate::mask::MaskFn;
 use crate::record::DEFAULT_MAX_FIELD_BYTES;
 use crate::row::RowSettings;
 use crate::sink::Sink;
@@ -37,6 +39,7 @@ pub(crate) mod env {
     pub(crate) const ALL_PAYLOADS_DIR: &str = "BRAINTRUST_ALL_PUBLISH_PAYLOADS_DIR";
     pub(crate) const LOCAL_FILE: &str = "BRAINTRUST_LOCAL_FILE";
     pub(crate) const PARENT: &str = "BRAINTRUST_PARENT";
+    pub(crate) const SAMPLE_RATE: &str = "BRAINTRUST_SAMPLE_RATE";
 }
 
 /// Defaults, one constant each.
@@ -106,6 +109,14 @@ pub struct Builder {
     retry_base_delay: Option<Duration>,
     max_retry_delay: Option<Duration>,
     parent: Option<String>,
+    sample_rate: Option<f64>,
+    keep_errors: Option<bool>,
+    mask: Option<MaskFn>,
+    scrub_secrets: Option<bool>,
+    prices: Option<PriceTable>,
+    price_file: Option<PathBuf>,
+    cost_estimation: Option<bool>,
+    invalid_price: Option<String>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -198,6 +209,10 @@ pub(crate) struct Config {
     pub(crate) retry_base_delay: Duration,
     pub(crate) max_retry_delay: Duration,
     pub(crate) parent: Option<RemoteParent>,
+    pub(crate) sample_rate: f64,
+    pub(crate) keep_errors: bool,
+    pub(crate) mask: Option<MaskFn>,
+    pub(crate) prices: Option<PriceTable>,
 }
 
 fn positive(setting: &'static str, v: usize) -> Result<usize, Error> {
@@ -418,6 +433,119 @@ impl Builder {
         self
     }
 
+    /// Keeps only this fraction of traces (`BRAINTRUST_SAMPLE_RATE`, default 1.0: keep
+    /// all). The decision is made once per trace from its root span id, so a trace is kept
+    /// or dropped whole, and every process with the same rate decides the same way for the
+    /// same trace; a span continuing a W3C parent whose `traceparent` says "not sampled" is
+    /// dropped. Spans of a dropped trace cost almost nothing: their fields are never
+    /// captured. A rate outside 0..=1 given in code is a `build()` error.
+    pub fn with_sample_rate(mut self, rate: f64) -> Self {
+        self.sample_rate = Some(rate);
+        self
+    }
+
+    /// Also sends spans that record an error (an ERROR event inside them) when their
+    /// trace is sampled out (default off). Such a span arrives alone, as a root of its
+    /// trace (same `root_span_id`), with its parent's span id in
+    /// `metadata.sampled_out_parent`, since its ancestors were not recorded.
+    pub fn with_errors_always_kept(mut self, keep: bool) -> Self {
+        self.keep_errors = Some(keep);
+        self
+    }
+
+    /// A masking function applied on the worker to `input`, `output`, `expected`,
+    /// `metadata`, `context`, `scores` and `metrics` of every row before it leaves the
+    /// process (as the official SDKs' `set_masking_function`). It runs off the
+    /// application thread. If it panics, the row is still sent with the field replaced by
+    /// `"ERROR: Failed to mask field '<field>' - panic"` (`metadata` by `{"error": ...}`;
+    /// `scores` and `metrics` removed) and the message added to `error`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use serde_json::Value;
+    ///
+    /// let builder = tracing_braintrust::BraintrustLayer::builder().with_mask(|v: &Value| {
+    ///     match v {
+    ///         Value::String(s) => Value::String(s.replace("hunter2", "*****")),
+    ///         other => other.clone(),
+    ///     }
+    /// });
+    /// # let _ = builder;
+    /// ```
+    pub fn with_mask<F>(mut self, mask: F) -> Self
+    where
+        F: Fn(&serde_json::Value) -> serde_json::Value + Send + Sync + 'static,
+    {
+        self.mask = Some(Arc::new(mask));
+        self
+    }
+
+    /// Switches on the built-in secret scrubber (default off): values under keys named like
+    /// `password`, `secret`, `api_key`, `authorization`, `cookie`, `session` (and strings
+    /// under keys containing `token`, while token counts stay), plus bearer tokens, AWS
+    /// access key ids, OpenAI/Anthropic/GitHub/Slack keys, JWTs and PEM private keys inside
+    /// any string, become `"[REDACTED]"`. Runs before [`with_mask`](Self::with_mask).
+    pub fn with_secret_scrubbing(mut self, on: bool) -> Self {
+        self.scrub_secrets = Some(on);
+        self
+    }
+
+    /// Sets or overrides the price of `model`, in US dollars per million tokens, for
+    /// `metrics.estimated_cost`. Cached prompt tokens are billed at `cache_read_per_mtok`
+    /// when given (else the input price), cache writes at `cache_write_per_mtok` (else the
+    /// input price).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = tracing_braintrust::BraintrustLayer::builder()
+    ///     .with_model_price("my-finetune", 3.0, 12.0, Some(1.5), None);
+    /// # let _ = builder;
+    /// ```
+    pub fn with_model_price(
+        mut self,
+        model: &str,
+        input_per_mtok: f64,
+        output_per_mtok: f64,
+        cache_read_per_mtok: Option<f64>,
+        cache_write_per_mtok: Option<f64>,
+    ) -> Self {
+        let price = ModelPrice::new(input_per_mtok, output_per_mtok).and_then(|p| {
+            let p = match cache_read_per_mtok {
+                Some(c) => p.with_cache_read(c)?,
+                None => p,
+            };
+            match cache_write_per_mtok {
+                Some(c) => p.with_cache_write(c),
+                None => Ok(p),
+            }
+        });
+        let table = self.prices.get_or_insert_with(PriceTable::default);
+        match price {
+            Ok(p) => table.insert(model, p),
+            Err(e) => {
+                self.invalid_price = Some(e.to_string());
+            }
+        }
+        self
+    }
+
+    /// Reads extra model prices from a JSON file in the format of the crate's
+    /// `data/model_prices.json` (Braintrust's proxy price list); they override the built-in
+    /// prices. The file is read by `build()`, which fails with a clear error if it cannot be
+    /// read or parsed.
+    pub fn with_model_prices_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.price_file = Some(path.into());
+        self
+    }
+
+    /// Turns `metrics.estimated_cost` on or off (default on).
+    pub fn with_cost_estimation(mut self, on: bool) -> Self {
+        self.cost_estimation = Some(on);
+        self
+    }
+
     /// Resolves defaults, environment and code settings.
     pub(crate) fn config(&self) -> Result<Config, Error> {
         let env = EnvReader {
@@ -432,7 +560,65 @@ impl Builder {
             Some(u) => Some(valid_url("BRAINTRUST_API_URL", u)?),
             None => None,
         };
+        if let Some(reason) = &self.invalid_price {
+            return Err(Error::InvalidConfig {
+                setting: "with_model_price",
+                reason: reason.clone(),
+            });
+        }
+        let sample_rate = match self.sample_rate {
+            Some(r) if (0.0..=1.0).contains(&r) => r,
+            Some(r) => {
+                return Err(Error::InvalidConfig {
+                    setting: "BRAINTRUST_SAMPLE_RATE",
+                    reason: format!("{r} is not between 0 and 1"),
+                });
+            }
+            None => match env.parse::<f64>(env::SAMPLE_RATE) {
+                Some(r) if (0.0..=1.0).contains(&r) => r,
+                Some(r) => {
+                    diag::warn_once(
+                        env::SAMPLE_RATE,
+                        format_args!(
+                            "BRAINTRUST_SAMPLE_RATE={r} is not between 0 and 1; keeping every trace"
+                        ),
+                    );
+                    1.0
+                }
+                None => 1.0,
+            },
+        };
+        let prices = if self.cost_estimation == Some(false) {
+            None
+        } else {
+            let mut overrides = PriceTable::default();
+            if let Some(path) = &self.price_file {
+                let text = std::fs::read_to_string(path).map_err(|e| Error::InvalidConfig {
+                    setting: "with_model_prices_file",
+                    reason: format!("cannot read {}: {e}", path.display()),
+                })?;
+                overrides = PriceTable::from_json_str(&text).map_err(|e| Error::InvalidConfig {
+                    setting: "with_model_prices_file",
+                    reason: format!("{}: {e}", path.display()),
+                })?;
+            }
+            if let Some(code) = &self.prices {
+                overrides = overrides.with_overrides(code);
+            }
+            Some(PriceTable::builtin().with_overrides(&overrides))
+        };
+        let mask: Option<MaskFn> = match (self.scrub_secrets.unwrap_or(false), self.mask.clone()) {
+            (false, user) => user,
+            (true, None) => Some(Arc::new(crate::mask::scrub_secrets)),
+            (true, Some(user)) => Some(Arc::new(move |v: &serde_json::Value| {
+                user(&crate::mask::scrub_secrets(v))
+            })),
+        };
         let config = Config {
+            sample_rate,
+            keep_errors: self.keep_errors.unwrap_or(false),
+            mask,
+            prices,
             api_key: self
                 .api_key
                 .clone()
@@ -556,7 +742,11 @@ impl Builder {
             rx,
             orphan_rx,
             sink,
-            RowSettings::new(config.project_id.clone()),
+            RowSettings {
+                prices: config.prices.clone(),
+                ..RowSettings::new(config.project_id.clone())
+            },
+            config.mask.clone(),
             config.live,
             Arc::clone(&counters),
             config.max_in_flight,
@@ -575,6 +765,8 @@ impl Builder {
                 max_field_bytes: config.max_field_bytes,
                 default_parent: config.parent.clone(),
                 links: Arc::clone(&links),
+                sample_rate: config.sample_rate,
+                keep_errors: config.keep_errors,
             }),
         };
         let guard = BraintrustGuard::new(

@@ -160,6 +160,7 @@ impl ModelPrice {
     /// # Errors
     ///
     /// [`CostError::InvalidPrice`] when a rate is negative, NaN or infinite.
+    #[cfg(test)]
     pub(crate) fn with_cache_write_ttl(
         mut self,
         five_minutes_per_mtok: f64,

@@ -29,6 +29,9 @@ pub struct FlushReport {
     pub dropped: u64,
     /// Spans written without `metrics.end` because they were still open at shutdown.
     pub unfinished: u64,
+    /// Spans not sent because their trace was sampled out
+    /// ([`Builder::with_sample_rate`](crate::Builder::with_sample_rate)).
+    pub sampled_out: u64,
     /// `false` when the timeout expired before the worker confirmed; rows may still be in
     /// flight.
     pub complete: bool,
@@ -182,6 +185,7 @@ impl BraintrustGuard {
             failed: c.failed.load(Ordering::Acquire),
             dropped: c.dropped.load(Ordering::Acquire),
             unfinished: c.unfinished.load(Ordering::Acquire),
+            sampled_out: c.sampled_out.load(Ordering::Acquire),
             complete,
         }
     }

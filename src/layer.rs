@@ -114,6 +114,16 @@ pub(crate) struct LayerInner {
     pub(crate) max_field_bytes: usize,
     pub(crate) default_parent: Option<RemoteParent>,
     pub(crate) links: Arc<Links>,
+    pub(crate) sample_rate: f64,
+    pub(crate) keep_errors: bool,
+}
+
+/// Where a new span sits: its trace, its parent, where its rows go, whether it is kept.
+struct Lineage {
+    root: TraceId,
+    parent: Option<SpanId>,
+    route: Option<Arc<Route>>,
+    sampled: bool,
 }
 
 impl LayerInner {
@@ -131,6 +141,42 @@ impl LayerInner {
     }
 
     /// Root, parent and routing for a span or event with no local parent.
+    /// Whether a new trace with this root id is kept, at the configured sample rate.
+    fn sample(&self, root: &TraceId) -> bool {
+        if self.sample_rate >= 1.0 || self.sample_rate.is_nan() {
+            return true;
+        }
+        match root {
+            TraceId::Hex(v) => crate::sampling::keep_trace(*v, self.sample_rate),
+            TraceId::Str(s) => crate::sampling::keep_trace_str(s, self.sample_rate),
+        }
+    }
+
+    /// Root, parent, routing and sampling decision for a span with no local parent.
+    fn root_lineage(&self, remote: Option<RemoteParent>) -> Lineage {
+        let (root, parent, route, flag) = match remote {
+            Some(p) => (
+                p.root.unwrap_or_else(TraceId::random),
+                p.span_id,
+                p.route,
+                p.sampled,
+            ),
+            None => (TraceId::random(), None, None, None),
+        };
+        // A W3C parent's decision is followed; otherwise the trace id decides, the same
+        // way in every process with the same rate.
+        let sampled = match flag {
+            Some(false) => false,
+            _ => self.sample(&root),
+        };
+        Lineage {
+            root,
+            parent,
+            route,
+            sampled,
+        }
+    }
+
     fn detached(&self) -> (TraceId, Option<SpanId>, Option<Arc<Route>>) {
         match &self.default_parent {
             Some(p) => (
@@ -154,31 +200,54 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let inner = &*self.inner;
-        let local_parent = span.parent().and_then(|parent| {
+        let local = span.parent().and_then(|parent| {
             let ext = parent.extensions();
-            ext.get::<SpanData>().map(|d| {
-                (
-                    d.header.root.clone(),
-                    Some(SpanId::Hex(d.header.span_id)),
-                    d.header.route.clone(),
-                )
+            ext.get::<SpanData>().map(|d| Lineage {
+                root: d.header.root.clone(),
+                parent: Some(SpanId::Hex(d.header.span_id)),
+                route: d.header.route.clone(),
+                sampled: d.sampled,
             })
         });
-        let mut fields = inner.visit(|v| attrs.record(v));
-        let (root, parent, route) = match local_parent {
-            Some(p) => p,
-            None => explicit_parent(&mut fields).unwrap_or_else(|| inner.detached()),
+        let mut fields = None;
+        let lineage = match local {
+            Some(lineage) => lineage,
+            None => {
+                // A parent given as the span's `braintrust.parent` field wins over the
+                // process-wide one. Only callsites declaring that field pay for the lookup.
+                let explicit = if attrs.metadata().fields().field(PARENT_FIELD).is_some() {
+                    let mut f = inner.visit(|v| attrs.record(v));
+                    let parent = explicit_parent(&mut f);
+                    fields = Some(f);
+                    parent
+                } else {
+                    None
+                };
+                inner.root_lineage(explicit.or_else(|| inner.default_parent.clone()))
+            }
         };
         let header = SpanHeader {
             span_id: new_span_id(),
             row_id: new_row_id(),
-            root,
-            parent,
+            root: lineage.root,
+            parent: lineage.parent,
             exec_counter: inner.next_exec_counter(),
             start: SystemTime::now(),
             metadata: attrs.metadata(),
-            route,
+            route: lineage.route,
         };
+        if !lineage.sampled {
+            // Sampled out: keep only what children and a possible error need.
+            span.extensions_mut().insert(SpanData {
+                header,
+                fields: Fields::new(),
+                error: None,
+                open_delivered: false,
+                sampled: false,
+            });
+            return;
+        }
+        let fields = fields.unwrap_or_else(|| inner.visit(|v| attrs.record(v)));
         let (fields, open_delivered) = match inner.tx.try_send(Message::Open(OpenSpan {
             header: header.clone(),
             fields,
@@ -195,11 +264,19 @@ where
             fields,
             error: None,
             open_delivered,
+            sampled: true,
         });
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
+        if !span
+            .extensions()
+            .get::<SpanData>()
+            .is_some_and(|d| d.sampled)
+        {
+            return;
+        }
         // Format outside the lock: Debug impls are user code.
         let fields = self.inner.visit(|v| values.record(v));
         if fields.is_empty() {
@@ -231,6 +308,14 @@ where
                 let Some(data) = ext.get_mut::<SpanData>() else {
                     return;
                 };
+                if !data.sampled {
+                    // No log rows for a sampled-out trace; its errors are kept only when
+                    // asked for.
+                    if sets_error && inner.keep_errors {
+                        data.error = fields.take();
+                    }
+                    return;
+                }
                 if sets_error {
                     data.error = if as_row {
                         fields.clone()
@@ -270,6 +355,10 @@ where
         let Some(data) = span.extensions_mut().remove::<SpanData>() else {
             return;
         };
+        if !data.sampled {
+            self.close_sampled_out(data);
+            return;
+        }
         let span_id = data.header.span_id;
         let msg = Message::Close(ClosedSpan {
             header: data.header,
@@ -289,12 +378,42 @@ where
     }
 }
 
+impl BraintrustLayer {
+    /// A span of a sampled-out trace closed: counted, and sent alone (as a root of its
+    /// trace) only when it recorded an error and errors are kept.
+    fn close_sampled_out(&self, data: SpanData) {
+        let inner = &*self.inner;
+        let Some(error) = data.error.filter(|_| inner.keep_errors) else {
+            inner.counters.sampled_out.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let mut header = data.header;
+        let mut fields = Fields::new();
+        if let Some(parent) = header.parent.take() {
+            fields.push((
+                "sampled_out_parent".into(),
+                crate::record::FieldValue::Str(parent.to_wire()),
+            ));
+        }
+        let msg = Message::Close(ClosedSpan {
+            header,
+            fields,
+            error: Some(error),
+            end: SystemTime::now(),
+            open_delivered: false,
+        });
+        if inner.tx.try_send(msg).is_err() {
+            inner.drop_row();
+        }
+    }
+}
+
 /// The name of the span field that names a remote parent at creation.
 pub(crate) const PARENT_FIELD: &str = "braintrust.parent";
 
 /// A remote parent given as the span's `braintrust.parent` field, removed from the fields.
-/// An unparsable value is kept as metadata so it is visible in the row.
-fn explicit_parent(fields: &mut Fields) -> Option<(TraceId, Option<SpanId>, Option<Arc<Route>>)> {
+/// An unparsable value stays in the fields (so it is visible in the row's metadata).
+fn explicit_parent(fields: &mut Fields) -> Option<RemoteParent> {
     let pos = fields.iter().position(|(name, _)| name == PARENT_FIELD)?;
     let text = match &fields[pos].1 {
         crate::record::FieldValue::Str(s) | crate::record::FieldValue::Text(s) => s.clone(),
@@ -302,9 +421,5 @@ fn explicit_parent(fields: &mut Fields) -> Option<(TraceId, Option<SpanId>, Opti
     };
     let parent = crate::propagation::parse_parent(text.trim_matches('"')).ok()?;
     fields.remove(pos);
-    Some((
-        parent.root.unwrap_or_else(TraceId::random),
-        parent.span_id,
-        parent.route,
-    ))
+    Some(parent)
 }

@@ -255,6 +255,7 @@ pub(crate) fn deep_merge(dst: &mut Row, src: Row) {
 /// Merges one field value into another: two objects are deep-merged like [`deep_merge`] but
 /// without the top-level `tags` rule (that rule belongs to rows only); any other pair is
 /// replaced by `src`, as protocol §5.1 says for `input`, `output` and `expected`.
+#[cfg(test)]
 pub(crate) fn merge_value(dst: &mut Value, src: Value) {
     match (dst, src) {
         (Value::Object(d), Value::Object(s)) => merge_maps(d, s, false),

@@ -63,6 +63,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_perc
 use serde_json::{Map, Value};
 
 /// The `row_id` Python puts in the parent it synthesises from W3C headers.
+#[cfg(test)]
 pub(crate) const PROPAGATION_ROW_ID: &str = "bt-propagation";
 
 /// The baggage member key carrying the Braintrust parent.
@@ -116,6 +117,7 @@ impl ObjectType {
     }
 
     /// The name the SDKs use: `experiment`, `project_logs` or `playground_logs`.
+    #[cfg(test)]
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Experiment => "experiment",
@@ -197,6 +199,7 @@ impl SpanComponents {
     /// The parent Python builds from an extracted `traceparent` plus the container named by
     /// `braintrust.parent` (or by the current logger): `row_id` is [`PROPAGATION_ROW_ID`], the
     /// span id is the traceparent's parent id and the root span id its trace id.
+    #[cfg(test)]
     pub(crate) fn from_trace_parent(trace_parent: &TraceParent, target: &ParentTarget) -> Self {
         let mut components = match target {
             ParentTarget::ProjectId(id) => {
@@ -300,6 +303,7 @@ impl SpanComponents {
     /// The row fields that locate the container, as Python's `object_id_fields()`:
     /// `{"experiment_id"}`, `{"project_id", "log_id": "g"}` or
     /// `{"prompt_session_id", "log_id": "x"}`. `None` while the object id is unknown.
+    #[cfg(test)]
     pub(crate) fn object_id_fields(&self) -> Option<Map<String, Value>> {
         let id = self.id(Field::Object)?;
         let mut fields = Map::new();

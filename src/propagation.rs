@@ -149,7 +149,12 @@ pub(crate) fn export(
     c.span_id = Some(span_id.to_wire());
     c.root_span_id = Some(root.to_wire());
     c.propagated_event = route.and_then(|r| r.propagated_event.clone());
-    c.to_v4()
+    // A trace continued from a legacy (UUID ids) parent is exported as V3, as the SDKs do
+    // in legacy mode; everything else as V4.
+    match root {
+        TraceId::Str(s) if uuid::Uuid::try_parse(s).is_ok() => c.to_v3(),
+        _ => c.to_v4(),
+    }
 }
 
 fn project_components(name: Option<&str>, id: Option<String>) -> SpanComponents {

@@ -78,6 +78,8 @@ pub(crate) struct SpanData {
     pub(crate) error: Option<Fields>,
     /// Whether the worker received the open message (with the initial fields).
     pub(crate) open_delivered: bool,
+    /// Whether the trace is kept by sampling.
+    pub(crate) sampled: bool,
 }
 
 /// Upper bound for one captured string; longer values are cut with a marker.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 
 use crate::diag;
+use crate::mask::MaskFn;
 use crate::record::{Fields, SpanHeader};
 use crate::row::{EventRecord, RowSettings, event_row, span_row};
 use crate::sink::{Row, Sink};
@@ -57,6 +58,8 @@ pub(crate) struct Counters {
     pub(crate) dropped: AtomicU64,
     /// Spans written without `metrics.end` because they were still open at shutdown.
     pub(crate) unfinished: AtomicU64,
+    /// Spans not sent because their trace was sampled out.
+    pub(crate) sampled_out: AtomicU64,
 }
 
 /// How many messages the worker handles before it delivers what it has.
@@ -67,6 +70,7 @@ pub(crate) struct Worker {
     pub(crate) orphans: flume::Receiver<u64>,
     pub(crate) sink: Arc<dyn Sink>,
     pub(crate) settings: RowSettings,
+    pub(crate) mask: Option<MaskFn>,
     pub(crate) live: bool,
     pub(crate) counters: Arc<Counters>,
     pub(crate) max_in_flight: usize,
@@ -90,6 +94,7 @@ impl Worker {
         orphans: flume::Receiver<u64>,
         sink: Arc<dyn Sink>,
         settings: RowSettings,
+        mask: Option<MaskFn>,
         live: bool,
         counters: Arc<Counters>,
         max_in_flight: usize,
@@ -101,6 +106,7 @@ impl Worker {
             orphans,
             sink,
             settings,
+            mask,
             live,
             counters,
             max_in_flight,
@@ -246,7 +252,12 @@ impl Worker {
         if self.pending.is_empty() {
             return;
         }
-        let rows = crate::merge::merge_rows(std::mem::take(&mut self.pending));
+        let mut rows = crate::merge::merge_rows(std::mem::take(&mut self.pending));
+        if let Some(mask) = &self.mask {
+            for row in &mut rows {
+                crate::mask::apply_mask(row, mask);
+            }
+        }
         self.counters
             .enqueued
             .fetch_add(rows.len() as u64, Ordering::Relaxed);
