@@ -325,8 +325,11 @@ impl HttpSink {
     /// routes every row (`project_id` + `log_id: "g"` unless it has its own object id;
     /// `_bt_project_name` picks another project by name and is removed), then posts batches
     /// of at most [`HttpConfig::batch_size`] rows and [`HttpConfig::max_request_size`] bytes,
-    /// up to [`HttpConfig::max_in_flight`] at a time. Never panics and never fails as a
-    /// whole: what could not be sent comes back in [`SendOutcome::failed`].
+    /// up to [`HttpConfig::max_in_flight`] at a time. Never fails as a whole: what could not
+    /// be sent comes back in [`SendOutcome::failed`].
+    ///
+    /// Must be awaited inside a tokio runtime with IO and time enabled (the worker's
+    /// current-thread runtime); batch uploads are spawned on it.
     pub(crate) async fn send(&self, rows: Vec<Row>) -> SendOutcome {
         let mut outcome = SendOutcome::default();
         if rows.is_empty() {
@@ -340,7 +343,7 @@ impl HttpSink {
             return outcome;
         }
         let batches = make_batches(ready, self.inner.config.batch_size, limits.max_request_size);
-        let lanes = self.inner.config.max_in_flight.clamp(1, batches.len());
+        let lanes = self.inner.config.max_in_flight.max(1).min(batches.len());
         let upload = Arc::new(Upload {
             api_url,
             limits,
@@ -870,11 +873,10 @@ impl HttpSink {
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) if e.is_builder() => {
-                return Err(Attempt::Final(Failure::Rejected {
-                    status: 0,
-                    what: what.to_owned(),
-                    detail: error_chain(&e),
-                }));
+                let detail = error_chain(&e);
+                return Err(Attempt::Final(Failure::Setup(format!(
+                    "{what} could not be built: {detail}"
+                ))));
             }
             Err(e) => {
                 return Err(Attempt::Retry {
@@ -1659,7 +1661,9 @@ mod tests {
         config.max_in_flight = 3;
         let outcome = sink(config).send(rows(9, 10)).await;
         assert_eq!(outcome.sent, 9);
-        assert_eq!(server.max_concurrent("/logs3"), 3);
+        // Never more than the limit; more than one shows the lanes really overlap.
+        let peak = server.max_concurrent("/logs3");
+        assert!((2..=3).contains(&peak), "peak concurrency {peak}");
     }
 
     #[tokio::test]
@@ -2305,6 +2309,15 @@ mod tests {
                 .contains("BRAINTRUST_APP_URL")
         );
         assert!(server.requests().is_empty(), "no network IO in new()");
+    }
+
+    #[test]
+    fn send_future_is_send_for_the_worker() {
+        fn assert_send<T: Send + 'static>(_: &T) {}
+        let server = FakeServer::start();
+        let sink = sink(config(&server));
+        let future = async move { sink.send(Vec::new()).await };
+        assert_send(&future);
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub(crate) mod file;
+pub(crate) mod http;
 
 pub(crate) mod memory;
 
@@ -32,13 +33,62 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// The Braintrust uploader for a configuration with an API key.
+/// The Braintrust uploader for a configuration with an API key, and the function that
+/// tells the organization and project id once it has logged in.
 pub(crate) fn upload_sink(
     config: &crate::builder::Config,
 ) -> Result<(std::sync::Arc<dyn Sink>, crate::layer::Resolver), crate::Error> {
-    let _ = config;
-    Err(crate::Error::InvalidConfig {
-        setting: "BRAINTRUST_API_KEY",
-        reason: "uploading is not available in this build".into(),
+    let http = http::HttpSink::new(http::HttpConfig {
+        api_key: config.api_key.clone().unwrap_or_default(),
+        app_url: config.app_url.clone(),
+        api_url: config.api_url.clone(),
+        org_name: config.org_name.clone(),
+        project_name: config.project_name.clone(),
+        project_id: config.project_id.clone(),
+        batch_size: config.batch_size,
+        max_request_size: config.max_request_size,
+        num_retries: config.num_retries,
+        retry_base_delay: config.retry_base_delay,
+        max_retry_delay: config.max_retry_delay,
+        http_timeout: config.http_timeout,
+        max_in_flight: config.max_in_flight,
+        failed_payloads_dir: config.failed_payloads_dir.clone(),
+        all_payloads_dir: config.all_payloads_dir.clone(),
+        user_agent: concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")).to_owned(),
     })
+    .map_err(crate::Error::HttpClient)?;
+    let resolver_sink = http.clone();
+    let resolver: crate::layer::Resolver = std::sync::Arc::new(move || resolver_sink.resolved());
+    let target = match &config.project_id {
+        Some(id) => format!("project id {id}"),
+        None => format!("project {:?}", config.project_name),
+    };
+    let description = format!(
+        "uploading spans to Braintrust ({target} at {})",
+        config.app_url
+    );
+    Ok((std::sync::Arc::new(Upload { http, description }), resolver))
+}
+
+/// The HTTP uploader as a sink.
+struct Upload {
+    http: http::HttpSink,
+    description: String,
+}
+
+impl Sink for Upload {
+    fn send(&self, rows: Vec<Row>) -> SinkFuture {
+        let sink = self.http.clone();
+        Box::pin(async move {
+            let outcome = sink.send(rows).await;
+            Delivery {
+                sent: outcome.sent,
+                failed: outcome.failed,
+            }
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
 }
