@@ -10,6 +10,7 @@ use std::time::Duration;
 use tracing_core::Level;
 
 use crate::cost::{ModelPrice, PriceTable};
+use crate::delivery::Dispatcher;
 use crate::diag;
 use crate::error::Error;
 use crate::guard::BraintrustGuard;
@@ -20,7 +21,8 @@ use crate::row::RowSettings;
 use crate::sink::Sink;
 use crate::sink::file::FileSink;
 use crate::sink::memory::MemorySink;
-use crate::worker::{Counters, Worker};
+use crate::spool::Spool;
+use crate::worker::{Counters, Worker, WorkerSettings};
 
 /// Environment variable names (the official SDKs' names, protocol §2).
 pub(crate) mod env {
@@ -40,6 +42,8 @@ pub(crate) mod env {
     pub(crate) const LOCAL_FILE: &str = "BRAINTRUST_LOCAL_FILE";
     pub(crate) const PARENT: &str = "BRAINTRUST_PARENT";
     pub(crate) const SAMPLE_RATE: &str = "BRAINTRUST_SAMPLE_RATE";
+    pub(crate) const SPOOL_DIR: &str = "BRAINTRUST_SPOOL_DIR";
+    pub(crate) const SPOOL_MAX_BYTES: &str = "BRAINTRUST_SPOOL_MAX_BYTES";
 }
 
 /// Defaults, one constant each.
@@ -117,6 +121,9 @@ pub struct Builder {
     price_file: Option<PathBuf>,
     cost_estimation: Option<bool>,
     invalid_price: Option<String>,
+    spool_dir: Option<PathBuf>,
+    spool_max_bytes: Option<u64>,
+    spill: Option<bool>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -213,6 +220,9 @@ pub(crate) struct Config {
     pub(crate) keep_errors: bool,
     pub(crate) mask: Option<MaskFn>,
     pub(crate) prices: Option<PriceTable>,
+    pub(crate) spool_dir: Option<PathBuf>,
+    pub(crate) spool_max_bytes: u64,
+    pub(crate) spill: bool,
 }
 
 fn positive(setting: &'static str, v: usize) -> Result<usize, Error> {
@@ -546,6 +556,31 @@ impl Builder {
         self
     }
 
+    /// A directory where rows that cannot be delivered are kept (`BRAINTRUST_SPOOL_DIR`,
+    /// default none): rows that failed after every retry, and rows still undelivered when
+    /// shutdown runs out of time. The next process started with the same directory sends
+    /// them first, in order, and removes them once the server acknowledged them. Files are
+    /// JSON Lines in the local row format; a line torn by a crash is skipped and counted.
+    pub fn with_spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool_dir = Some(dir.into());
+        self
+    }
+
+    /// The size cap of the spool directory in bytes (`BRAINTRUST_SPOOL_MAX_BYTES`, default
+    /// 256 MiB). Rows beyond it are not spooled and count as failed.
+    pub fn with_spool_max_bytes(mut self, bytes: u64) -> Self {
+        self.spool_max_bytes = Some(bytes);
+        self
+    }
+
+    /// With a spool, writes rows to it instead of waiting when every upload slot is busy
+    /// (default off), so a slow server does not fill the in-memory queue; spilled rows are
+    /// sent when the uploader is idle again.
+    pub fn with_spill_to_spool(mut self, spill: bool) -> Self {
+        self.spill = Some(spill);
+        self
+    }
+
     /// Resolves defaults, environment and code settings.
     pub(crate) fn config(&self) -> Result<Config, Error> {
         let env = EnvReader {
@@ -615,6 +650,15 @@ impl Builder {
             })),
         };
         let config = Config {
+            spool_dir: self
+                .spool_dir
+                .clone()
+                .or_else(|| env.get(env::SPOOL_DIR).map(PathBuf::from)),
+            spool_max_bytes: self
+                .spool_max_bytes
+                .or_else(|| env.parse(env::SPOOL_MAX_BYTES))
+                .unwrap_or(crate::spool::DEFAULT_MAX_BYTES),
+            spill: self.spill.unwrap_or(false),
             sample_rate,
             keep_errors: self.keep_errors.unwrap_or(false),
             mask,
@@ -738,19 +782,31 @@ impl Builder {
         let counters = Arc::new(Counters::default());
         let (tx, rx) = flume::bounded(config.queue_size);
         let (orphan_tx, orphan_rx) = flume::unbounded();
+        let spool = config
+            .spool_dir
+            .clone()
+            .map(|dir| Arc::new(Spool::new(dir, config.spool_max_bytes)));
+        let dispatcher = Dispatcher::new(
+            sink,
+            Arc::clone(&counters),
+            config.mask.clone(),
+            spool,
+            config.spill,
+            config.max_in_flight,
+        );
         let worker = Worker::new(
             rx,
             orphan_rx,
-            sink,
-            RowSettings {
-                prices: config.prices.clone(),
-                ..RowSettings::new(config.project_id.clone())
-            },
-            config.mask.clone(),
-            config.live,
             Arc::clone(&counters),
-            config.max_in_flight,
-            config.batch_size.saturating_mul(config.max_in_flight),
+            dispatcher,
+            WorkerSettings {
+                rows: RowSettings {
+                    prices: config.prices.clone(),
+                    ..RowSettings::new(config.project_id.clone())
+                },
+                live: config.live,
+                dispatch_rows: config.batch_size.saturating_mul(config.max_in_flight),
+            },
         )
         .spawn()
         .map_err(Error::Worker)?;

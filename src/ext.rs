@@ -127,12 +127,23 @@ fn with_data<R>(span: &Span, f: impl FnOnce(&BraintrustLayer, &mut SpanData) -> 
     out
 }
 
-fn apply_parent(data: &mut SpanData, parent: RemoteParent) {
+/// Re-parents a span, and takes the sampling decision again for its new trace (as a span
+/// created under that parent would have).
+fn apply_parent(layer: &BraintrustLayer, data: &mut SpanData, parent: RemoteParent) {
     if let Some(root) = parent.root {
         data.header.root = root;
     }
     data.header.parent = parent.span_id;
     data.header.route = parent.route;
+    let sampled = match parent.sampled {
+        Some(false) => false,
+        _ => layer.inner.sample(&data.header.root),
+    };
+    if data.sampled && !sampled && data.open_delivered {
+        // The worker already holds its open message: make it forget the span.
+        layer.inner.forget_open(data.header.span_id);
+    }
+    data.sampled = sampled;
 }
 
 impl BraintrustSpanExt for Span {
@@ -155,7 +166,7 @@ impl BraintrustSpanExt for Span {
 
     fn set_braintrust_parent(&self, parent: &str) -> Result<(), Error> {
         let parent = propagation::parse_parent(parent)?;
-        with_data(self, |_, data| apply_parent(data, parent)).ok_or_else(|| {
+        with_data(self, |layer, data| apply_parent(layer, data, parent)).ok_or_else(|| {
             Error::InvalidParent("the span is not recorded by a BraintrustLayer".into())
         })
     }
@@ -167,7 +178,7 @@ impl BraintrustSpanExt for Span {
         let Some(parent) = propagation::parent_from_headers(headers)? else {
             return Ok(false);
         };
-        with_data(self, |_, data| apply_parent(data, parent))
+        with_data(self, |layer, data| apply_parent(layer, data, parent))
             .map(|()| true)
             .ok_or_else(|| {
                 Error::InvalidParent("the span is not recorded by a BraintrustLayer".into())
@@ -185,12 +196,19 @@ impl BraintrustSpanExt for Span {
                 data.header.root.clone(),
                 data.header.span_id,
                 propagation::parent_target_string(data.header.route.as_deref(), &target),
+                data.sampled,
             )
         });
-        let Some((root, span_id, parent_string)) = ids else {
+        let Some((root, span_id, parent_string, sampled)) = ids else {
             return false;
         };
-        propagation::inject(headers, &root, &SpanId::Hex(span_id), &parent_string);
+        propagation::inject(
+            headers,
+            &root,
+            &SpanId::Hex(span_id),
+            &parent_string,
+            sampled,
+        );
         true
     }
 

@@ -10,37 +10,50 @@ use crate::layer::Links;
 use crate::worker::{Counters, Message};
 
 /// Counts of what happened to the rows, returned by [`BraintrustGuard::flush`] and
-/// [`BraintrustGuard::shutdown`]. All counts are totals since the layer was built.
+/// [`BraintrustGuard::shutdown`]. Counts are totals since the layer was built, in rows: one
+/// per span and one per event.
 ///
-/// Once everything is delivered, `enqueued == sent + failed` and every span or event the
-/// layer saw is in `enqueued` or `dropped` (in live mode a span's start row is merged into
-/// its final row when both are delivered together, and counted once).
+/// Every row the layer produced is accounted for exactly once:
+/// `enqueued == sent + spooled + dropped + failed + in_flight()`, and `in_flight()` is 0
+/// once a flush or shutdown completed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FlushReport {
-    /// Rows handed to the destination (after merging rows of the same span).
+    /// Rows the layer produced: spans closed (or still open at shutdown) and events that
+    /// became rows.
     pub enqueued: u64,
     /// Rows the destination acknowledged (the server answered, or the file was written).
     pub sent: u64,
-    /// Rows that finally failed (retries exhausted, rejected, unwritable file).
-    pub failed: u64,
-    /// Spans and events lost before reaching the worker: the queue was full, or the worker
-    /// had already shut down.
+    /// Rows that could not be delivered and were written to the spool
+    /// ([`Builder::with_spool_dir`](crate::Builder::with_spool_dir)) for the next run.
+    pub spooled: u64,
+    /// Rows lost before reaching the worker: the queue was full, or the worker had already
+    /// shut down.
     pub dropped: u64,
-    /// Spans written without `metrics.end` because they were still open at shutdown.
+    /// Rows that finally failed (retries exhausted, rejected, unwritable file) and could not
+    /// be spooled (no spool, or the spool's size cap was reached).
+    pub failed: u64,
+    /// Spans written without `metrics.end` because they were still open at shutdown
+    /// (included in `enqueued`).
     pub unfinished: u64,
     /// Spans not sent because their trace was sampled out
-    /// ([`Builder::with_sample_rate`](crate::Builder::with_sample_rate)).
+    /// ([`Builder::with_sample_rate`](crate::Builder::with_sample_rate)); not in `enqueued`.
     pub sampled_out: u64,
+    /// Rows from the spool (left by an earlier run, or spilled by this one) delivered by
+    /// this process; not in `enqueued`.
+    pub replayed: u64,
+    /// Spool lines skipped because they were torn (a crash while writing) or unreadable.
+    pub spool_lines_skipped: u64,
     /// `false` when the timeout expired before the worker confirmed; rows may still be in
     /// flight.
     pub complete: bool,
 }
 
 impl FlushReport {
-    /// Rows handed to the destination and not yet acknowledged or failed.
+    /// Rows produced and not yet sent, spooled, dropped or failed.
     pub fn in_flight(&self) -> u64 {
-        self.enqueued.saturating_sub(self.sent + self.failed)
+        self.enqueued
+            .saturating_sub(self.sent + self.spooled + self.dropped + self.failed)
     }
 }
 
@@ -157,7 +170,10 @@ impl BraintrustGuard {
             return self.report(true);
         }
         self.stopped = true;
-        let complete = self.request(Message::Shutdown, timeout);
+        // Leave the worker time to spool what it could not deliver before we stop waiting.
+        let margin = (timeout / 5).min(Duration::from_secs(1));
+        let worker_deadline = Instant::now() + timeout.saturating_sub(margin);
+        let complete = self.request(|reply| Message::Shutdown(reply, worker_deadline), timeout);
         if complete {
             // The worker answered and is about to return: joining is quick.
             if let Some(handle) = self.worker.take() {
@@ -168,7 +184,7 @@ impl BraintrustGuard {
     }
 
     /// Sends a control message and waits for its answer until `timeout`.
-    fn request(&self, make: fn(flume::Sender<()>) -> Message, timeout: Duration) -> bool {
+    fn request(&self, make: impl FnOnce(flume::Sender<()>) -> Message, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let (reply_tx, reply_rx) = flume::bounded(1);
         if self.tx.send_deadline(make(reply_tx), deadline).is_err() {
@@ -179,11 +195,15 @@ impl BraintrustGuard {
 
     fn report(&self, complete: bool) -> FlushReport {
         let c = &self.counters;
+        let dropped = c.dropped.load(Ordering::Acquire);
         FlushReport {
-            enqueued: c.enqueued.load(Ordering::Acquire),
+            enqueued: c.received.load(Ordering::Acquire) + dropped,
             sent: c.sent.load(Ordering::Acquire),
+            spooled: c.spooled.load(Ordering::Acquire),
             failed: c.failed.load(Ordering::Acquire),
-            dropped: c.dropped.load(Ordering::Acquire),
+            dropped,
+            replayed: c.replayed.load(Ordering::Acquire),
+            spool_lines_skipped: c.replay_torn.load(Ordering::Acquire),
             unfinished: c.unfinished.load(Ordering::Acquire),
             sampled_out: c.sampled_out.load(Ordering::Acquire),
             complete,
@@ -201,10 +221,11 @@ impl Drop for BraintrustGuard {
             diag::warn(
                 "shutdown-timeout",
                 format_args!(
-                    "shutdown timed out after {:?} with {} rows still in flight ({} sent, {} failed, {} dropped)",
+                    "shutdown timed out after {:?} with {} rows still in flight ({} sent, {} spooled, {} failed, {} dropped)",
                     self.shutdown_timeout,
                     report.in_flight(),
                     report.sent,
+                    report.spooled,
                     report.failed,
                     report.dropped
                 ),

@@ -141,8 +141,14 @@ impl LayerInner {
     }
 
     /// Root, parent and routing for a span or event with no local parent.
+    /// Tells the worker to forget a span whose open message it received (the span was
+    /// sampled out after all, or its close message was dropped).
+    pub(crate) fn forget_open(&self, span_id: u64) {
+        let _ = self.orphans.try_send(span_id);
+    }
+
     /// Whether a new trace with this root id is kept, at the configured sample rate.
-    fn sample(&self, root: &TraceId) -> bool {
+    pub(crate) fn sample(&self, root: &TraceId) -> bool {
         if self.sample_rate >= 1.0 || self.sample_rate.is_nan() {
             return true;
         }
@@ -210,6 +216,7 @@ where
             })
         });
         let mut fields = None;
+        let is_root = local.is_none();
         let lineage = match local {
             Some(lineage) => lineage,
             None => {
@@ -237,10 +244,17 @@ where
             route: lineage.route,
         };
         if !lineage.sampled {
-            // Sampled out: keep only what children and a possible error need.
+            // Sampled out: keep only what children and a possible error need. A root keeps
+            // its creation fields too, in case a remote parent set right after creation
+            // (`set_braintrust_parent`) brings it into a kept trace.
+            let fields = match (is_root, fields) {
+                (true, Some(f)) => f,
+                (true, None) => inner.visit(|v| attrs.record(v)),
+                (false, _) => Fields::new(),
+            };
             span.extensions_mut().insert(SpanData {
                 header,
-                fields: Fields::new(),
+                fields,
                 error: None,
                 open_delivered: false,
                 sampled: false,
@@ -372,7 +386,7 @@ where
             if data.open_delivered {
                 // Tell the worker to forget the open span, so it is not written as
                 // unfinished at shutdown and counted twice.
-                let _ = self.inner.orphans.try_send(span_id);
+                self.inner.forget_open(span_id);
             }
         }
     }

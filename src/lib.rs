@@ -51,6 +51,7 @@
 
 mod builder;
 mod cost;
+mod delivery;
 mod diag;
 mod error;
 mod ext;
@@ -68,6 +69,7 @@ mod record;
 mod row;
 mod sampling;
 mod sink;
+mod spool;
 mod usage;
 mod worker;
 

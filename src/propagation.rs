@@ -190,14 +190,17 @@ pub(crate) fn parent_target_string(route: Option<&Route>, target: &ExportTarget<
 }
 
 /// Writes `traceparent` and `baggage` (with `braintrust.parent`) into `headers`, keeping
-/// the other baggage members. `traceparent` is written only when the ids are W3C-shaped hex.
+/// the other baggage members. `traceparent` is written only when the ids are W3C-shaped hex;
+/// its sampled flag carries this process's sampling decision.
 pub(crate) fn inject<H: Headers + ?Sized>(
     headers: &mut H,
     root: &TraceId,
     span_id: &SpanId,
     parent_string: &str,
+    sampled: bool,
 ) {
-    if let Ok(tp) = TraceParent::new(&root.to_wire(), &span_id.to_wire(), 0x01) {
+    let flags = u8::from(sampled);
+    if let Ok(tp) = TraceParent::new(&root.to_wire(), &span_id.to_wire(), flags) {
         headers.set_header("traceparent", tp.to_header());
     }
     let baggage = inject_baggage(headers.header("baggage"), parent_string);
@@ -355,6 +358,7 @@ mod tests {
             &TraceId::from_wire(ROOT),
             &SpanId::from_wire("235d20b848aaa636"),
             "project_name:rust-layer-fixtures",
+            true,
         );
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(

@@ -145,10 +145,7 @@ pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
     let mut message = None;
     for (name, value) in &ev.fields {
         if name == "message" {
-            message = Some(match to_json(value.clone()) {
-                Value::String(s) => s,
-                other => other.to_string(),
-            });
+            message = Some(message_text(value));
         } else {
             parts.apply(name, value.clone());
         }
@@ -233,9 +230,13 @@ pub(crate) fn error_text(fields: &Fields) -> String {
     let mut error = None;
     let mut rest = String::new();
     for (name, value) in fields {
-        let text = match to_json(value.clone()) {
-            Value::String(s) => s,
-            other => other.to_string(),
+        let text = if name == "message" {
+            message_text(value)
+        } else {
+            match to_json(value.clone()) {
+                Value::String(s) => s,
+                other => other.to_string(),
+            }
         };
         match name.as_ref() {
             "message" => message = Some(text),
@@ -257,6 +258,17 @@ pub(crate) fn error_text(fields: &Fields) -> String {
         &rest
     });
     out
+}
+
+/// An event's message is text, even when it happens to be valid JSON.
+fn message_text(value: &FieldValue) -> String {
+    match value {
+        FieldValue::Str(s) | FieldValue::Text(s) => s.clone(),
+        other => match to_json(other.clone()) {
+            Value::String(s) => s,
+            v => v.to_string(),
+        },
+    }
 }
 
 fn level_name(level: &Level) -> &'static str {

@@ -1,19 +1,17 @@
 //! The background worker: a message loop on its own named thread, driving the sink on a
 //! tokio runtime it owns, with a no-op dispatcher so nothing it does is traced.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::Semaphore;
-
+use crate::delivery::Dispatcher;
 use crate::diag;
-use crate::mask::MaskFn;
 use crate::record::{Fields, SpanHeader};
 use crate::row::{EventRecord, RowSettings, event_row, span_row};
-use crate::sink::{Row, Sink};
+use crate::sink::Row;
 
 /// What the layer and the guard send to the worker.
 #[derive(Debug)]
@@ -26,8 +24,9 @@ pub(crate) enum Message {
     Event(Box<EventRecord>),
     /// Deliver everything received so far, then answer.
     Flush(flume::Sender<()>),
-    /// Deliver everything, write still-open spans, answer and stop.
-    Shutdown(flume::Sender<()>),
+    /// Deliver everything, write still-open spans, answer and stop; by the deadline,
+    /// spool (or leave) what is not delivered.
+    Shutdown(flume::Sender<()>, Instant),
 }
 
 #[derive(Debug)]
@@ -45,77 +44,81 @@ pub(crate) struct ClosedSpan {
     pub(crate) open_delivered: bool,
 }
 
-/// Counters shared by the layer, the worker and the guard.
+/// Counters shared by the layer, the worker and the guard. Rows are logical rows: one per
+/// span and one per event (a live-mode start row sent on its own is not counted).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    /// Rows handed to the sink (after merging rows of the same span).
-    pub(crate) enqueued: AtomicU64,
-    /// Rows the sink acknowledged.
+    /// Rows the worker received and built.
+    pub(crate) received: AtomicU64,
+    /// Rows the destination acknowledged.
     pub(crate) sent: AtomicU64,
-    /// Rows the sink finally failed to deliver.
+    /// Rows that finally failed and could not be spooled.
     pub(crate) failed: AtomicU64,
+    /// Rows written to the spool for a later run.
+    pub(crate) spooled: AtomicU64,
     /// Spans and events lost before reaching the worker (queue full, or after shutdown).
     pub(crate) dropped: AtomicU64,
     /// Spans written without `metrics.end` because they were still open at shutdown.
     pub(crate) unfinished: AtomicU64,
     /// Spans not sent because their trace was sampled out.
     pub(crate) sampled_out: AtomicU64,
+    /// Spooled rows from earlier runs (or spilled ones) delivered by this process.
+    pub(crate) replayed: AtomicU64,
+    /// Spool lines skipped because they did not parse (torn by a crash).
+    pub(crate) replay_torn: AtomicU64,
 }
 
 /// How many messages the worker handles before it delivers what it has.
 const DRAIN_LIMIT: usize = 4096;
 
-pub(crate) struct Worker {
-    pub(crate) rx: flume::Receiver<Message>,
-    pub(crate) orphans: flume::Receiver<u64>,
-    pub(crate) sink: Arc<dyn Sink>,
-    pub(crate) settings: RowSettings,
-    pub(crate) mask: Option<MaskFn>,
+/// How the worker shapes and delivers rows.
+pub(crate) struct WorkerSettings {
+    pub(crate) rows: RowSettings,
     pub(crate) live: bool,
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) max_in_flight: usize,
     pub(crate) dispatch_rows: usize,
-    pub(crate) open: HashMap<u64, OpenSpan>,
-    pub(crate) pending: Vec<Row>,
-    pub(crate) in_flight: Arc<Semaphore>,
-    pub(crate) dropped_reported: u64,
-    pub(crate) last_drop_report: Option<Instant>,
+}
+
+pub(crate) struct Worker {
+    rx: flume::Receiver<Message>,
+    orphans: flume::Receiver<u64>,
+    settings: RowSettings,
+    live: bool,
+    dispatch_rows: usize,
+    counters: Arc<Counters>,
+    dispatcher: Dispatcher,
+    open: HashMap<u64, OpenSpan>,
+    /// Spans whose close message was dropped before their open message was accepted.
+    orphaned: HashSet<u64>,
+    pending: Vec<Row>,
+    dropped_reported: u64,
 }
 
 /// A control message, answered once what came before it is delivered.
 enum Control {
     Flush(flume::Sender<()>),
-    Shutdown(flume::Sender<()>),
+    Shutdown(flume::Sender<()>, Instant),
 }
 
 impl Worker {
     pub(crate) fn new(
         rx: flume::Receiver<Message>,
         orphans: flume::Receiver<u64>,
-        sink: Arc<dyn Sink>,
-        settings: RowSettings,
-        mask: Option<MaskFn>,
-        live: bool,
         counters: Arc<Counters>,
-        max_in_flight: usize,
-        dispatch_rows: usize,
+        dispatcher: Dispatcher,
+        settings: WorkerSettings,
     ) -> Self {
-        let max_in_flight = max_in_flight.max(1);
         Self {
             rx,
             orphans,
-            sink,
-            settings,
-            mask,
-            live,
+            settings: settings.rows,
+            live: settings.live,
+            dispatch_rows: settings.dispatch_rows.max(1),
             counters,
-            max_in_flight,
-            dispatch_rows: dispatch_rows.max(1),
+            dispatcher,
             open: HashMap::new(),
+            orphaned: HashSet::new(),
             pending: Vec::new(),
-            in_flight: Arc::new(Semaphore::new(max_in_flight)),
             dropped_reported: 0,
-            last_drop_report: None,
         }
     }
 
@@ -137,11 +140,13 @@ impl Worker {
     }
 
     async fn run(mut self) {
-        diag::warn_once("destination", self.sink.describe());
+        diag::warn_once("destination", self.dispatcher.describe());
+        // Rows an earlier run could not deliver go first.
+        self.dispatcher.replay().await;
         loop {
             let Ok(first) = self.rx.recv_async().await else {
                 // Every sender is gone: the layer and the guard were dropped.
-                self.finish(Vec::new()).await;
+                self.finish(Vec::new(), None).await;
                 return;
             };
             let mut control = self.accept(first);
@@ -157,13 +162,18 @@ impl Worker {
             self.dispatch().await;
             self.report_drops();
             match control {
-                None => {}
+                None => {
+                    if self.dispatcher.has_spilled() && self.rx.is_empty() && self.dispatcher.idle()
+                    {
+                        self.dispatcher.replay().await;
+                    }
+                }
                 Some(Control::Flush(reply)) => {
-                    self.wait_idle().await;
+                    self.dispatcher.wait_idle().await;
                     let _ = reply.send(());
                 }
-                Some(Control::Shutdown(reply)) => {
-                    self.finish(vec![reply]).await;
+                Some(Control::Shutdown(reply, deadline)) => {
+                    self.finish(vec![reply], Some(deadline)).await;
                     return;
                 }
             }
@@ -174,6 +184,10 @@ impl Worker {
     fn accept(&mut self, msg: Message) -> Option<Control> {
         match msg {
             Message::Open(open) => {
+                if self.orphaned.remove(&open.header.span_id) {
+                    // Its close was dropped (and counted): nothing to write.
+                    return None;
+                }
                 if self.live {
                     let mut row = span_row(&self.settings, &open.header, &open.fields, None, None);
                     row.insert("_is_merge".into(), false.into());
@@ -198,110 +212,97 @@ impl Worker {
                 if self.live && opened.is_some() {
                     row.insert("_is_merge".into(), true.into());
                 }
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
                 self.pending.push(row);
             }
             Message::Event(event) => {
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
                 self.pending.push(event_row(&self.settings, &event));
             }
             Message::Flush(reply) => return Some(Control::Flush(reply)),
-            Message::Shutdown(reply) => return Some(Control::Shutdown(reply)),
+            Message::Shutdown(reply, deadline) => return Some(Control::Shutdown(reply, deadline)),
         }
         None
     }
 
     /// Takes everything still queued, writes still-open spans (without `metrics.end`),
-    /// delivers everything, waits for the sink, closes it, then answers `replies`.
-    async fn finish(&mut self, mut replies: Vec<flume::Sender<()>>) {
-        while let Ok(msg) = self.rx.try_recv() {
-            match self.accept(msg) {
-                Some(Control::Flush(r) | Control::Shutdown(r)) => replies.push(r),
-                None => {}
+    /// delivers everything and waits for it until `deadline` (after which, with a spool,
+    /// what is left is spooled), closes the sink, then answers `replies`.
+    async fn finish(&mut self, mut replies: Vec<flume::Sender<()>>, deadline: Option<Instant>) {
+        let work = async {
+            while let Ok(msg) = self.rx.try_recv() {
+                match self.accept(msg) {
+                    Some(Control::Flush(r) | Control::Shutdown(r, _)) => replies.push(r),
+                    None => {}
+                }
+                if self.pending.len() >= self.dispatch_rows {
+                    self.dispatch().await;
+                }
             }
-            if self.pending.len() >= self.dispatch_rows {
-                self.dispatch().await;
+            self.drain_orphans();
+            let mut open: Vec<OpenSpan> = self.open.drain().map(|(_, o)| o).collect();
+            open.sort_by_key(|o| o.header.exec_counter);
+            for o in open {
+                let mut row = span_row(&self.settings, &o.header, &o.fields, None, None);
+                if self.live {
+                    row.insert("_is_merge".into(), true.into());
+                }
+                self.counters.unfinished.fetch_add(1, Ordering::Relaxed);
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                self.pending.push(row);
             }
-        }
-        while let Ok(id) = self.orphans.try_recv() {
-            self.open.remove(&id);
-        }
-        let mut open: Vec<OpenSpan> = self.open.drain().map(|(_, o)| o).collect();
-        open.sort_by_key(|o| o.header.exec_counter);
-        for o in open {
-            let mut row = span_row(&self.settings, &o.header, &o.fields, None, None);
-            if self.live {
-                row.insert("_is_merge".into(), true.into());
+            self.dispatch().await;
+            self.dispatcher.wait_idle().await;
+        };
+        let in_time = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), work).await.is_ok(),
+            None => {
+                work.await;
+                true
             }
-            self.counters.unfinished.fetch_add(1, Ordering::Relaxed);
-            self.pending.push(row);
+        };
+        if !in_time {
+            let pending = std::mem::take(&mut self.pending);
+            self.dispatcher.abandon(pending);
         }
-        self.dispatch().await;
-        self.wait_idle().await;
         self.report_drops();
-        self.sink.close();
+        self.dispatcher.close();
         for reply in replies {
             let _ = reply.send(());
         }
     }
 
-    /// Hands what is pending to the sink, merged, without waiting for delivery (at most
-    /// `max_in_flight` deliveries run at once; beyond that this waits for a slot).
+    /// Hands what is pending to the dispatcher.
     async fn dispatch(&mut self) {
-        while let Ok(id) = self.orphans.try_recv() {
-            self.open.remove(&id);
+        self.drain_orphans();
+        if !self.pending.is_empty() {
+            let rows = std::mem::take(&mut self.pending);
+            self.dispatcher.send(rows).await;
         }
-        if self.pending.is_empty() {
-            return;
-        }
-        let mut rows = crate::merge::merge_rows(std::mem::take(&mut self.pending));
-        if let Some(mask) = &self.mask {
-            for row in &mut rows {
-                crate::mask::apply_mask(row, mask);
-            }
-        }
-        self.counters
-            .enqueued
-            .fetch_add(rows.len() as u64, Ordering::Relaxed);
-        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let delivery = self.sink.send(rows);
-        let counters = Arc::clone(&self.counters);
-        tokio::spawn(async move {
-            let d = delivery.await;
-            counters.sent.fetch_add(d.sent, Ordering::Relaxed);
-            counters
-                .failed
-                .fetch_add(d.failed.len() as u64, Ordering::Relaxed);
-            drop(permit);
-        });
     }
 
-    /// Waits until every delivery started so far has finished.
-    async fn wait_idle(&self) {
-        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
-        if let Ok(permits) = self.in_flight.acquire_many(all).await {
-            drop(permits);
+    /// Forgets open spans whose close message was dropped, so they are not written as
+    /// unfinished (they are already counted as dropped). A notice can overtake its span's
+    /// open message, which is still queued: it is remembered until that message arrives.
+    fn drain_orphans(&mut self) {
+        while let Ok(id) = self.orphans.try_recv() {
+            if self.open.remove(&id).is_none() {
+                self.orphaned.insert(id);
+            }
         }
     }
 
     fn report_drops(&mut self) {
         let dropped = self.counters.dropped.load(Ordering::Relaxed);
-        if dropped == self.dropped_reported {
-            return;
-        }
-        let due = self
-            .last_drop_report
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
-        if due {
+        if dropped != self.dropped_reported {
+            // diag::warn prints at most once a minute.
             diag::warn(
                 "queue-full",
                 format_args!(
-                    "{} span rows dropped so far because the queue was full (raise BRAINTRUST_QUEUE_SIZE or Builder::with_queue_size)",
-                    dropped
+                    "{dropped} span rows dropped so far because the queue was full (raise BRAINTRUST_QUEUE_SIZE or Builder::with_queue_size)"
                 ),
             );
             self.dropped_reported = dropped;
-            self.last_drop_report = Some(Instant::now());
         }
     }
 }

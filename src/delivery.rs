@@ -1,0 +1,242 @@
+//! Delivery of finished rows: merging, masking, bounded concurrency, accounting, and the
+//! spool for what cannot be delivered.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::mask::MaskFn;
+use crate::sink::{Row, Sink};
+use crate::spool::Spool;
+use crate::worker::Counters;
+
+/// A live-mode start row sent on its own: a progress update, not counted as a row of its
+/// own (its span's final row is).
+fn is_progress(row: &Row) -> bool {
+    row.get("_is_merge") == Some(&Value::Bool(false))
+}
+
+fn logical(rows: &[Row]) -> u64 {
+    rows.iter().filter(|r| !is_progress(r)).count() as u64
+}
+
+type InFlight = Arc<Mutex<HashMap<u64, Vec<Row>>>>;
+
+/// Hands batches to the sink, at most `max_in_flight` at once.
+pub(crate) struct Dispatcher {
+    sink: Arc<dyn Sink>,
+    counters: Arc<Counters>,
+    mask: Option<MaskFn>,
+    spool: Option<Arc<Spool>>,
+    spill: bool,
+    max_in_flight: usize,
+    slots: Arc<Semaphore>,
+    /// Copies of the rows being delivered, kept only with a spool, so a shutdown that
+    /// times out can spool them.
+    in_flight: Option<InFlight>,
+    next_batch: u64,
+    /// Rows were spilled to the spool under pressure and wait to be replayed.
+    spilled: bool,
+    /// Set when shutdown gave up waiting: late deliveries are no longer counted.
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        sink: Arc<dyn Sink>,
+        counters: Arc<Counters>,
+        mask: Option<MaskFn>,
+        spool: Option<Arc<Spool>>,
+        spill: bool,
+        max_in_flight: usize,
+    ) -> Self {
+        let max_in_flight = max_in_flight.max(1);
+        Self {
+            sink,
+            counters,
+            mask,
+            in_flight: spool.as_ref().map(|_| InFlight::default()),
+            spool,
+            spill,
+            max_in_flight,
+            slots: Arc::new(Semaphore::new(max_in_flight)),
+            next_batch: 0,
+            spilled: false,
+            abandoned: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        self.sink.describe()
+    }
+
+    /// Merges, masks and starts delivering `rows`. Waits for a free slot, unless spilling
+    /// is on: then rows that find no free slot go to the spool.
+    pub(crate) async fn send(&mut self, rows: Vec<Row>) {
+        if rows.is_empty() {
+            return;
+        }
+        let mut rows = crate::merge::merge_rows(rows);
+        if let Some(mask) = &self.mask {
+            for row in &mut rows {
+                crate::mask::apply_mask(row, mask);
+            }
+        }
+        let permit = match (self.spill, &self.spool) {
+            (true, Some(spool)) => match self.slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    let spool = Arc::clone(spool);
+                    self.spool_rows(&spool, &rows);
+                    self.spilled = true;
+                    return;
+                }
+            },
+            _ => match self.slots.clone().acquire_owned().await {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        self.next_batch += 1;
+        let batch = self.next_batch;
+        if let Some(copies) = &self.in_flight {
+            if let Ok(mut map) = copies.lock() {
+                map.insert(batch, rows.clone());
+            }
+        }
+        let delivery = self.sink.send(rows.clone());
+        let counters = Arc::clone(&self.counters);
+        let spool = self.spool.clone();
+        let copies = self.in_flight.clone();
+        let abandoned = Arc::clone(&self.abandoned);
+        tokio::spawn(async move {
+            let done = delivery.await;
+            if let Some(copies) = &copies {
+                let mine = copies.lock().ok().and_then(|mut m| m.remove(&batch));
+                if mine.is_none() {
+                    // Already spooled by a shutdown that stopped waiting.
+                    drop(permit);
+                    return;
+                }
+            }
+            if abandoned.load(Ordering::Acquire) {
+                drop(permit);
+                return;
+            }
+            let failed_logical = logical(&done.failed);
+            let sent_logical = logical(&rows).saturating_sub(failed_logical);
+            counters.sent.fetch_add(sent_logical, Ordering::Relaxed);
+            let spooled = match &spool {
+                Some(spool) => spool_and_count(spool, &done.failed),
+                None => 0,
+            };
+            counters.spooled.fetch_add(spooled, Ordering::Relaxed);
+            counters
+                .failed
+                .fetch_add(failed_logical - spooled, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+
+    fn spool_rows(&self, spool: &Spool, rows: &[Row]) {
+        let spooled = spool_and_count(spool, rows);
+        self.counters.spooled.fetch_add(spooled, Ordering::Relaxed);
+        self.counters
+            .failed
+            .fetch_add(logical(rows) - spooled, Ordering::Relaxed);
+    }
+
+    /// Waits until every delivery started so far has finished.
+    pub(crate) async fn wait_idle(&self) {
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        if let Ok(permits) = self.slots.acquire_many(all).await {
+            drop(permits);
+        }
+    }
+
+    /// Whether nothing is being delivered.
+    pub(crate) fn idle(&self) -> bool {
+        self.slots.available_permits() == self.max_in_flight
+    }
+
+    /// Whether spilled rows wait to be replayed.
+    pub(crate) fn has_spilled(&self) -> bool {
+        self.spilled
+    }
+
+    /// Re-sends spooled rows, oldest segment first, removing each segment once all its
+    /// rows are acknowledged and giving it back otherwise.
+    pub(crate) async fn replay(&mut self) {
+        let Some(spool) = self.spool.clone() else {
+            return;
+        };
+        self.spilled = false;
+        spool.rotate();
+        for (claimed, original) in spool.claim_all() {
+            let segment = Spool::read(claimed, original);
+            self.counters
+                .replay_torn
+                .fetch_add(segment.torn, Ordering::Relaxed);
+            if segment.rows.is_empty() {
+                spool.done(&segment);
+                continue;
+            }
+            let done = self.sink.send(segment.rows.clone()).await;
+            if done.failed.is_empty() {
+                self.counters
+                    .replayed
+                    .fetch_add(logical(&segment.rows), Ordering::Relaxed);
+                spool.done(&segment);
+            } else {
+                // Rows already acknowledged are sent again next time: full rows replace
+                // themselves by id, so that is harmless.
+                spool.give_back(&segment);
+                crate::diag::warn(
+                    "replay-failed",
+                    format_args!(
+                        "spooled rows in {} could not be delivered yet; they stay in the spool",
+                        spool.dir().display()
+                    ),
+                );
+                break;
+            }
+        }
+    }
+
+    /// At a shutdown that ran out of time: spools what is still pending or in flight (with
+    /// a spool), and stops counting late deliveries.
+    pub(crate) fn abandon(&mut self, pending: Vec<Row>) {
+        let Some(spool) = self.spool.clone() else {
+            return;
+        };
+        let mut rows = crate::merge::merge_rows(pending);
+        if let Some(copies) = &self.in_flight {
+            if let Ok(mut map) = copies.lock() {
+                let mut batches: Vec<(u64, Vec<Row>)> = map.drain().collect();
+                batches.sort_by_key(|(id, _)| *id);
+                rows.extend(batches.into_iter().flat_map(|(_, r)| r));
+            }
+        }
+        self.abandoned.store(true, Ordering::Release);
+        self.spool_rows(&spool, &rows);
+    }
+
+    pub(crate) fn close(&self) {
+        self.sink.close();
+    }
+}
+
+/// Spools `rows`, returning how many logical rows were written.
+fn spool_and_count(spool: &Spool, rows: &[Row]) -> u64 {
+    if rows.is_empty() {
+        return 0;
+    }
+    let written = spool.append(rows);
+    rows.iter()
+        .zip(written)
+        .filter(|(row, ok)| *ok && !is_progress(row))
+        .count() as u64
+}

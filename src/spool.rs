@@ -1,0 +1,394 @@
+//! The durable spool: rows that could not be delivered, kept on disk for the next run.
+//!
+//! A spool is a directory of JSON Lines files in the local row format, one file per
+//! writer segment, named `spool-<unix nanos>-<pid>-<seq>.jsonl` so that names sort in
+//! writing order. Each row is appended with a single `write` call on a file opened in
+//! append mode, so a crash can only tear the last line of a segment; readers skip (and
+//! count) lines that do not parse. A process replays segments by first renaming them to
+//! `<name>.replay-<pid>` (an atomic claim: two processes never replay the same segment), and
+//! removes a claimed segment only after every row in it was acknowledged; otherwise it
+//! renames it back for a later run.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::diag;
+use crate::sink::Row;
+
+/// Default size cap of a spool directory.
+pub(crate) const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A claimed segment older than this whose owner is gone is claimed again.
+const STALE_CLAIM: Duration = Duration::from_secs(60);
+
+/// Counts of one append.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Appended {
+    /// Rows written to disk.
+    spooled: u64,
+    /// Rows not written because of the size cap or an IO error.
+    rejected: u64,
+}
+
+/// A segment read back for replay.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    /// The claimed file.
+    pub(crate) claimed: PathBuf,
+    /// Its name before the claim, to give it back.
+    pub(crate) original: PathBuf,
+    /// Its rows, in order.
+    pub(crate) rows: Vec<Row>,
+    /// Lines skipped because they did not parse (a torn last line after a crash).
+    pub(crate) torn: u64,
+}
+
+#[derive(Debug)]
+struct Writer {
+    file: Option<File>,
+    path: Option<PathBuf>,
+    seq: u64,
+    /// Bytes in the directory, as last measured plus what this process wrote since.
+    dir_bytes: Option<u64>,
+}
+
+/// A spool directory with a size cap.
+#[derive(Debug)]
+pub(crate) struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    writer: Mutex<Writer>,
+}
+
+impl Spool {
+    pub(crate) fn new(dir: PathBuf, max_bytes: u64) -> Self {
+        Self {
+            dir,
+            max_bytes,
+            writer: Mutex::new(Writer {
+                file: None,
+                path: None,
+                seq: 0,
+                dir_bytes: None,
+            }),
+        }
+    }
+
+    /// The directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends rows to this process's current segment, within the size cap; says for each
+    /// row whether it was written.
+    pub(crate) fn append(&self, rows: &[Row]) -> Vec<bool> {
+        let mut written_rows = vec![false; rows.len()];
+        let mut out = Appended::default();
+        if rows.is_empty() {
+            return written_rows;
+        }
+        let Ok(mut w) = self.writer.lock() else {
+            return written_rows;
+        };
+        if w.dir_bytes.is_none() {
+            w.dir_bytes = Some(dir_size(&self.dir));
+        }
+        if w.file.is_none() {
+            if let Err(e) = self.open_segment(&mut w) {
+                diag::warn(
+                    "spool-open",
+                    format_args!("cannot write the spool in {} ({e})", self.dir.display()),
+                );
+                return written_rows;
+            }
+        }
+        let mut line = Vec::with_capacity(1024);
+        for (i, row) in rows.iter().enumerate() {
+            line.clear();
+            if serde_json::to_writer(&mut line, row).is_err() {
+                out.rejected += 1;
+                continue;
+            }
+            line.push(b'\n');
+            let used = w.dir_bytes.unwrap_or(0);
+            if used + line.len() as u64 > self.max_bytes {
+                out.rejected += 1;
+                continue;
+            }
+            let written = match w.file.as_mut() {
+                Some(f) => f.write_all(&line),
+                None => Err(std::io::Error::other("spool file closed")),
+            };
+            match written {
+                Ok(()) => {
+                    w.dir_bytes = Some(used + line.len() as u64);
+                    out.spooled += 1;
+                    written_rows[i] = true;
+                }
+                Err(e) => {
+                    diag::warn(
+                        "spool-write",
+                        format_args!("cannot write the spool in {} ({e})", self.dir.display()),
+                    );
+                    out.rejected += 1;
+                }
+            }
+        }
+        if let Some(f) = w.file.as_mut() {
+            let _ = f.flush();
+            let _ = f.sync_data();
+        }
+        if out.rejected > 0 {
+            diag::warn(
+                "spool-full",
+                format_args!(
+                    "{} rows could not be spooled (cap {} bytes in {}); they are counted as failed",
+                    out.rejected,
+                    self.max_bytes,
+                    self.dir.display()
+                ),
+            );
+        }
+        written_rows
+    }
+
+    /// Closes the current segment so it can be replayed (by this process or the next).
+    pub(crate) fn rotate(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            w.file = None;
+            w.path = None;
+        }
+    }
+
+    fn open_segment(&self, w: &mut Writer) -> std::io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        w.seq += 1;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = self.dir.join(format!(
+            "spool-{nanos:020}-{}-{:06}.jsonl",
+            std::process::id(),
+            w.seq
+        ));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        w.file = Some(file);
+        w.path = Some(path);
+        Ok(())
+    }
+
+    /// Claims every closed segment in the directory (oldest first), including stale claims
+    /// of processes that died while replaying.
+    pub(crate) fn claim_all(&self) -> Vec<(PathBuf, PathBuf)> {
+        let current = self.writer.lock().ok().and_then(|w| w.path.clone());
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if Some(&path) == current.as_ref() {
+                continue;
+            }
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !name.starts_with("spool-") {
+                continue;
+            }
+            if name.ends_with(".jsonl") {
+                names.push((path.clone(), path));
+            } else if let Some(pos) = name.find(".jsonl.replay-") {
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > STALE_CLAIM);
+                let owner = &name[pos + ".jsonl.replay-".len()..];
+                if stale && owner != std::process::id().to_string() {
+                    let original = self.dir.join(&name[..pos + ".jsonl".len()]);
+                    names.push((path, original));
+                }
+            }
+        }
+        names.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut claimed = Vec::new();
+        for (path, original) in names {
+            let target = PathBuf::from(format!(
+                "{}.replay-{}",
+                original.display(),
+                std::process::id()
+            ));
+            if fs::rename(&path, &target).is_ok() {
+                claimed.push((target, original));
+            }
+        }
+        claimed
+    }
+
+    /// Reads a claimed segment.
+    pub(crate) fn read(claimed: PathBuf, original: PathBuf) -> Segment {
+        let mut segment = Segment {
+            claimed,
+            original,
+            rows: Vec::new(),
+            torn: 0,
+        };
+        let Ok(file) = File::open(&segment.claimed) else {
+            return segment;
+        };
+        for line in BufReader::new(file).split(b'\n') {
+            let Ok(line) = line else {
+                segment.torn += 1;
+                break;
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<serde_json::Value>(&line) {
+                Ok(serde_json::Value::Object(row)) => segment.rows.push(row),
+                _ => segment.torn += 1,
+            }
+        }
+        segment
+    }
+
+    /// Removes a replayed segment (every row acknowledged).
+    pub(crate) fn done(&self, segment: &Segment) {
+        let _ = fs::remove_file(&segment.claimed);
+        if let Ok(mut w) = self.writer.lock() {
+            w.dir_bytes = None;
+        }
+    }
+
+    /// Gives a segment back for a later run.
+    pub(crate) fn give_back(&self, segment: &Segment) {
+        let _ = fs::rename(&segment.claimed, &segment.original);
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tb-spool-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn row(i: u64) -> Row {
+        match json!({"id": format!("r{i}"), "input": "x".repeat(10)}) {
+            serde_json::Value::Object(m) => m,
+            _ => Row::new(),
+        }
+    }
+
+    #[test]
+    fn rows_come_back_in_order_and_are_removed_after_replay() {
+        let dir = temp_dir("order");
+        let spool = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        assert_eq!(spool.append(&[row(1), row(2)]), [true, true]);
+        spool.rotate();
+        assert_eq!(spool.append(&[row(3)]), [true]);
+        spool.rotate();
+        let next = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        let claimed = next.claim_all();
+        assert_eq!(claimed.len(), 2);
+        let ids: Vec<String> = claimed
+            .into_iter()
+            .flat_map(|(c, o)| {
+                let seg = Spool::read(c, o);
+                next.done(&seg);
+                seg.rows
+            })
+            .map(|r| r["id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(ids, ["r1", "r2", "r3"]);
+        assert!(next.claim_all().is_empty());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped_and_counted() {
+        let dir = temp_dir("torn");
+        let spool = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        spool.append(&[row(1), row(2)]);
+        spool.rotate();
+        let path = fs::read_dir(&dir)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path())
+            .expect("segment");
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(br#"{"id": "r3", "inp"#).expect("write");
+        drop(f);
+        let claimed = spool.claim_all();
+        let seg = Spool::read(claimed[0].0.clone(), claimed[0].1.clone());
+        assert_eq!(seg.rows.len(), 2);
+        assert_eq!(seg.torn, 1);
+        spool.give_back(&seg);
+        assert!(seg.original.exists());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_cap_is_enforced_and_counted() {
+        let dir = temp_dir("cap");
+        let spool = Spool::new(dir.clone(), 90);
+        let out = spool.append(&[row(1), row(2), row(3), row(4)]);
+        assert_eq!(
+            out,
+            [true, true, false, false],
+            "each line is 33 bytes with its newline"
+        );
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_claimed_segment_is_not_claimed_twice() {
+        let dir = temp_dir("claim");
+        let a = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        a.append(&[row(1)]);
+        a.rotate();
+        let b = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        let c = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        assert_eq!(b.claim_all().len(), 1);
+        assert_eq!(c.claim_all().len(), 0);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_unwritable_directory_rejects_without_panicking() {
+        let spool = Spool::new(
+            PathBuf::from("/proc/definitely/not/here"),
+            DEFAULT_MAX_BYTES,
+        );
+        assert_eq!(spool.append(&[row(1)]), [false]);
+        assert!(spool.claim_all().is_empty());
+    }
+}

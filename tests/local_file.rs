@@ -1,0 +1,250 @@
+//! Without an API key, rows are appended to a local JSON Lines file.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{by_name, is_hex};
+use serde_json::{Value, json};
+use tracing_braintrust::{BraintrustLayer, Builder, FlushReport};
+use tracing_subscriber::layer::SubscriberExt;
+
+/// A path in the temp directory that no other test (or run) uses.
+fn unique_path(name: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    std::env::temp_dir().join(format!(
+        "tracing-braintrust-test-{}-{nanos}-{}-{name}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Removes a file when dropped, so failed assertions do not leave files behind.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Runs `f` with a layer built from `builder` (environment given explicitly, so the
+/// process's `BRAINTRUST_*` variables do not matter) and shuts it down.
+fn run(builder: Builder, f: impl FnOnce()) -> FlushReport {
+    let (layer, guard) = builder.build().expect("valid configuration");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
+    guard.shutdown()
+}
+
+fn no_key() -> Builder {
+    BraintrustLayer::builder().with_env_vars([("BRAINTRUST_PROJECT", "local-test")])
+}
+
+fn read_rows(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).expect("file written");
+    assert!(text.ends_with('\n'), "every line is terminated");
+    text.lines()
+        .map(|line| serde_json::from_str(line).expect("each line is one JSON row"))
+        .collect()
+}
+
+fn scenario() {
+    tracing::info_span!(
+        "request",
+        input = "question",
+        output = tracing::field::Empty
+    )
+    .in_scope(|| {
+        tracing::info_span!("lookup", span_type = "tool").in_scope(|| {});
+        tracing::info!("halfway");
+        tracing::Span::current().record("output", "answer");
+    });
+}
+
+fn assert_row_format(row: &Value) {
+    let id = row["id"].as_str().expect("id");
+    assert_eq!(
+        uuid::Uuid::parse_str(id).map(|u| u.get_version_num()).ok(),
+        Some(4)
+    );
+    assert!(is_hex(row["span_id"].as_str().expect("span_id"), 16));
+    assert!(is_hex(
+        row["root_span_id"].as_str().expect("root_span_id"),
+        32
+    ));
+    let attrs = &row["span_attributes"];
+    assert!(attrs["name"].is_string());
+    assert!(attrs["type"].is_string());
+    assert!(attrs["exec_counter"].is_u64());
+    assert!(row["created"].as_str().unwrap().ends_with("+00:00"));
+    assert!(row["metrics"]["start"].is_f64());
+    assert!(row["context"]["span_origin"].is_object());
+    assert_eq!(row["log_id"], "g");
+    assert!(row.get("_is_merge").is_none());
+}
+
+#[test]
+fn rows_land_as_json_lines() {
+    let path = unique_path("basic.jsonl");
+    let _cleanup = Cleanup(path.clone());
+    let report = run(no_key().with_local_file(&path), scenario);
+    assert!(report.complete);
+    assert_eq!((report.sent, report.failed, report.dropped), (3, 0, 0));
+    let rows = read_rows(&path);
+    assert_eq!(rows.len(), 3);
+    for row in &rows {
+        assert_row_format(row);
+    }
+    let request = by_name(&rows, "request");
+    let lookup = by_name(&rows, "lookup");
+    let log = by_name(&rows, "halfway");
+    assert_eq!(request["input"], "question");
+    assert_eq!(request["output"], "answer");
+    assert_eq!(request["span_parents"], Value::Null);
+    assert_eq!(lookup["span_attributes"]["type"], "tool");
+    for child in [lookup, log] {
+        assert_eq!(child["span_parents"], json!([request["span_id"]]));
+        assert_eq!(child["root_span_id"], request["root_span_id"]);
+    }
+    assert_eq!(log["span_attributes"]["type"], "log");
+    // Lines are complete rows: serialised keys are sorted.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.lines().all(|l| l.starts_with(r#"{"context":"#)));
+}
+
+#[test]
+fn local_file_from_the_environment() {
+    let path = unique_path("env.jsonl");
+    let _cleanup = Cleanup(path.clone());
+    let path_text = path.to_str().expect("UTF-8 temp path").to_owned();
+    let builder = BraintrustLayer::builder().with_env_vars([
+        // Blank counts as unset: still no key.
+        ("BRAINTRUST_API_KEY", "  "),
+        ("BRAINTRUST_LOCAL_FILE", path_text.as_str()),
+        ("BRAINTRUST_PROJECT_ID", "proj-123"),
+    ]);
+    let report = run(builder, || {
+        tracing::info_span!("from-env").in_scope(|| {});
+    });
+    assert_eq!((report.sent, report.failed), (1, 0));
+    let rows = read_rows(&path);
+    assert_eq!(rows.len(), 1);
+    assert_row_format(&rows[0]);
+    assert_eq!(rows[0]["span_attributes"]["name"], "from-env");
+    assert_eq!(rows[0]["project_id"], "proj-123");
+}
+
+#[test]
+fn two_layers_append_to_the_same_file() {
+    let path = unique_path("append.jsonl");
+    let _cleanup = Cleanup(path.clone());
+    let report = run(no_key().with_local_file(&path), || {
+        for i in 0..2 {
+            tracing::info_span!("first-run", metadata.i = i).in_scope(|| {});
+        }
+    });
+    assert_eq!(report.sent, 2);
+    let before = std::fs::read_to_string(&path).expect("file written");
+    assert_eq!(before.lines().count(), 2);
+
+    let report = run(no_key().with_local_file(&path), || {
+        for i in 0..3 {
+            tracing::info_span!("second-run", metadata.i = i).in_scope(|| {});
+        }
+    });
+    assert_eq!(report.sent, 3);
+    let after = std::fs::read_to_string(&path).expect("file written");
+    assert!(
+        after.starts_with(&before),
+        "earlier lines are kept as they were"
+    );
+    let rows = read_rows(&path);
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["span_attributes"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "first-run",
+            "first-run",
+            "second-run",
+            "second-run",
+            "second-run"
+        ]
+    );
+    for row in &rows {
+        assert_row_format(row);
+    }
+}
+
+#[test]
+fn two_live_layers_share_one_file() {
+    let path = unique_path("shared.jsonl");
+    let _cleanup = Cleanup(path.clone());
+    let (layer_a, guard_a) = no_key()
+        .with_local_file(&path)
+        .build()
+        .expect("valid configuration");
+    let (layer_b, guard_b) = no_key()
+        .with_local_file(&path)
+        .build()
+        .expect("valid configuration");
+    let a = tracing::Dispatch::new(tracing_subscriber::registry().with(layer_a));
+    let b = tracing::Dispatch::new(tracing_subscriber::registry().with(layer_b));
+    for i in 0..50 {
+        tracing::dispatcher::with_default(&a, || {
+            tracing::info_span!("a", metadata.i = i).in_scope(|| {});
+        });
+        tracing::dispatcher::with_default(&b, || {
+            tracing::info_span!("b", metadata.i = i).in_scope(|| {});
+        });
+        if i % 10 == 0 {
+            guard_a.flush();
+            guard_b.flush();
+        }
+    }
+    assert_eq!(guard_a.shutdown().sent, 50);
+    assert_eq!(guard_b.shutdown().sent, 50);
+    let rows = read_rows(&path);
+    assert_eq!(rows.len(), 100, "no line lost or torn");
+    for name in ["a", "b"] {
+        assert_eq!(
+            rows.iter()
+                .filter(|r| r["span_attributes"]["name"] == name)
+                .count(),
+            50
+        );
+    }
+}
+
+#[test]
+fn a_directory_path_fails_without_panicking() {
+    let dir = unique_path("a-directory");
+    let _cleanup = Cleanup(dir.clone());
+    std::fs::create_dir(&dir).expect("temp dir writable");
+    let report = run(no_key().with_local_file(&dir), scenario);
+    assert!(report.complete);
+    assert_eq!((report.sent, report.failed, report.dropped), (0, 3, 0));
+    assert_eq!(report.in_flight(), 0);
+    assert!(dir.is_dir(), "the directory is left alone");
+}
+
+#[test]
+fn an_impossible_path_fails_without_panicking() {
+    let path = Path::new("/proc/nonexistent/x");
+    let report = run(no_key().with_local_file(path), || {
+        scenario();
+        scenario();
+    });
+    assert!(report.complete);
+    assert_eq!((report.sent, report.failed, report.dropped), (0, 6, 0));
+    assert!(!path.exists());
+}
