@@ -113,7 +113,21 @@ impl Dispatcher {
         let copies = self.in_flight.clone();
         let abandoned = Arc::clone(&self.abandoned);
         tokio::spawn(async move {
-            let done = delivery.await;
+            // The sink runs in a task of its own: if it panics (a bug), its rows count as
+            // failed (or spooled) and the worker goes on.
+            let done = match tokio::spawn(delivery).await {
+                Ok(done) => done,
+                Err(_) => {
+                    crate::diag::warn(
+                        "sink-panic",
+                        "delivering a batch panicked (a bug in tracing-braintrust; please report it); its rows count as failed",
+                    );
+                    crate::sink::Delivery {
+                        sent: 0,
+                        failed: rows.clone(),
+                    }
+                }
+            };
             if let Some(copies) = &copies {
                 let mine = copies.lock().ok().and_then(|mut m| m.remove(&batch));
                 if mine.is_none() {

@@ -152,6 +152,38 @@ impl BraintrustGuard {
         self.stop(self.shutdown_timeout)
     }
 
+    /// Installs a panic hook (after the current one, which still runs first) that delivers
+    /// what is pending before the process dies: rows of closed spans, and every span still
+    /// open, written as a row without `metrics.end` (a span that closes later replaces it).
+    /// It waits at most the flush timeout. Undeliverable rows go to the spool when one is
+    /// configured.
+    ///
+    /// With `panic = "abort"` the hook still runs before the abort, so the rows are kept.
+    /// `std::process::exit` runs no hook and no destructor: call
+    /// [`shutdown`](Self::shutdown) (or drop the guard) before it.
+    pub fn install_panic_hook(&self) {
+        let tx = self.tx.clone();
+        let timeout = self.flush_timeout;
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let on_worker = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("tracing-braintrust"));
+            if on_worker {
+                return;
+            }
+            let deadline = Instant::now() + timeout;
+            let (reply_tx, reply_rx) = flume::bounded(1);
+            if tx
+                .send_deadline(Message::Checkpoint(reply_tx), deadline)
+                .is_ok()
+            {
+                let _ = reply_rx.recv_deadline(deadline);
+            }
+        }));
+    }
+
     /// A link to the row `row_id` (from
     /// [`BraintrustSpanExt::braintrust_row_id`](crate::BraintrustSpanExt::braintrust_row_id))
     /// in the Braintrust app, once the uploader has logged in (or when the organization and

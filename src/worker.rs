@@ -24,6 +24,9 @@ pub(crate) enum Message {
     Event(Box<EventRecord>),
     /// Deliver everything received so far, then answer.
     Flush(flume::Sender<()>),
+    /// Like `Flush`, and also write every open span as a progress row (the process may be
+    /// about to die: a panic).
+    Checkpoint(flume::Sender<()>),
     /// Deliver everything, write still-open spans, answer and stop; by the deadline,
     /// spool (or leave) what is not delivered.
     Shutdown(flume::Sender<()>, Instant),
@@ -96,6 +99,7 @@ pub(crate) struct Worker {
 /// A control message, answered once what came before it is delivered.
 enum Control {
     Flush(flume::Sender<()>),
+    Checkpoint(flume::Sender<()>),
     Shutdown(flume::Sender<()>, Instant),
 }
 
@@ -172,6 +176,12 @@ impl Worker {
                     self.dispatcher.wait_idle().await;
                     let _ = reply.send(());
                 }
+                Some(Control::Checkpoint(reply)) => {
+                    self.checkpoint_open_spans();
+                    self.dispatch().await;
+                    self.dispatcher.wait_idle().await;
+                    let _ = reply.send(());
+                }
                 Some(Control::Shutdown(reply, deadline)) => {
                     self.finish(vec![reply], Some(deadline)).await;
                     return;
@@ -180,8 +190,28 @@ impl Worker {
         }
     }
 
-    /// Turns a data message into pending rows; hands control messages back.
+    /// Turns a data message into pending rows; hands control messages back. A panic while
+    /// building a row (a bug) loses that row only: it is counted as failed and the worker
+    /// goes on serving later rows.
     fn accept(&mut self, msg: Message) -> Option<Control> {
+        let is_row = matches!(msg, Message::Close(_) | Message::Event(_));
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.accept_inner(msg))) {
+            Ok(control) => control,
+            Err(_) => {
+                if is_row {
+                    self.counters.received.fetch_add(1, Ordering::Relaxed);
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                diag::warn(
+                    "worker-panic",
+                    "building a row panicked (a bug in tracing-braintrust; please report it); the row is counted as failed and the worker goes on",
+                );
+                None
+            }
+        }
+    }
+
+    fn accept_inner(&mut self, msg: Message) -> Option<Control> {
         match msg {
             Message::Open(open) => {
                 if self.orphaned.remove(&open.header.span_id) {
@@ -220,6 +250,7 @@ impl Worker {
                 self.pending.push(event_row(&self.settings, &event));
             }
             Message::Flush(reply) => return Some(Control::Flush(reply)),
+            Message::Checkpoint(reply) => return Some(Control::Checkpoint(reply)),
             Message::Shutdown(reply, deadline) => return Some(Control::Shutdown(reply, deadline)),
         }
         None
@@ -232,7 +263,9 @@ impl Worker {
         let work = async {
             while let Ok(msg) = self.rx.try_recv() {
                 match self.accept(msg) {
-                    Some(Control::Flush(r) | Control::Shutdown(r, _)) => replies.push(r),
+                    Some(
+                        Control::Flush(r) | Control::Checkpoint(r) | Control::Shutdown(r, _),
+                    ) => replies.push(r),
                     None => {}
                 }
                 if self.pending.len() >= self.dispatch_rows {
@@ -269,6 +302,19 @@ impl Worker {
         self.dispatcher.close();
         for reply in replies {
             let _ = reply.send(());
+        }
+    }
+
+    /// Writes every open span as a progress row (`_is_merge: false`, not counted), keeping
+    /// it open: if the span closes later, its final row replaces the progress row.
+    fn checkpoint_open_spans(&mut self) {
+        self.drain_orphans();
+        let mut open: Vec<&OpenSpan> = self.open.values().collect();
+        open.sort_by_key(|o| o.header.exec_counter);
+        for o in open {
+            let mut row = span_row(&self.settings, &o.header, &o.fields, None, None);
+            row.insert("_is_merge".into(), false.into());
+            self.pending.push(row);
         }
     }
 
