@@ -173,6 +173,37 @@ impl EnvReader<'_> {
         }
     }
 
+    /// A count that must be above zero; zero is ignored with a warning.
+    fn positive(&self, name: &'static str) -> Option<usize> {
+        match self.parse::<usize>(name)? {
+            0 => {
+                diag::warn_once(
+                    name,
+                    format_args!("{name}=0 is not allowed (must be above zero); using the default"),
+                );
+                None
+            }
+            v => Some(v),
+        }
+    }
+
+    /// An http(s) URL; anything else is ignored with a warning.
+    fn url(&self, name: &'static str) -> Option<String> {
+        let raw = self.get(name)?;
+        match valid_url(name, raw.clone()) {
+            Ok(u) => Some(u),
+            Err(_) => {
+                diag::warn_once(
+                    name,
+                    format_args!(
+                        "{name}={raw:?} is not an http:// or https:// URL; using the default"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     /// Seconds, as a float (the Python SDK accepts fractions).
     fn seconds(&self, name: &'static str) -> Option<Duration> {
         let secs: f64 = self.parse(name)?;
@@ -586,14 +617,15 @@ impl Builder {
         let env = EnvReader {
             map: self.env.as_ref(),
         };
-        let app_url = self
-            .app_url
-            .clone()
-            .or_else(|| env.get(env::APP_URL))
-            .unwrap_or_else(|| defaults::APP_URL.to_owned());
-        let api_url = match self.api_url.clone().or_else(|| env.get(env::API_URL)) {
+        let app_url = match self.app_url.clone() {
+            Some(u) => valid_url("BRAINTRUST_APP_URL", u)?,
+            None => env
+                .url(env::APP_URL)
+                .unwrap_or_else(|| defaults::APP_URL.to_owned()),
+        };
+        let api_url = match self.api_url.clone() {
             Some(u) => Some(valid_url("BRAINTRUST_API_URL", u)?),
-            None => None,
+            None => env.url(env::API_URL),
         };
         if let Some(reason) = &self.invalid_price {
             return Err(Error::InvalidConfig {
@@ -669,7 +701,7 @@ impl Builder {
                 .or_else(|| env.get(env::API_KEY))
                 .filter(|k| !k.trim().is_empty())
                 .map(|k| k.trim().to_owned()),
-            app_url: valid_url("BRAINTRUST_APP_URL", app_url)?,
+            app_url,
             api_url,
             org_name: self.org_name.clone().or_else(|| env.get(env::ORG_NAME)),
             project_name: self
@@ -681,13 +713,13 @@ impl Builder {
             batch_size: positive(
                 "BRAINTRUST_DEFAULT_BATCH_SIZE",
                 self.batch_size
-                    .or_else(|| env.parse(env::BATCH_SIZE))
+                    .or_else(|| env.positive(env::BATCH_SIZE))
                     .unwrap_or(defaults::BATCH_SIZE),
             )?,
             max_request_size: positive(
                 "BRAINTRUST_MAX_REQUEST_SIZE",
                 self.max_request_size
-                    .or_else(|| env.parse(env::MAX_REQUEST_SIZE))
+                    .or_else(|| env.positive(env::MAX_REQUEST_SIZE))
                     .unwrap_or(defaults::MAX_REQUEST_SIZE),
             )?,
             num_retries: self
@@ -697,7 +729,7 @@ impl Builder {
             queue_size: positive(
                 "BRAINTRUST_QUEUE_SIZE",
                 self.queue_size
-                    .or_else(|| env.parse(env::QUEUE_SIZE))
+                    .or_else(|| env.positive(env::QUEUE_SIZE))
                     .unwrap_or(defaults::QUEUE_SIZE),
             )?,
             http_timeout: self
@@ -918,8 +950,18 @@ mod tests {
                 ..
             })
         ));
-        let e = config(&[("BRAINTRUST_APP_URL", "ftp://x")]).err();
+        let e = Builder::new().with_app_url("ftp://x").config().err();
         assert!(e.is_some_and(|e| e.to_string().contains("BRAINTRUST_APP_URL")));
+        // The same values from the environment fall back to the defaults (with a warning).
+        let c = config(&[
+            ("BRAINTRUST_APP_URL", "ftp://x"),
+            ("BRAINTRUST_QUEUE_SIZE", "0"),
+            ("BRAINTRUST_DEFAULT_BATCH_SIZE", "0"),
+        ])
+        .expect("environment never fails the build");
+        assert_eq!(c.app_url, "https://www.braintrust.dev");
+        assert_eq!(c.queue_size, 25_000);
+        assert_eq!(c.batch_size, 100);
     }
 
     #[test]

@@ -92,11 +92,17 @@ fn parse_text(s: String) -> Value {
     Value::String(s)
 }
 
-/// A JSON string that holds JSON (OpenTelemetry GenAI message attributes) parsed, anything
-/// else as is.
+/// A JSON string that holds a JSON object or array (OpenTelemetry GenAI message
+/// attributes, message lists) parsed; anything else, including text that would parse as a
+/// JSON number or string, as is.
 fn parse_embedded_json(v: Value) -> Value {
     match v {
-        Value::String(s) => parse_text(s),
+        Value::String(s) if matches!(s.trim_start().as_bytes().first(), Some(b'[' | b'{')) => {
+            match serde_json::from_str::<Value>(&s) {
+                Ok(parsed) => parsed,
+                Err(_) => Value::String(s),
+            }
+        }
         other => other,
     }
 }

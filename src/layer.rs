@@ -310,8 +310,11 @@ where
         } else {
             inner.orphan_event_level
         };
-        let as_row = row_level.is_some_and(|max| level <= max);
         let sets_error = level == Level::ERROR && span.is_some();
+        // An ERROR event without a message (what `#[instrument(err)]` emits) only sets its
+        // span's error: a log row would repeat it.
+        let bare_error = sets_error && event.metadata().fields().field("message").is_none();
+        let as_row = !bare_error && row_level.is_some_and(|max| level <= max);
         if !as_row && !sets_error {
             return;
         }

@@ -263,9 +263,9 @@ impl Worker {
         let work = async {
             while let Ok(msg) = self.rx.try_recv() {
                 match self.accept(msg) {
-                    Some(
-                        Control::Flush(r) | Control::Checkpoint(r) | Control::Shutdown(r, _),
-                    ) => replies.push(r),
+                    Some(Control::Flush(r) | Control::Checkpoint(r) | Control::Shutdown(r, _)) => {
+                        replies.push(r)
+                    }
                     None => {}
                 }
                 if self.pending.len() >= self.dispatch_rows {
