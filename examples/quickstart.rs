@@ -11,12 +11,18 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tracing::{Span, info, instrument};
-use tracing_braintrust::{BraintrustLayer, json};
+use tracing_braintrust::{BraintrustLayer, BraintrustSpanExt, json, record_usage};
 use tracing_subscriber::{filter::LevelFilter, prelude::*};
+
+thread_local! {
+    /// The root span's row id, for the link printed at the end.
+    static ROOT_ROW: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
 
 /// The root span: a `task`, because it has no parent.
 #[instrument(name = "weather_agent", skip_all, fields(input = question, output))]
 async fn answer(question: &str) -> String {
+    ROOT_ROW.with(|r| *r.borrow_mut() = Span::current().braintrust_row_id());
     let messages = serde_json::json!([
         {"role": "system", "content": "Reply with the name of the city only."},
         {"role": "user", "content": question},
@@ -38,15 +44,18 @@ async fn answer(question: &str) -> String {
 }
 
 /// An LLM call: any `llm.*` field makes the span an `llm` span; `span_name` renames it.
+/// The provider's `usage` object becomes token metrics, and the model's price gives
+/// `metrics.estimated_cost`.
 #[instrument(skip_all, fields(span_name = step, llm.model = "gpt-4o-mini",
-    llm.provider = "openai", llm.input, llm.output, llm.prompt_tokens, llm.completion_tokens))]
+    llm.provider = "openai", llm.input, llm.output))]
 async fn chat(step: &str, messages: &Value, reply: &str, tokens: (u64, u64)) -> String {
     tokio::time::sleep(Duration::from_millis(40)).await; // the request to the model
     let span = Span::current();
     span.record("llm.input", json(messages));
     span.record("llm.output", reply);
-    span.record("llm.prompt_tokens", tokens.0);
-    span.record("llm.completion_tokens", tokens.1);
+    let usage = serde_json::json!({"prompt_tokens": tokens.0, "completion_tokens": tokens.1,
+        "prompt_tokens_details": {"cached_tokens": tokens.0 / 2}});
+    record_usage(&span, &usage);
     reply.to_owned()
 }
 
@@ -109,11 +118,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let reply = runtime.block_on(answer(question));
     println!("Q: {question}\nA: {reply}\n");
 
+    guard.flush();
+    let link = ROOT_ROW
+        .with(|r| r.borrow().clone())
+        .and_then(|row| guard.permalink(&row));
     let report = guard.shutdown();
     if uploading {
         let (sent, failed) = (report.sent, report.failed);
         println!("{sent} rows uploaded to the Braintrust project \"quickstart\", {failed} failed.");
-        // Permalink: print the link to this trace here once the guard exposes it.
+        match link {
+            Some(link) => println!("See the trace: {link}"),
+            None => println!("(no link: the upload did not log in; check BRAINTRUST_API_KEY)"),
+        }
     } else {
         match std::fs::read(&file) {
             Ok(bytes) => {

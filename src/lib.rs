@@ -82,3 +82,8 @@ pub use layer::BraintrustLayer;
 pub use llm::{StreamRecorder, record_usage};
 pub use propagation::Headers;
 pub use sink::memory::MemorySink;
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -109,3 +109,45 @@ async fn guard_dropped_inside_tokio_runtime() {
     drop(guard);
     assert_eq!(server.rows().len(), 1);
 }
+
+/// The quickstart example binary, built by `cargo test` next to the test binaries.
+fn quickstart() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?.parent()?;
+    let path = dir.join("examples").join("quickstart");
+    path.exists().then_some(path)
+}
+
+#[test]
+fn quickstart_uploads_and_prints_a_link_or_finishes_on_a_wrong_key() {
+    let Some(example) = quickstart() else {
+        panic!("examples/quickstart was not built next to the tests");
+    };
+    let server = FakeServer::start();
+    for (key, expect) in [
+        (server.api_key().to_owned(), "See the trace: "),
+        ("sk-wrong".to_owned(), "0 rows uploaded"),
+    ] {
+        let out = std::process::Command::new(&example)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("BRAINTRUST_API_KEY", key)
+            .env("BRAINTRUST_APP_URL", server.url())
+            .output()
+            .expect("runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}");
+        assert!(stdout.contains(expect), "{stdout}");
+        if expect.starts_with("See") {
+            assert!(
+                stdout.contains(&format!(
+                    "{}/app/test-org/object?object_type=project_logs&object_id={}&id=",
+                    server.url(),
+                    server.project_id("quickstart")
+                )),
+                "{stdout}"
+            );
+            assert!(stdout.contains("7 rows uploaded"), "{stdout}");
+        }
+    }
+}
