@@ -228,7 +228,7 @@ impl BraintrustSpanExt for Span {
 
     fn record_json<T: Serialize + ?Sized>(&self, field: &str, value: &T) {
         // Serialise before touching the span: `Serialize` impls are user code.
-        let value = match serde_json::to_value(value) {
+        let value = match serde_json::to_value(crate::sanitize::Sanitized(value)) {
             Ok(v) => FieldValue::Json(v),
             Err(e) => FieldValue::Str(format!("<unserializable: {e}>")),
         };

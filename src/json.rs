@@ -10,8 +10,9 @@ use serde::Serialize;
 /// Its `Debug` output is the compact JSON text of the value, which the worker parses back
 /// into JSON; other layers (such as `fmt`) print the same text. Use it through [`json`].
 ///
-/// A value that fails to serialise (for example a map with non-string keys) is recorded as
-/// the string `"<unserializable: reason>"`.
+/// Non-finite floats inside the value become the strings `"NaN"`, `"Infinity"` and
+/// `"-Infinity"`, as the Python SDK sends them. A value that fails to serialise (for example
+/// a map with non-string keys) is recorded as the string `"<unserializable: reason>"`.
 #[derive(Clone, Copy)]
 pub struct Json<T>(pub T);
 
@@ -19,7 +20,7 @@ impl<T: Serialize> fmt::Debug for Json<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Serialise into a buffer first: a value that fails halfway must not leave half a
         // document in the output.
-        match serde_json::to_string(&self.0) {
+        match serde_json::to_string(&crate::sanitize::Sanitized(&self.0)) {
             Ok(text) => f.write_str(&text),
             Err(e) => {
                 let msg = serde_json::Value::String(format!("<unserializable: {e}>"));

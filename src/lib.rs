@@ -66,8 +66,10 @@ mod merge;
 mod parent;
 mod propagation;
 mod record;
+mod replay;
 mod row;
 mod sampling;
+mod sanitize;
 mod sink;
 mod spool;
 mod usage;
@@ -81,6 +83,7 @@ pub use json::{Json, json};
 pub use layer::BraintrustLayer;
 pub use llm::{StreamRecorder, record_usage};
 pub use propagation::Headers;
+pub use replay::{UploadReport, upload_files};
 pub use sink::memory::MemorySink;
 
 /// The README's examples, compiled and run as doc tests.

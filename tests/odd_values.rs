@@ -63,7 +63,6 @@ struct Measurement {
 }
 
 #[test]
-#[ignore = "bug: src/json.rs Json<T> serialises non-finite floats as null (serde_json), Python sends \"NaN\"/\"Infinity\""]
 fn special_floats_inside_json_values() {
     let (rows, _) = capture(|| {
         let m = Measurement {
