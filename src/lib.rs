@@ -50,6 +50,7 @@
 //! The minimum supported Rust version is 1.85.
 
 mod builder;
+mod config;
 mod cost;
 mod delivery;
 mod diag;
