@@ -266,8 +266,7 @@ fn silence_this_thread() {
 }
 
 #[cfg(test)]
-#[path = "../tests/support/fake_server.rs"]
-mod fake_server;
+use crate::sink::fake_server;
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,11 @@ pub(crate) mod http;
 
 pub(crate) mod memory;
 
+/// The loopback fake of the Braintrust API, shared by every unit test that needs it.
+#[cfg(test)]
+#[path = "../../tests/support/fake_server.rs"]
+pub(crate) mod fake_server;
+
 /// A row as sent to `/logs3`: keys serialise sorted (serde_json's default map).
 pub(crate) type Row = serde_json::Map<String, serde_json::Value>;
 
