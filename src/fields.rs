@@ -63,8 +63,32 @@ pub(crate) fn to_json(value: FieldValue) -> Value {
         },
         FieldValue::F64(v) => float(v),
         FieldValue::Str(s) => Value::String(s),
-        FieldValue::Text(s) => parse_text(s),
-        FieldValue::Json(v) => v,
+        FieldValue::Text(s) => capped(parse_text(s)),
+        FieldValue::Json(v) => capped(v),
+    }
+}
+
+/// The deepest a field value may nest: with the row's own levels and a dotted path
+/// ([`MAX_PATH_DEPTH`]) a row stays within the 128 levels JSON readers accept (the spool
+/// and uploads read rows back).
+pub(crate) const MAX_VALUE_DEPTH: usize = 96;
+
+/// `v` with every subtree below [`MAX_VALUE_DEPTH`] replaced by its JSON text.
+fn capped(mut v: Value) -> Value {
+    cap_depth(&mut v, MAX_VALUE_DEPTH);
+    v
+}
+
+/// Recursion is bounded: values reaching here are at most 128 levels deep (serde_json's
+/// reader limit for text, the sanitising serialiser's for structured values).
+fn cap_depth(v: &mut Value, remaining: usize) {
+    match v {
+        Value::Object(_) | Value::Array(_) if remaining == 0 => {
+            *v = Value::String(v.to_string());
+        }
+        Value::Object(m) => m.values_mut().for_each(|x| cap_depth(x, remaining - 1)),
+        Value::Array(a) => a.iter_mut().for_each(|x| cap_depth(x, remaining - 1)),
+        _ => {}
     }
 }
 
@@ -78,18 +102,80 @@ pub(crate) fn float(v: f64) -> Value {
     }
 }
 
+/// The most object levels a dotted field name (`metadata.a.b.c`) creates.
+pub(crate) const MAX_PATH_DEPTH: usize = 16;
+
 /// Text from `Debug`/`Display`: JSON when the whole text is valid JSON, a string otherwise.
+/// Integers too large for 64 bits keep their digits (as strings) instead of being rounded
+/// to floats.
 fn parse_text(s: String) -> Value {
     let looks_like_json = matches!(
         s.as_bytes().first(),
         Some(b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
     );
     if looks_like_json {
-        if let Ok(v) = serde_json::from_str::<Value>(&s) {
+        let parsed = match quote_big_integers(&s) {
+            Some(quoted) => serde_json::from_str::<Value>(&quoted),
+            None => serde_json::from_str::<Value>(&s),
+        };
+        if let Ok(v) = parsed {
             return v;
         }
     }
     Value::String(s)
+}
+
+/// JSON text with every integer literal that does not fit in 64 bits turned into a string
+/// literal, or `None` when there is none (the common case, checked without allocating).
+fn quote_big_integers(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let (mut i, mut in_string) = (0, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            i += 1;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            let is_integer = !matches!(bytes.get(i), Some(b'.' | b'e' | b'E'));
+            let token = &text[start..i];
+            if is_integer
+                && token.len() > 19
+                && token.parse::<i64>().is_err()
+                && token.parse::<u64>().is_err()
+            {
+                let buf = out.get_or_insert_with(|| String::with_capacity(text.len() + 8));
+                buf.push_str(&text[copied..start]);
+                buf.push('"');
+                buf.push_str(token);
+                buf.push('"');
+                copied = i;
+            }
+            continue;
+        }
+        i += 1;
+    }
+    out.map(|mut buf| {
+        buf.push_str(&text[copied..]);
+        buf
+    })
 }
 
 /// A JSON string that holds a JSON object or array (OpenTelemetry GenAI message
@@ -380,8 +466,22 @@ fn merge_or_replace(slot: &mut Option<Value>, new: Value) {
 
 /// Inserts `value` at a dotted path (`a.b.c`), creating objects on the way; a non-object in
 /// the way is replaced.
+///
+/// At most [`MAX_PATH_DEPTH`] levels are created: the rest of a longer path stays one key.
 pub(crate) fn insert_path(map: &mut Map<String, Value>, path: &str, value: Value) {
-    let mut parts = path.split('.').filter(|p| !p.is_empty()).peekable();
+    let segments: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
+    let mut owned: Vec<String> = Vec::new();
+    let parts_list: Vec<&str> = if segments.len() > MAX_PATH_DEPTH {
+        owned.push(segments[MAX_PATH_DEPTH - 1..].join("."));
+        segments[..MAX_PATH_DEPTH - 1]
+            .iter()
+            .copied()
+            .chain(owned.iter().map(String::as_str))
+            .collect()
+    } else {
+        segments
+    };
+    let mut parts = parts_list.into_iter().peekable();
     let mut current = map;
     while let Some(part) = parts.next() {
         if parts.peek().is_none() {
@@ -617,6 +717,60 @@ mod tests {
             Some(json!({"a": 1, "b": 2, "n": {"x": 1, "y": 2}}))
         );
         assert_eq!(p.input, Some(json!("second")));
+    }
+
+    #[test]
+    fn big_integers_in_text_keep_their_digits() {
+        let big = u128::MAX.to_string();
+        assert_eq!(to_json(FieldValue::Text(big.clone())), json!(big));
+        assert_eq!(
+            to_json(FieldValue::Text(format!(
+                r#"{{"n": {big}, "s": "{big}", "f": 1.5}}"#
+            ))),
+            json!({"n": big, "s": big, "f": 1.5})
+        );
+        assert_eq!(
+            to_json(FieldValue::Text(u64::MAX.to_string())),
+            json!(u64::MAX)
+        );
+        assert_eq!(
+            to_json(FieldValue::Text(i64::MIN.to_string())),
+            json!(i64::MIN)
+        );
+        assert_eq!(
+            to_json(FieldValue::Text(
+                r#"["a\"99999999999999999999999", -99999999999999999999]"#.into()
+            )),
+            json!(["a\"99999999999999999999999", "-99999999999999999999"])
+        );
+    }
+
+    #[test]
+    fn deep_values_are_capped() {
+        let text = format!("{}1{}", "[".repeat(120), "]".repeat(120));
+        let v = to_json(FieldValue::Text(text));
+        let mut depth = 0;
+        let mut cur = &v;
+        while let Value::Array(a) = cur {
+            depth += 1;
+            cur = &a[0];
+        }
+        assert_eq!(depth, MAX_VALUE_DEPTH);
+        assert!(cur.as_str().is_some_and(|s| s.starts_with("[[")));
+    }
+
+    #[test]
+    fn dotted_paths_are_capped() {
+        let mut m = Map::new();
+        let path = vec!["k"; 5000].join(".");
+        insert_path(&mut m, &path, json!(1));
+        let mut depth = 0;
+        let mut v = &Value::Object(m);
+        while let Value::Object(o) = v {
+            depth += 1;
+            v = o.values().next().unwrap_or(&Value::Null);
+        }
+        assert_eq!(depth, MAX_PATH_DEPTH);
     }
 
     #[test]

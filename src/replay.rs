@@ -43,8 +43,8 @@ pub struct UploadReport {
     /// before a crash) folded into an earlier row with the same id before sending, as the
     /// layer itself does before every upload.
     pub merged: u64,
-    /// Lines that are not a JSON object (a line torn by a crash, or an unreadable tail of a
-    /// file), skipped.
+    /// Lines that are not a JSON object, skipped: a line torn by a crash, an unreadable tail
+    /// of a file, or a row nested deeper than 128 levels (serde_json's reading limit).
     pub lines_skipped: u64,
 }
 
