@@ -19,7 +19,7 @@ use crate::sink::Sink;
 use crate::sink::file::FileSink;
 use crate::sink::memory::MemorySink;
 use crate::spool::Spool;
-use crate::worker::{Counters, Worker, WorkerSettings};
+use crate::worker::{Counters, Signal, Worker, WorkerSettings};
 
 pub(crate) use crate::config::Config;
 
@@ -471,6 +471,7 @@ impl Builder {
             .spool_dir
             .clone()
             .map(|dir| Arc::new(Spool::new(dir, config.spool_max_bytes)));
+        let signal = Arc::new(Signal::default());
         let dispatcher = Dispatcher::new(
             sink,
             Arc::clone(&counters),
@@ -478,6 +479,7 @@ impl Builder {
             spool,
             config.spill,
             config.max_in_flight,
+            Arc::clone(&signal),
         );
         let worker = Worker::new(
             rx,
@@ -492,6 +494,7 @@ impl Builder {
                 live: config.live,
                 dispatch_rows: config.batch_size.saturating_mul(config.max_in_flight),
             },
+            Arc::clone(&signal),
         )
         .spawn()
         .map_err(Error::Worker)?;
@@ -517,6 +520,7 @@ impl Builder {
             config.flush_timeout,
             config.shutdown_timeout,
             links,
+            signal,
         );
         Ok((layer, guard))
     }

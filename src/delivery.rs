@@ -6,12 +6,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::mask::MaskFn;
 use crate::sink::{Row, Sink};
 use crate::spool::Spool;
-use crate::worker::Counters;
+use crate::worker::{Counters, Signal};
 
 /// A live-mode start row sent on its own: a progress update, not counted as a row of its
 /// own (its span's final row is).
@@ -23,7 +23,14 @@ fn logical(rows: &[Row]) -> u64 {
     rows.iter().filter(|r| !is_progress(r)).count() as u64
 }
 
-type InFlight = Arc<Mutex<HashMap<u64, Vec<Row>>>>;
+/// A batch being delivered: its logical row count, and a copy of its rows when there is a
+/// spool to put them in if shutdown stops waiting.
+struct Batch {
+    logical: u64,
+    copy: Option<Vec<Row>>,
+}
+
+type InFlight = Arc<Mutex<HashMap<u64, Batch>>>;
 
 /// Hands batches to the sink, at most `max_in_flight` at once.
 pub(crate) struct Dispatcher {
@@ -34,9 +41,11 @@ pub(crate) struct Dispatcher {
     spill: bool,
     max_in_flight: usize,
     slots: Arc<Semaphore>,
-    /// Copies of the rows being delivered, kept only with a spool, so a shutdown that
-    /// times out can spool them.
-    in_flight: Option<InFlight>,
+    /// The batches being delivered, so a shutdown that runs out of time can account for
+    /// them (and spool them, with a spool).
+    in_flight: InFlight,
+    /// Where a shutdown's deadline appears.
+    signal: Arc<Signal>,
     next_batch: u64,
     /// Rows were spilled to the spool under pressure and wait to be replayed.
     spilled: bool,
@@ -52,13 +61,15 @@ impl Dispatcher {
         spool: Option<Arc<Spool>>,
         spill: bool,
         max_in_flight: usize,
+        signal: Arc<Signal>,
     ) -> Self {
         let max_in_flight = max_in_flight.max(1);
         Self {
             sink,
             counters,
             mask,
-            in_flight: spool.as_ref().map(|_| InFlight::default()),
+            in_flight: InFlight::default(),
+            signal,
             spool,
             spill,
             max_in_flight,
@@ -95,22 +106,31 @@ impl Dispatcher {
                     return;
                 }
             },
-            _ => match self.slots.clone().acquire_owned().await {
-                Ok(p) => p,
-                Err(_) => return,
+            _ => match self.wait_for_slot().await {
+                Some(p) => p,
+                None => {
+                    // Shutdown's deadline passed while every slot was busy.
+                    self.give_up(&rows);
+                    return;
+                }
             },
         };
         self.next_batch += 1;
         let batch = self.next_batch;
-        if let Some(copies) = &self.in_flight {
-            if let Ok(mut map) = copies.lock() {
-                map.insert(batch, rows.clone());
-            }
+        if let Ok(mut map) = self.in_flight.lock() {
+            let copy = self.spool.as_ref().map(|_| rows.clone());
+            map.insert(
+                batch,
+                Batch {
+                    logical: logical(&rows),
+                    copy,
+                },
+            );
         }
         let delivery = self.sink.send(rows.clone());
         let counters = Arc::clone(&self.counters);
         let spool = self.spool.clone();
-        let copies = self.in_flight.clone();
+        let copies = Arc::clone(&self.in_flight);
         let abandoned = Arc::clone(&self.abandoned);
         tokio::spawn(async move {
             // The sink runs in a task of its own: if it panics (a bug), its rows count as
@@ -128,13 +148,11 @@ impl Dispatcher {
                     }
                 }
             };
-            if let Some(copies) = &copies {
-                let mine = copies.lock().ok().and_then(|mut m| m.remove(&batch));
-                if mine.is_none() {
-                    // Already spooled by a shutdown that stopped waiting.
-                    drop(permit);
-                    return;
-                }
+            let mine = copies.lock().ok().and_then(|mut m| m.remove(&batch));
+            if mine.is_none() {
+                // Already accounted for by a shutdown that stopped waiting.
+                drop(permit);
+                return;
             }
             if abandoned.load(Ordering::Acquire) {
                 drop(permit);
@@ -220,22 +238,74 @@ impl Dispatcher {
         }
     }
 
-    /// At a shutdown that ran out of time: spools what is still pending or in flight (with
-    /// a spool), and stops counting late deliveries.
-    pub(crate) fn abandon(&mut self, pending: Vec<Row>) {
-        let Some(spool) = self.spool.clone() else {
-            return;
-        };
-        let mut rows = crate::merge::merge_rows(pending);
-        if let Some(copies) = &self.in_flight {
-            if let Ok(mut map) = copies.lock() {
-                let mut batches: Vec<(u64, Vec<Row>)> = map.drain().collect();
-                batches.sort_by_key(|(id, _)| *id);
-                rows.extend(batches.into_iter().flat_map(|(_, r)| r));
+    /// A free upload slot, waiting as long as needed, but not past a shutdown's deadline
+    /// (`None` then).
+    async fn wait_for_slot(&self) -> Option<OwnedSemaphorePermit> {
+        loop {
+            if let Some(deadline) = self.signal.deadline.get().copied() {
+                let acquire = self.slots.clone().acquire_owned();
+                return match tokio::time::timeout_at(deadline.into(), acquire).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    _ => None,
+                };
+            }
+            tokio::select! {
+                permit = self.slots.clone().acquire_owned() => return permit.ok(),
+                // The guard asked for something: look at the deadline again.
+                () = self.signal.wake.notified() => {}
             }
         }
+    }
+
+    /// Rows that cannot be handed to the sink before shutdown's deadline: spooled (with a
+    /// spool) or counted as failed.
+    fn give_up(&self, rows: &[Row]) {
+        match &self.spool {
+            Some(spool) => self.spool_rows(spool, rows),
+            None => {
+                let n = logical(rows);
+                self.counters.failed.fetch_add(n, Ordering::Relaxed);
+                crate::diag::warn(
+                    "shutdown-undelivered",
+                    format_args!(
+                        "shutdown ran out of time: {n} rows were not delivered (set a spool directory to keep them for the next run)"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// At a shutdown that ran out of time: accounts for every batch still in flight
+    /// (spooled with a spool, failed otherwise) and stops counting late deliveries.
+    pub(crate) fn abandon(&mut self) {
         self.abandoned.store(true, Ordering::Release);
-        self.spool_rows(&spool, &rows);
+        let mut batches: Vec<(u64, Batch)> = match self.in_flight.lock() {
+            Ok(mut map) => map.drain().collect(),
+            Err(_) => return,
+        };
+        batches.sort_by_key(|(id, _)| *id);
+        match &self.spool {
+            Some(spool) => {
+                let rows: Vec<Row> = batches
+                    .into_iter()
+                    .filter_map(|(_, b)| b.copy)
+                    .flatten()
+                    .collect();
+                self.spool_rows(spool, &rows);
+            }
+            None => {
+                let n: u64 = batches.iter().map(|(_, b)| b.logical).sum();
+                if n > 0 {
+                    self.counters.failed.fetch_add(n, Ordering::Relaxed);
+                    crate::diag::warn(
+                        "shutdown-undelivered",
+                        format_args!(
+                            "shutdown ran out of time: {n} rows were still being delivered (set a spool directory to keep them for the next run)"
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     pub(crate) fn close(&self) {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::diag;
 use crate::layer::Links;
-use crate::worker::{Counters, Message};
+use crate::worker::{Counters, Message, Signal};
 
 /// Counts of what happened to the rows, returned by [`BraintrustGuard::flush`] and
 /// [`BraintrustGuard::shutdown`]. Counts are totals since the layer was built, in rows: one
@@ -95,6 +95,7 @@ pub struct BraintrustGuard {
     shutdown_timeout: Duration,
     stopped: bool,
     links: Arc<Links>,
+    signal: Arc<Signal>,
 }
 
 impl std::fmt::Debug for BraintrustGuard {
@@ -116,9 +117,11 @@ impl BraintrustGuard {
         flush_timeout: Duration,
         shutdown_timeout: Duration,
         links: Arc<Links>,
+        signal: Arc<Signal>,
     ) -> Self {
         Self {
             links,
+            signal,
             tx,
             counters,
             worker: Some(worker),
@@ -163,6 +166,7 @@ impl BraintrustGuard {
     /// [`shutdown`](Self::shutdown) (or drop the guard) before it.
     pub fn install_panic_hook(&self) {
         let tx = self.tx.clone();
+        let signal = Arc::clone(&self.signal);
         let timeout = self.flush_timeout;
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
@@ -179,6 +183,7 @@ impl BraintrustGuard {
                 .send_deadline(Message::Checkpoint(reply_tx), deadline)
                 .is_ok()
             {
+                signal.wake.notify_one();
                 let _ = reply_rx.recv_deadline(deadline);
             }
         }));
@@ -205,6 +210,10 @@ impl BraintrustGuard {
         // Leave the worker time to spool what it could not deliver before we stop waiting.
         let margin = (timeout / 5).min(Duration::from_secs(1));
         let worker_deadline = Instant::now() + timeout.saturating_sub(margin);
+        let _ = self.signal.deadline.set(worker_deadline);
+        // A worker waiting for an upload slot sees the deadline now, even before the
+        // shutdown message can be queued.
+        self.signal.wake.notify_one();
         let complete = self.request(|reply| Message::Shutdown(reply, worker_deadline), timeout);
         if complete {
             // The worker answered and is about to return: joining is quick.
@@ -222,6 +231,7 @@ impl BraintrustGuard {
         if self.tx.send_deadline(make(reply_tx), deadline).is_err() {
             return false;
         }
+        self.signal.wake.notify_one();
         reply_rx.recv_deadline(deadline).is_ok()
     }
 

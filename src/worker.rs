@@ -74,6 +74,24 @@ pub(crate) struct Counters {
 /// How many messages the worker handles before it delivers what it has.
 const DRAIN_LIMIT: usize = 4096;
 
+/// How long the worker lets rows accumulate before it looks at the queue again, while
+/// rows are arriving.
+const LINGER: Duration = Duration::from_millis(5);
+
+/// The same once the queue has been empty for [`IDLE_ROUNDS`] looks in a row.
+const IDLE_LINGER: Duration = Duration::from_millis(50);
+
+/// Empty looks before the worker slows down to [`IDLE_LINGER`].
+const IDLE_ROUNDS: u32 = 20;
+
+/// Out-of-band signals from the guard: a wake-up for control messages, and the deadline of
+/// a shutdown (seen even while the worker waits for an upload slot).
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    pub(crate) wake: tokio::sync::Notify,
+    pub(crate) deadline: std::sync::OnceLock<Instant>,
+}
+
 /// How the worker shapes and delivers rows.
 pub(crate) struct WorkerSettings {
     pub(crate) rows: RowSettings,
@@ -89,6 +107,7 @@ pub(crate) struct Worker {
     dispatch_rows: usize,
     counters: Arc<Counters>,
     dispatcher: Dispatcher,
+    signal: Arc<Signal>,
     open: HashMap<u64, OpenSpan>,
     /// Spans whose close message was dropped before their open message was accepted.
     orphaned: HashSet<u64>,
@@ -110,6 +129,7 @@ impl Worker {
         counters: Arc<Counters>,
         dispatcher: Dispatcher,
         settings: WorkerSettings,
+        signal: Arc<Signal>,
     ) -> Self {
         Self {
             rx,
@@ -119,6 +139,7 @@ impl Worker {
             dispatch_rows: settings.dispatch_rows.max(1),
             counters,
             dispatcher,
+            signal,
             open: HashMap::new(),
             orphaned: HashSet::new(),
             pending: Vec::new(),
@@ -147,12 +168,33 @@ impl Worker {
         diag::warn_once("destination", self.dispatcher.describe());
         // Rows an earlier run could not deliver go first.
         self.dispatcher.replay().await;
+        let mut idle_rounds = 0u32;
         loop {
-            let Ok(first) = self.rx.recv_async().await else {
-                // Every sender is gone: the layer and the guard were dropped.
-                self.finish(Vec::new(), None).await;
-                return;
+            // The worker polls the queue instead of waiting on it, so that sending a row
+            // never has to wake a thread (a system call on the application's hot path).
+            // Flush, shutdown and panic checkpoints wake it at once through `wake`.
+            let first = match self.rx.try_recv() {
+                Ok(msg) => msg,
+                Err(flume::TryRecvError::Disconnected) => {
+                    // Every sender is gone: the layer and the guard were dropped.
+                    self.finish(Vec::new(), None).await;
+                    return;
+                }
+                Err(flume::TryRecvError::Empty) => {
+                    let pause = if idle_rounds < IDLE_ROUNDS {
+                        LINGER
+                    } else {
+                        IDLE_LINGER
+                    };
+                    tokio::select! {
+                        () = self.signal.wake.notified() => {}
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    idle_rounds = idle_rounds.saturating_add(1);
+                    continue;
+                }
             };
+            idle_rounds = 0;
             let mut control = self.accept(first);
             let mut handled = 1;
             while control.is_none() && handled < DRAIN_LIMIT {
@@ -260,43 +302,43 @@ impl Worker {
     /// delivers everything and waits for it until `deadline` (after which, with a spool,
     /// what is left is spooled), closes the sink, then answers `replies`.
     async fn finish(&mut self, mut replies: Vec<flume::Sender<()>>, deadline: Option<Instant>) {
-        let work = async {
-            while let Ok(msg) = self.rx.try_recv() {
-                match self.accept(msg) {
-                    Some(Control::Flush(r) | Control::Checkpoint(r) | Control::Shutdown(r, _)) => {
-                        replies.push(r)
-                    }
-                    None => {}
+        // Every hand-off below respects the shutdown deadline by itself (see
+        // `Dispatcher::send`); only the final wait for in-flight deliveries is cut short.
+        while let Ok(msg) = self.rx.try_recv() {
+            match self.accept(msg) {
+                Some(Control::Flush(r) | Control::Checkpoint(r) | Control::Shutdown(r, _)) => {
+                    replies.push(r)
                 }
-                if self.pending.len() >= self.dispatch_rows {
-                    self.dispatch().await;
-                }
+                None => {}
             }
-            self.drain_orphans();
-            let mut open: Vec<OpenSpan> = self.open.drain().map(|(_, o)| o).collect();
-            open.sort_by_key(|o| o.header.exec_counter);
-            for o in open {
-                let mut row = span_row(&self.settings, &o.header, &o.fields, None, None);
-                if self.live {
-                    row.insert("_is_merge".into(), true.into());
-                }
-                self.counters.unfinished.fetch_add(1, Ordering::Relaxed);
-                self.counters.received.fetch_add(1, Ordering::Relaxed);
-                self.pending.push(row);
+            if self.pending.len() >= self.dispatch_rows {
+                self.dispatch().await;
             }
-            self.dispatch().await;
-            self.dispatcher.wait_idle().await;
-        };
+        }
+        self.drain_orphans();
+        let mut open: Vec<OpenSpan> = self.open.drain().map(|(_, o)| o).collect();
+        open.sort_by_key(|o| o.header.exec_counter);
+        for o in open {
+            let mut row = span_row(&self.settings, &o.header, &o.fields, None, None);
+            if self.live {
+                row.insert("_is_merge".into(), true.into());
+            }
+            self.counters.unfinished.fetch_add(1, Ordering::Relaxed);
+            self.counters.received.fetch_add(1, Ordering::Relaxed);
+            self.pending.push(row);
+        }
+        self.dispatch().await;
         let in_time = match deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), work).await.is_ok(),
+            Some(d) => tokio::time::timeout_at(d.into(), self.dispatcher.wait_idle())
+                .await
+                .is_ok(),
             None => {
-                work.await;
+                self.dispatcher.wait_idle().await;
                 true
             }
         };
         if !in_time {
-            let pending = std::mem::take(&mut self.pending);
-            self.dispatcher.abandon(pending);
+            self.dispatcher.abandon();
         }
         self.report_drops();
         self.dispatcher.close();

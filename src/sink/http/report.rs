@@ -26,7 +26,7 @@ impl HttpSink {
         } else {
             diag::warn(
                 "http-setup",
-                self.scrub(format!("dropping {} rows: {failure}{dumped}", rows.len())),
+                self.scrub(format!("giving up on {} rows (spooled if a spool directory is set, else counted as failed): {failure}{dumped}", rows.len())),
             );
         }
         outcome.failed.extend(rows);
@@ -115,7 +115,8 @@ mod tests {
             assert_eq!(outcome.sent, 0);
             assert_eq!(outcome.failed.len(), 3);
         }
-        assert_eq!(server.requests_to("/api/apikey/login").len(), 2);
+        // A refused key is believed for a while: the second send does not log in again.
+        assert_eq!(server.requests_to("/api/apikey/login").len(), 1);
         assert!(server.logs3_requests().is_empty());
         assert_eq!(sink.resolved(), None);
         assert_eq!(sink.inner.auth_messages.load(Ordering::SeqCst), 1);

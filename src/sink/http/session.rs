@@ -1,15 +1,21 @@
 //! The control-plane session: the API-key login (organization and data-plane URL), project
 //! ids by name and the server's payload limit, each fetched once and cached. Failures are
-//! remembered only to stop concurrent sends from repeating them; the next send tries again.
+//! remembered to stop concurrent sends from repeating them; the next send tries again,
+//! except after a refused key (401/403), which is only tried again after
+//! [`AUTH_COOL_DOWN`] so a wrong key never turns into a stream of login requests.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Value, json};
 
 use super::{Failure, HttpSink, SendOutcome, check_url, join_url};
 use crate::diag;
+
+/// How long a refused API key is believed before the login is tried again (a rotated key
+/// is then picked up).
+pub(super) const AUTH_COOL_DOWN: Duration = Duration::from_secs(60);
 
 /// Cached control-plane results and the most recent failures (never cached as results).
 #[derive(Default)]
@@ -46,8 +52,10 @@ impl HttpSink {
             return Ok(login.clone());
         }
         if let Some((at, failure)) = &setup.login_failure {
-            if *at >= started {
-                // Another send failed to log in while this one waited: do not hammer.
+            let refused = matches!(failure, Failure::Auth { .. }) && at.elapsed() < AUTH_COOL_DOWN;
+            if *at >= started || refused {
+                // Another send failed to log in while this one waited, or the key was
+                // refused a moment ago: do not hammer.
                 return Err(failure.clone());
             }
         }
@@ -99,7 +107,8 @@ impl HttpSink {
             return Ok(id.clone());
         }
         if let Some((at, failure)) = setup.project_failures.get(name) {
-            if *at >= started {
+            let refused = matches!(failure, Failure::Auth { .. }) && at.elapsed() < AUTH_COOL_DOWN;
+            if *at >= started || refused {
                 return Err(failure.clone());
             }
         }

@@ -69,7 +69,7 @@ impl HttpSink {
                     } else {
                         diag::warn(
                             "http-logs3",
-                            self.scrub(format!("dropping {} rows: {failure}{dumped}", batch.len())),
+                            self.scrub(format!("giving up on {} rows (spooled if a spool directory is set, else counted as failed): {failure}{dumped}", batch.len())),
                         );
                     }
                     outcome.failed.extend(parse_rows(&batch));
@@ -160,7 +160,7 @@ fn oversize_message(row: &str, limit: usize) -> String {
         .unwrap_or("<unnamed>");
     let id = value.get("id").and_then(Value::as_str).unwrap_or("?");
     format!(
-        "dropping a row too large for Braintrust: span '{name}' (row id {id}) is {} bytes \
+        "giving up on a row too large for Braintrust: span '{name}' (row id {id}) is {} bytes \
          (request limit {limit} bytes) and was refused with HTTP 413; log less data in it",
         row.len()
     )

@@ -1,0 +1,527 @@
+//! The spool across restarts: rows that could not be delivered are kept on disk and
+//! delivered first by the next process.
+//!
+//! The "next process" is a new layer and guard on the same spool directory, in this process,
+//! and once as a real child process (this test binary run again on an ignored entry point).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::FakeServer;
+use tracing_braintrust::{BraintrustLayer, Builder, FlushReport};
+use tracing_subscriber::layer::SubscriberExt;
+
+/// Far above anything these tests need; only there to turn a hang into a failure.
+const HANG: Duration = Duration::from_secs(30);
+
+/// Rows the first process cannot deliver.
+const OLD: u64 = 100;
+/// Rows the next process emits after it started; `metadata.i` starts at [`NEW_BASE`].
+const NEW: u64 = 50;
+const NEW_BASE: u64 = 1000;
+
+/// Set in the environment of a child process running one of the `child_*` entry points.
+const CHILD_MARKER: &str = "TRACING_BRAINTRUST_SPOOL_CHILD";
+const CHILD_URL: &str = "TRACING_BRAINTRUST_SPOOL_URL";
+const CHILD_KEY: &str = "TRACING_BRAINTRUST_SPOOL_KEY";
+const CHILD_DIR: &str = "TRACING_BRAINTRUST_SPOOL_DIR_FOR_TEST";
+
+fn builder(url: &str, key: &str, spool: &Path) -> Builder {
+    BraintrustLayer::builder()
+        .with_env_vars(Vec::<(String, String)>::new())
+        .with_api_key(key)
+        .with_app_url(url)
+        .with_project_name("spool")
+        .with_num_retries(1)
+        .with_retry_delays(Duration::from_millis(10), Duration::from_millis(300))
+        .with_flush_timeout(HANG)
+        .with_shutdown_timeout(HANG)
+        .with_spool_dir(spool)
+}
+
+/// Builds, emits spans `work` with `metadata.i` in `range`, shuts down.
+fn run(builder: Builder, range: std::ops::Range<u64>) -> FlushReport {
+    let (layer, guard) = builder.build().expect("valid configuration");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in range {
+            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
+        }
+    });
+    let started = Instant::now();
+    let report = guard.shutdown();
+    assert!(started.elapsed() < HANG, "shutdown hung: {report:?}");
+    report
+}
+
+fn assert_accounted(report: &FlushReport) {
+    assert!(report.complete, "{report:?}");
+    assert_eq!(report.in_flight(), 0, "{report:?}");
+    assert_eq!(
+        report.enqueued,
+        report.sent + report.spooled + report.dropped + report.failed,
+        "{report:?}"
+    );
+}
+
+/// A directory under the system temp dir, removed when dropped (also when a test fails).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(tag: &str) -> TempDir {
+    let dir = std::env::temp_dir().join(format!(
+        "tracing-braintrust-spool-{tag}-{}-{}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    TempDir(dir)
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    files_in(dir)
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+fn index(row: &Value) -> u64 {
+    row["metadata"]["i"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("row without metadata.i: {row:#}"))
+}
+
+/// `metadata.i` of every row in the spool directory's files.
+fn spooled_indices(dir: &Path) -> Vec<u64> {
+    let mut all: Vec<u64> = files_in(dir)
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .map(|r| index(&r))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    all.sort_unstable();
+    all
+}
+
+/// Each expected index arrived exactly once (one row per id, one id per index).
+fn assert_each_once(server: &FakeServer, expected: impl IntoIterator<Item = u64>) {
+    let by_id = server.rows_by_id();
+    for (id, rows) in &by_id {
+        assert_eq!(rows.len(), 1, "row {id:?} arrived {} times", rows.len());
+    }
+    let mut seen: Vec<u64> = by_id.values().map(|rows| index(&rows[0])).collect();
+    seen.sort_unstable();
+    let mut expected: Vec<u64> = expected.into_iter().collect();
+    expected.sort_unstable();
+    assert_eq!(seen, expected);
+}
+
+/// Every accepted `/logs3` request that carried an old row came before every one that
+/// carried a new row.
+fn assert_old_rows_first(server: &FakeServer) {
+    let accepted: Vec<Vec<u64>> = server
+        .logs3_requests()
+        .iter()
+        .filter(|r| r.status == Some(200))
+        .map(|r| {
+            r.json().expect("JSON body")["rows"]
+                .as_array()
+                .expect("rows")
+                .iter()
+                .map(index)
+                .collect()
+        })
+        .collect();
+    let last_old = accepted
+        .iter()
+        .rposition(|rows| rows.iter().any(|i| *i < NEW_BASE))
+        .expect("old rows arrived");
+    let first_new = accepted
+        .iter()
+        .position(|rows| rows.iter().any(|i| *i >= NEW_BASE))
+        .expect("new rows arrived");
+    assert!(
+        last_old < first_new,
+        "spooled rows must go before new ones: {accepted:?}"
+    );
+}
+
+/// The first process: the server is down for longer than the retry budget, so every row
+/// goes to the spool.
+fn first_process_spools(server: &FakeServer, spool: &Path) -> FlushReport {
+    server.set_down(true);
+    let report = run(builder(server.url(), server.api_key(), spool), 0..OLD);
+    assert_accounted(&report);
+    assert_eq!(
+        (report.spooled, report.failed, report.sent),
+        (OLD, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(spooled_indices(spool), (0..OLD).collect::<Vec<_>>());
+    server.set_down(false);
+    report
+}
+
+#[test]
+fn the_next_process_replays_the_spool_first_and_empties_it() {
+    let server = FakeServer::start();
+    let spool = temp_dir("replay");
+    first_process_spools(&server, &spool);
+    assert!(server.rows().is_empty());
+
+    let report = run(
+        builder(server.url(), server.api_key(), &spool),
+        NEW_BASE..NEW_BASE + NEW,
+    );
+    assert_accounted(&report);
+    assert_eq!(report.replayed, OLD, "{report:?}");
+    assert_eq!((report.sent, report.enqueued), (NEW, NEW), "{report:?}");
+    assert_eq!(
+        (report.failed, report.spooled, report.spool_lines_skipped),
+        (0, 0, 0)
+    );
+    assert_each_once(&server, (0..OLD).chain(NEW_BASE..NEW_BASE + NEW));
+    assert_old_rows_first(&server);
+    let project = server.project_id("spool");
+    assert!(
+        server
+            .rows()
+            .iter()
+            .all(|r| r["project_id"] == project.as_str()),
+        "replayed rows are routed like new ones"
+    );
+    assert!(files_in(&spool).is_empty(), "{:?}", files_in(&spool));
+}
+
+#[test]
+fn a_torn_last_line_is_skipped_and_counted() {
+    let server = FakeServer::start();
+    let spool = temp_dir("torn");
+    first_process_spools(&server, &spool);
+    // A crash while writing leaves half a line at the end of the last segment.
+    let last = files_in(&spool).pop().expect("a spool segment");
+    let mut text = std::fs::read_to_string(&last).expect("segment readable");
+    text.push_str(r#"{"id": "torn-row", "metadata": {"i": 99"#);
+    std::fs::write(&last, text).expect("segment writable");
+
+    let report = run(
+        builder(server.url(), server.api_key(), &spool),
+        NEW_BASE..NEW_BASE + NEW,
+    );
+    assert_accounted(&report);
+    assert_eq!(
+        (report.replayed, report.spool_lines_skipped),
+        (OLD, 1),
+        "{report:?}"
+    );
+    assert_eq!(report.sent, NEW);
+    assert_each_once(&server, (0..OLD).chain(NEW_BASE..NEW_BASE + NEW));
+    assert!(!server.rows_by_id().contains_key("torn-row"));
+    assert!(files_in(&spool).is_empty(), "{:?}", files_in(&spool));
+}
+
+#[test]
+fn the_size_cap_fails_rows_beyond_it() {
+    const CAP: u64 = 8 * 1024;
+    let server = FakeServer::start();
+    server.set_down(true);
+    let spool = temp_dir("cap");
+    let report = run(
+        builder(server.url(), server.api_key(), &spool).with_spool_max_bytes(CAP),
+        0..OLD,
+    );
+    assert_accounted(&report);
+    assert_eq!(report.sent, 0);
+    assert!(report.spooled > 0, "some rows fit: {report:?}");
+    assert!(report.failed > 0, "the rest are failed: {report:?}");
+    assert_eq!(report.spooled + report.failed, OLD, "{report:?}");
+    assert!(
+        dir_bytes(&spool) <= CAP,
+        "{} bytes on disk",
+        dir_bytes(&spool)
+    );
+    let on_disk = spooled_indices(&spool);
+    assert_eq!(on_disk.len() as u64, report.spooled);
+
+    server.set_down(false);
+    let next = run(builder(server.url(), server.api_key(), &spool), 0..0);
+    assert_accounted(&next);
+    assert_eq!(next.replayed, report.spooled, "{next:?}");
+    assert_each_once(&server, on_disk);
+    assert!(files_in(&spool).is_empty());
+}
+
+#[test]
+fn a_shutdown_timeout_spools_what_a_slow_server_has_not_taken_and_drop_returns_quickly() {
+    let server = FakeServer::start();
+    server.set_latency(Duration::from_secs(5));
+    let spool = temp_dir("slow");
+    let (layer, guard) = builder(server.url(), server.api_key(), &spool)
+        .with_shutdown_timeout(Duration::from_millis(500))
+        // More slots than batches, so the worker never waits for one (that case is
+        // a_shutdown_timeout_with_more_batches_than_upload_slots_spools_everything).
+        .with_max_in_flight(256)
+        .build()
+        .expect("valid configuration");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..OLD {
+            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
+        }
+    });
+    let started = Instant::now();
+    drop(guard);
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500), "drop took {took:?}");
+    assert_eq!(spooled_indices(&spool), (0..OLD).collect::<Vec<_>>());
+
+    server.set_latency(Duration::ZERO);
+    let next = run(builder(server.url(), server.api_key(), &spool), 0..0);
+    assert_accounted(&next);
+    assert_eq!(next.replayed, OLD, "{next:?}");
+    assert_each_once(&server, 0..OLD);
+    assert!(files_in(&spool).is_empty());
+}
+
+#[test]
+fn a_shutdown_timeout_reports_the_spooled_rows() {
+    let server = FakeServer::start();
+    server.set_latency(Duration::from_secs(5));
+    let spool = temp_dir("slow-report");
+    let (layer, guard) = builder(server.url(), server.api_key(), &spool)
+        .with_shutdown_timeout(Duration::from_millis(500))
+        // More slots than batches, so the worker never waits for one (that case is
+        // a_shutdown_timeout_with_more_batches_than_upload_slots_spools_everything).
+        .with_max_in_flight(256)
+        .build()
+        .expect("valid configuration");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..OLD {
+            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
+        }
+    });
+    let started = Instant::now();
+    let report = guard.shutdown();
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert_accounted(&report);
+    assert_eq!(
+        (report.enqueued, report.spooled, report.sent, report.failed),
+        (OLD, OLD, 0, 0),
+        "{report:?}"
+    );
+}
+
+/// Runs in a child process: builds a layer from the environment the parent set, emits the
+/// spans `metadata.i` in the range given by `TRACING_BRAINTRUST_SPOOL_RANGE`, shuts down, and
+/// prints its report.
+#[test]
+#[ignore = "entry point of a child process (the_spool_survives_a_real_process_restart)"]
+fn child_process() {
+    if std::env::var_os(CHILD_MARKER).is_none() {
+        return;
+    }
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
+    let (start, end) = var("TRACING_BRAINTRUST_SPOOL_RANGE")
+        .split_once("..")
+        .map(|(a, b)| (a.parse().expect("start"), b.parse().expect("end")))
+        .expect("a range");
+    let report = run(
+        builder(&var(CHILD_URL), &var(CHILD_KEY), Path::new(&var(CHILD_DIR))),
+        start..end,
+    );
+    println!(
+        "REPORT enqueued={} sent={} spooled={} failed={} dropped={} replayed={} skipped={} complete={}",
+        report.enqueued,
+        report.sent,
+        report.spooled,
+        report.failed,
+        report.dropped,
+        report.replayed,
+        report.spool_lines_skipped,
+        report.complete
+    );
+}
+
+/// Runs [`child_process`] and returns its pid and report.
+fn child(
+    server: &FakeServer,
+    spool: &Path,
+    range: std::ops::Range<u64>,
+) -> (u32, BTreeMap<String, u64>) {
+    let child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "child_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_MARKER, "1")
+        .env(CHILD_URL, server.url())
+        .env(CHILD_KEY, server.api_key())
+        .env(CHILD_DIR, spool)
+        .env(
+            "TRACING_BRAINTRUST_SPOOL_RANGE",
+            format!("{}..{}", range.start, range.end),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("child starts");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("child finishes");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = stdout
+        .lines()
+        .find_map(|l| l.split_once("REPORT ").map(|(_, r)| r))
+        .expect("the child printed its report")
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| {
+            let n = match v {
+                "true" => 1,
+                "false" => 0,
+                n => n.parse().expect("a number"),
+            };
+            (k.to_owned(), n)
+        })
+        .collect();
+    (pid, report)
+}
+
+#[test]
+fn the_spool_survives_a_real_process_restart() {
+    let server = FakeServer::start();
+    let spool = temp_dir("child");
+
+    server.set_down(true);
+    let (first_pid, first) = child(&server, &spool, 0..OLD);
+    assert_eq!(first["spooled"], OLD, "{first:?}");
+    assert_eq!((first["failed"], first["complete"]), (0, 1), "{first:?}");
+    let segments = files_in(&spool);
+    assert!(!segments.is_empty());
+    for segment in &segments {
+        let name = segment.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        assert!(
+            name.starts_with("spool-")
+                && name.contains(&format!("-{first_pid}-"))
+                && name.ends_with(".jsonl"),
+            "segments are named after the process that wrote them: {name}"
+        );
+    }
+    assert_eq!(spooled_indices(&spool), (0..OLD).collect::<Vec<_>>());
+
+    server.set_down(false);
+    let (_, next) = child(&server, &spool, NEW_BASE..NEW_BASE + NEW);
+    assert_eq!(next["replayed"], OLD, "{next:?}");
+    assert_eq!((next["sent"], next["failed"]), (NEW, 0), "{next:?}");
+    assert_each_once(&server, (0..OLD).chain(NEW_BASE..NEW_BASE + NEW));
+    assert_old_rows_first(&server);
+    assert!(files_in(&spool).is_empty(), "{:?}", files_in(&spool));
+}
+
+/// More batches than upload slots: the worker waits for a slot inside its message loop, so
+/// the shutdown request (and its deadline) is not even read until the slow server answers.
+#[test]
+
+fn a_shutdown_timeout_with_more_batches_than_upload_slots_spools_everything() {
+    let server = FakeServer::start();
+    server.set_latency(Duration::from_secs(5));
+    let spool = temp_dir("slow-many");
+    let (layer, guard) = builder(server.url(), server.api_key(), &spool)
+        .with_shutdown_timeout(Duration::from_millis(500))
+        .with_max_in_flight(2)
+        .build()
+        .expect("valid configuration");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..20 {
+            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
+            // Apart enough that the worker hands most of them to the uploader one by one.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let started = Instant::now();
+    let report = guard.shutdown();
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert_accounted(&report);
+    assert_eq!(
+        (report.enqueued, report.spooled, report.sent, report.failed),
+        (20, 20, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(spooled_indices(&spool), (0..20).collect::<Vec<_>>());
+}
+
+/// At shutdown the rows of spans still open are handed to the uploader; when every slot is
+/// busy, that hand-off waits for a slot, and the deadline cancels it with the rows inside.
+#[test]
+
+fn a_shutdown_timeout_spools_spans_still_open_while_every_upload_slot_is_busy() {
+    let server = FakeServer::start();
+    server.set_latency(Duration::from_secs(5));
+    let spool = temp_dir("slow-open");
+    let (layer, guard) = builder(server.url(), server.api_key(), &spool)
+        .with_shutdown_timeout(Duration::from_millis(500))
+        .with_max_in_flight(1)
+        .build()
+        .expect("valid configuration");
+    let subscriber = tracing_subscriber::registry().with(layer);
+    let _default = tracing::subscriber::set_default(subscriber);
+    // Takes the only upload slot, which the slow server holds for seconds.
+    tracing::info_span!("work", metadata.i = 0u64).in_scope(|| {});
+    // Give the worker time to start that upload.
+    let deadline = Instant::now() + HANG;
+    while server.requests().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _open = tracing::info_span!("work", metadata.i = 1u64).entered();
+    let report = guard.shutdown();
+    assert_accounted(&report);
+    assert_eq!(
+        (report.enqueued, report.unfinished, report.spooled),
+        (2, 1, 2),
+        "{report:?}"
+    );
+    assert_eq!(spooled_indices(&spool), [0, 1]);
+}
