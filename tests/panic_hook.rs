@@ -1,0 +1,87 @@
+//! `install_panic_hook` keeps the rows of a process that dies of a panic, even when the
+//! panic aborts (as with `panic = "abort"`): rows of closed spans are delivered and spans
+//! still open are written without `metrics.end`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+use tracing_braintrust::BraintrustLayer;
+use tracing_subscriber::layer::SubscriberExt;
+
+const FILE_VAR: &str = "TRACING_BRAINTRUST_PANIC_TEST_FILE";
+
+/// Runs in a child process: traces a little, then panics in a way that aborts without
+/// unwinding (so no span guard and no `BraintrustGuard` is dropped).
+#[test]
+#[ignore = "entry point of a child process (a_panic_that_aborts_keeps_the_rows)"]
+fn child_that_panics_and_aborts() {
+    let Ok(path) = std::env::var(FILE_VAR) else {
+        return;
+    };
+    let (layer, guard) = BraintrustLayer::builder()
+        .with_env_vars(Vec::<(String, String)>::new())
+        .with_local_file(path)
+        .build()
+        .expect("valid configuration");
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
+        .expect("first subscriber");
+    guard.install_panic_hook();
+    // Emulate `panic = "abort"`: abort right after the installed hooks ran.
+    let hooks = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        hooks(info);
+        std::process::abort();
+    }));
+    tracing::info_span!("finished_before_the_panic", input = "done").in_scope(|| {});
+    let open = tracing::info_span!("open_at_the_panic", input = "still running");
+    let _entered = open.enter();
+    std::mem::forget(guard);
+    panic!("boom");
+}
+
+#[test]
+fn a_panic_that_aborts_keeps_the_rows() {
+    let path: PathBuf = std::env::temp_dir().join(format!(
+        "tb-panic-{}-{}.jsonl",
+        std::process::id(),
+        fastrand_seed()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let exe = std::env::current_exe().expect("test executable");
+    let status = Command::new(exe)
+        .args([
+            "child_that_panics_and_aborts",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(FILE_VAR, &path)
+        .status()
+        .expect("child runs");
+    assert!(!status.success(), "the child must die of its panic");
+    let text = std::fs::read_to_string(&path).expect("the child wrote rows");
+    let _ = std::fs::remove_file(&path);
+    let rows: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is a row"))
+        .collect();
+    let named = |name: &str| {
+        rows.iter()
+            .find(|r| r["span_attributes"]["name"] == name)
+            .unwrap_or_else(|| panic!("no row {name}: {rows:#?}"))
+    };
+    let done = named("finished_before_the_panic");
+    assert!(done["metrics"]["end"].as_f64().is_some());
+    let open = named("open_at_the_panic");
+    assert_eq!(open["input"], "still running");
+    assert!(open["metrics"].get("end").is_none(), "{open:#}");
+}
+
+/// A number that differs between runs, for unique file names.
+fn fastrand_seed() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
