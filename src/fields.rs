@@ -102,6 +102,11 @@ pub(crate) fn float(v: f64) -> Value {
     }
 }
 
+/// A field name that makes row building panic, so unit tests can check that the worker
+/// isolates bugs. Only exists in the crate's own unit tests.
+#[cfg(test)]
+pub(crate) const TEST_PANIC_FIELD: &str = "__tracing_braintrust_test_panic";
+
 /// The most object levels a dotted field name (`metadata.a.b.c`) creates.
 pub(crate) const MAX_PATH_DEPTH: usize = 16;
 
@@ -245,6 +250,10 @@ fn gen_ai_usage_metric(name: &str) -> Option<&'static str> {
 impl RowParts {
     /// Applies one field, by name. Later values win; objects merge.
     pub(crate) fn apply(&mut self, name: &str, value: FieldValue) {
+        #[cfg(test)]
+        if name == TEST_PANIC_FIELD {
+            panic!("a bug while building a row (test trigger)");
+        }
         match name {
             "input" => merge_or_replace(&mut self.input, to_json(value)),
             "output" => merge_or_replace(&mut self.output, to_json(value)),

@@ -403,3 +403,96 @@ fn silence_this_thread() {
     // dispatcher until it exits.
     std::mem::forget(guard);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{FieldName, FieldValue};
+    use crate::sink::memory::MemorySink;
+
+    /// The metadata of a real span callsite.
+    fn metadata() -> &'static tracing_core::Metadata<'static> {
+        tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            tracing::info_span!("isolated").metadata()
+        })
+        .expect("an enabled span has metadata")
+    }
+
+    fn close(fields: crate::record::Fields) -> Message {
+        Message::Close(ClosedSpan {
+            header: SpanHeader {
+                span_id: crate::ids::new_span_id(),
+                row_id: crate::ids::new_row_id(),
+                root: crate::ids::TraceId::random(),
+                parent: None,
+                exec_counter: 1,
+                start: SystemTime::now(),
+                metadata: metadata(),
+                route: None,
+            },
+            fields,
+            error: None,
+            end: SystemTime::now(),
+            open_delivered: false,
+        })
+    }
+
+    #[test]
+    fn a_panic_while_building_a_row_loses_only_that_row() {
+        let sink = MemorySink::new();
+        let counters = Arc::new(Counters::default());
+        let signal = Arc::new(Signal::default());
+        let (tx, rx) = flume::bounded(16);
+        let (_orphan_tx, orphan_rx) = flume::unbounded();
+        let dispatcher = Dispatcher::new(
+            Arc::new(sink.clone()),
+            Arc::clone(&counters),
+            None,
+            None,
+            false,
+            1,
+            Arc::clone(&signal),
+        );
+        let settings = WorkerSettings {
+            rows: RowSettings::new(None),
+            live: false,
+            dispatch_rows: 100,
+        };
+        let handle = Worker::new(
+            rx,
+            orphan_rx,
+            Arc::clone(&counters),
+            dispatcher,
+            settings,
+            signal,
+        )
+        .spawn()
+        .expect("worker starts");
+        let poison = vec![(
+            FieldName::Borrowed(crate::fields::TEST_PANIC_FIELD),
+            FieldValue::Bool(true),
+        )];
+        let fine = vec![(
+            FieldName::Borrowed("input"),
+            FieldValue::Str("after".into()),
+        )];
+        tx.send(close(poison)).expect("queued");
+        tx.send(close(fine)).expect("queued");
+        let (reply_tx, reply_rx) = flume::bounded(1);
+        tx.send(Message::Shutdown(
+            reply_tx,
+            Instant::now() + Duration::from_secs(5),
+        ))
+        .expect("queued");
+        reply_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the worker is still alive and answers");
+        let _ = handle.join();
+        assert_eq!(counters.failed.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.received.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.sent.load(Ordering::Relaxed), 1);
+        let rows = sink.rows();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["input"], "after");
+    }
+}
