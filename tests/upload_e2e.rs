@@ -151,3 +151,27 @@ fn quickstart_uploads_and_prints_a_link_or_finishes_on_a_wrong_key() {
         }
     }
 }
+
+#[test]
+fn no_more_requests_in_flight_than_configured() {
+    let server = FakeServer::start();
+    server.set_latency(Duration::from_millis(30));
+    let (layer, guard) = builder(&server)
+        .with_max_in_flight(2)
+        .with_batch_size(10)
+        .build()
+        .expect("valid");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..300 {
+            tracing::info_span!("many", i).in_scope(|| {});
+        }
+    });
+    let report = guard.shutdown();
+    assert_eq!(report.sent, 300, "{report:?}");
+    assert!(server.logs3_requests().len() >= 30);
+    let concurrent = server.max_concurrent("/logs3");
+    assert!(
+        (1..=2).contains(&concurrent),
+        "{concurrent} requests at once"
+    );
+}

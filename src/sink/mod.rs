@@ -56,7 +56,9 @@ pub(crate) fn upload_sink(
         retry_base_delay: config.retry_base_delay,
         max_retry_delay: config.max_retry_delay,
         http_timeout: config.http_timeout,
-        max_in_flight: config.max_in_flight,
+        // The worker already runs up to `max_in_flight` deliveries at once; each posts its
+        // batches one after another, so no more than `max_in_flight` requests are in flight.
+        max_in_flight: 1,
         failed_payloads_dir: config.failed_payloads_dir.clone(),
         all_payloads_dir: config.all_payloads_dir.clone(),
         user_agent: concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")).to_owned(),
