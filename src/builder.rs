@@ -465,8 +465,8 @@ impl Builder {
             resolver,
         });
         let counters = Arc::new(Counters::default());
-        let (tx, rx) = flume::bounded(config.queue_size);
-        let (orphan_tx, orphan_rx) = flume::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_size);
+        let (orphan_tx, orphan_rx) = crossbeam_channel::unbounded();
         let spool = config
             .spool_dir
             .clone()

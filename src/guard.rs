@@ -88,7 +88,7 @@ impl FlushReport {
 /// ```
 #[must_use = "the worker shuts down when the guard is dropped: bind it with `let _guard = ...`"]
 pub struct BraintrustGuard {
-    tx: flume::Sender<Message>,
+    tx: crossbeam_channel::Sender<Message>,
     counters: Arc<Counters>,
     worker: Option<JoinHandle<()>>,
     flush_timeout: Duration,
@@ -111,7 +111,7 @@ impl std::fmt::Debug for BraintrustGuard {
 
 impl BraintrustGuard {
     pub(crate) fn new(
-        tx: flume::Sender<Message>,
+        tx: crossbeam_channel::Sender<Message>,
         counters: Arc<Counters>,
         worker: JoinHandle<()>,
         flush_timeout: Duration,
@@ -178,7 +178,7 @@ impl BraintrustGuard {
                 return;
             }
             let deadline = Instant::now() + timeout;
-            let (reply_tx, reply_rx) = flume::bounded(1);
+            let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
             if tx
                 .send_deadline(Message::Checkpoint(reply_tx), deadline)
                 .is_ok()
@@ -225,9 +225,13 @@ impl BraintrustGuard {
     }
 
     /// Sends a control message and waits for its answer until `timeout`.
-    fn request(&self, make: impl FnOnce(flume::Sender<()>) -> Message, timeout: Duration) -> bool {
+    fn request(
+        &self,
+        make: impl FnOnce(crossbeam_channel::Sender<()>) -> Message,
+        timeout: Duration,
+    ) -> bool {
         let deadline = Instant::now() + timeout;
-        let (reply_tx, reply_rx) = flume::bounded(1);
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         if self.tx.send_deadline(make(reply_tx), deadline).is_err() {
             return false;
         }

@@ -23,13 +23,13 @@ pub(crate) enum Message {
     /// An event to write as a `log` row.
     Event(Box<EventRecord>),
     /// Deliver everything received so far, then answer.
-    Flush(flume::Sender<()>),
+    Flush(crossbeam_channel::Sender<()>),
     /// Like `Flush`, and also write every open span as a progress row (the process may be
     /// about to die: a panic).
-    Checkpoint(flume::Sender<()>),
+    Checkpoint(crossbeam_channel::Sender<()>),
     /// Deliver everything, write still-open spans, answer and stop; by the deadline,
     /// spool (or leave) what is not delivered.
-    Shutdown(flume::Sender<()>, Instant),
+    Shutdown(crossbeam_channel::Sender<()>, Instant),
 }
 
 #[derive(Debug)]
@@ -100,8 +100,8 @@ pub(crate) struct WorkerSettings {
 }
 
 pub(crate) struct Worker {
-    rx: flume::Receiver<Message>,
-    orphans: flume::Receiver<u64>,
+    rx: crossbeam_channel::Receiver<Message>,
+    orphans: crossbeam_channel::Receiver<u64>,
     settings: RowSettings,
     live: bool,
     dispatch_rows: usize,
@@ -117,15 +117,15 @@ pub(crate) struct Worker {
 
 /// A control message, answered once what came before it is delivered.
 enum Control {
-    Flush(flume::Sender<()>),
-    Checkpoint(flume::Sender<()>),
-    Shutdown(flume::Sender<()>, Instant),
+    Flush(crossbeam_channel::Sender<()>),
+    Checkpoint(crossbeam_channel::Sender<()>),
+    Shutdown(crossbeam_channel::Sender<()>, Instant),
 }
 
 impl Worker {
     pub(crate) fn new(
-        rx: flume::Receiver<Message>,
-        orphans: flume::Receiver<u64>,
+        rx: crossbeam_channel::Receiver<Message>,
+        orphans: crossbeam_channel::Receiver<u64>,
         counters: Arc<Counters>,
         dispatcher: Dispatcher,
         settings: WorkerSettings,
@@ -175,12 +175,12 @@ impl Worker {
             // Flush, shutdown and panic checkpoints wake it at once through `wake`.
             let first = match self.rx.try_recv() {
                 Ok(msg) => msg,
-                Err(flume::TryRecvError::Disconnected) => {
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
                     // Every sender is gone: the layer and the guard were dropped.
                     self.finish(Vec::new(), None).await;
                     return;
                 }
-                Err(flume::TryRecvError::Empty) => {
+                Err(crossbeam_channel::TryRecvError::Empty) => {
                     let pause = if idle_rounds < IDLE_ROUNDS {
                         LINGER
                     } else {
@@ -301,7 +301,11 @@ impl Worker {
     /// Takes everything still queued, writes still-open spans (without `metrics.end`),
     /// delivers everything and waits for it until `deadline` (after which, with a spool,
     /// what is left is spooled), closes the sink, then answers `replies`.
-    async fn finish(&mut self, mut replies: Vec<flume::Sender<()>>, deadline: Option<Instant>) {
+    async fn finish(
+        &mut self,
+        mut replies: Vec<crossbeam_channel::Sender<()>>,
+        deadline: Option<Instant>,
+    ) {
         // Every hand-off below respects the shutdown deadline by itself (see
         // `Dispatcher::send`); only the final wait for in-flight deliveries is cut short.
         while let Ok(msg) = self.rx.try_recv() {
@@ -442,8 +446,8 @@ mod tests {
         let sink = MemorySink::new();
         let counters = Arc::new(Counters::default());
         let signal = Arc::new(Signal::default());
-        let (tx, rx) = flume::bounded(16);
-        let (_orphan_tx, orphan_rx) = flume::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let (_orphan_tx, orphan_rx) = crossbeam_channel::unbounded();
         let dispatcher = Dispatcher::new(
             Arc::new(sink.clone()),
             Arc::clone(&counters),
@@ -478,7 +482,7 @@ mod tests {
         )];
         tx.send(close(poison)).expect("queued");
         tx.send(close(fine)).expect("queued");
-        let (reply_tx, reply_rx) = flume::bounded(1);
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         tx.send(Message::Shutdown(
             reply_tx,
             Instant::now() + Duration::from_secs(5),
