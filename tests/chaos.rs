@@ -9,20 +9,19 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{FakeServer, Reply};
-use tracing_braintrust::{BraintrustGuard, BraintrustLayer, Builder, FlushReport};
+use support::{
+    ChildRun, FakeServer, Reply, assert_accounted, assert_each_once, child_report, emit, files_in,
+    index, logs3_statuses, run_child, server_builder, shutdown, temp_dir,
+};
+use tracing_braintrust::Builder;
 use tracing_subscriber::layer::SubscriberExt;
 
 /// Spans emitted by most scenarios.
 const ROWS: usize = 200;
-
-/// Far above anything these tests need; only there to turn a hang into a failure.
-const HANG: Duration = Duration::from_secs(30);
 
 /// Set in the environment of a child process running one of the `child_*` entry points.
 const CHILD_MARKER: &str = "TRACING_BRAINTRUST_CHAOS_CHILD";
@@ -31,108 +30,7 @@ const CHILD_URL: &str = "TRACING_BRAINTRUST_CHAOS_URL";
 
 /// A builder pointed at `server`, with short retry delays and long flush/shutdown timeouts.
 fn builder(server: &FakeServer) -> Builder {
-    BraintrustLayer::builder()
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_api_key(server.api_key())
-        .with_app_url(server.url())
-        .with_project_name("chaos")
-        .with_retry_delays(Duration::from_millis(10), Duration::from_millis(300))
-        .with_flush_timeout(HANG)
-        .with_shutdown_timeout(HANG)
-}
-
-/// Builds the layer and emits `count` spans named `work` with `metadata.i` = 0..count.
-fn run(builder: Builder, count: usize) -> BraintrustGuard {
-    let (layer, guard) = builder.build().expect("valid configuration");
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        for i in 0..count {
-            tracing::info_span!("work", metadata.i = i as u64).in_scope(|| {});
-        }
-    });
-    guard
-}
-
-/// Shuts down within [`HANG`] and checks the report's accounting identity.
-fn shutdown(guard: BraintrustGuard) -> FlushReport {
-    let started = Instant::now();
-    let report = guard.shutdown();
-    assert!(started.elapsed() < HANG, "shutdown hung: {report:?}");
-    assert_accounted(&report);
-    report
-}
-
-fn assert_accounted(report: &FlushReport) {
-    assert!(report.complete, "{report:?}");
-    assert_eq!(report.in_flight(), 0, "{report:?}");
-    assert_eq!(
-        report.enqueued,
-        report.sent + report.spooled + report.dropped + report.failed,
-        "{report:?}"
-    );
-}
-
-/// `metadata.i` of a row.
-fn index(row: &Value) -> u64 {
-    row["metadata"]["i"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("row without metadata.i: {row:#}"))
-}
-
-/// Every span `0..count` arrived exactly once: one row per id, one id per index.
-fn assert_each_once(server: &FakeServer, count: usize) {
-    let by_id = server.rows_by_id();
-    for (id, rows) in &by_id {
-        assert_eq!(rows.len(), 1, "row {id:?} arrived {} times", rows.len());
-    }
-    let mut seen: Vec<u64> = by_id.values().map(|rows| index(&rows[0])).collect();
-    seen.sort_unstable();
-    assert_eq!(seen, (0..count as u64).collect::<Vec<_>>());
-}
-
-/// Status codes the server answered to `POST /logs3`, `None` for a dropped connection.
-fn logs3_statuses(server: &FakeServer) -> Vec<Option<u16>> {
-    server.logs3_requests().iter().map(|r| r.status).collect()
-}
-
-/// A directory under the system temp dir, removed when dropped (also when a test fails).
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TempDir {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(tag: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!(
-        "tracing-braintrust-chaos-{tag}-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    TempDir(dir)
-}
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    files
+    server_builder(server.url(), server.api_key(), "chaos")
 }
 
 /// Every JSON line in every file of a spool directory.
@@ -156,11 +54,11 @@ fn bursts_of_5xx_are_retried_and_everything_arrives_once() {
         server.push_logs3(Reply::status(status));
     }
     // Five errors in a row cannot exhaust seven attempts, whatever batch they hit.
-    let guard = run(builder(&server).with_num_retries(6), ROWS);
+    let guard = emit(builder(&server).with_num_retries(6), 0..ROWS as u64);
     let report = shutdown(guard);
     assert_eq!((report.sent, report.failed), (ROWS as u64, 0), "{report:?}");
     assert_eq!(report.enqueued, ROWS as u64);
-    assert_each_once(&server, ROWS);
+    assert_each_once(&server, 0..ROWS as u64);
     let errors = logs3_statuses(&server)
         .into_iter()
         .filter(|s| s.is_some_and(|s| s >= 500))
@@ -173,13 +71,13 @@ fn too_many_requests_waits_for_retry_after() {
     let server = FakeServer::start();
     server.push_logs3(Reply::status(429).with_retry_after("1"));
     // The delay cap (2 s) is above the server's Retry-After, so it is honoured in full.
-    let guard = run(
+    let guard = emit(
         builder(&server).with_retry_delays(Duration::from_millis(10), Duration::from_secs(2)),
-        ROWS,
+        0..ROWS as u64,
     );
     let report = shutdown(guard);
     assert_eq!((report.sent, report.failed), (ROWS as u64, 0), "{report:?}");
-    assert_each_once(&server, ROWS);
+    assert_each_once(&server, 0..ROWS as u64);
     let requests = server.logs3_requests();
     let refused = requests
         .iter()
@@ -203,10 +101,10 @@ fn connections_reset_mid_request_are_retried() {
     for _ in 0..3 {
         server.push_logs3(Reply::drop_connection());
     }
-    let guard = run(builder(&server).with_num_retries(4), ROWS);
+    let guard = emit(builder(&server).with_num_retries(4), 0..ROWS as u64);
     let report = shutdown(guard);
     assert_eq!((report.sent, report.failed), (ROWS as u64, 0), "{report:?}");
-    assert_each_once(&server, ROWS);
+    assert_each_once(&server, 0..ROWS as u64);
     let dropped = logs3_statuses(&server)
         .into_iter()
         .filter(Option::is_none)
@@ -221,15 +119,15 @@ fn error_answers_slower_than_the_timeout_are_retried() {
     // only the scripted answers time out (a timed-out 200 would be stored twice, see below).
     server.push_logs3(Reply::status(503).with_delay(Duration::from_secs(2)));
     server.push_logs3(Reply::status(503).with_delay(Duration::from_secs(2)));
-    let guard = run(
+    let guard = emit(
         builder(&server)
             .with_http_timeout(Duration::from_millis(400))
             .with_num_retries(4),
-        ROWS,
+        0..ROWS as u64,
     );
     let report = shutdown(guard);
     assert_eq!((report.sent, report.failed), (ROWS as u64, 0), "{report:?}");
-    assert_each_once(&server, ROWS);
+    assert_each_once(&server, 0..ROWS as u64);
     let statuses = logs3_statuses(&server);
     assert!(statuses.iter().filter(|s| **s == Some(503)).count() == 2);
 }
@@ -241,11 +139,11 @@ fn error_answers_slower_than_the_timeout_are_retried() {
 fn ok_answers_slower_than_the_timeout_are_resent_idempotently() {
     let server = FakeServer::start();
     server.push_logs3(Reply::status(200).with_delay(Duration::from_secs(1)));
-    let guard = run(
+    let guard = emit(
         builder(&server)
             .with_http_timeout(Duration::from_millis(200))
             .with_num_retries(4),
-        ROWS,
+        0..ROWS as u64,
     );
     let report = shutdown(guard);
     assert_eq!((report.sent, report.failed), (ROWS as u64, 0), "{report:?}");
@@ -293,10 +191,10 @@ fn ok_answers_slower_than_the_timeout_are_resent_idempotently() {
 fn server_down_past_the_retry_budget_spools_every_row() {
     let server = FakeServer::start();
     server.set_down(true);
-    let spool = temp_dir("down-spool");
-    let guard = run(
+    let spool = temp_dir("chaos-down-spool");
+    let guard = emit(
         builder(&server).with_num_retries(1).with_spool_dir(&*spool),
-        ROWS,
+        0..ROWS as u64,
     );
     let report = shutdown(guard);
     assert_eq!(
@@ -315,7 +213,7 @@ fn server_down_past_the_retry_budget_without_spool_fails_the_rows() {
     let server = FakeServer::start();
     server.set_down(true);
     let started = Instant::now();
-    let guard = run(builder(&server).with_num_retries(1), ROWS);
+    let guard = emit(builder(&server).with_num_retries(1), 0..ROWS as u64);
     // The application is never held up by the dead server.
     assert!(started.elapsed() < Duration::from_secs(5));
     let report = shutdown(guard);
@@ -332,10 +230,10 @@ fn a_200_with_a_garbage_body_counts_as_sent() {
     let server = FakeServer::start();
     server.push_logs3(Reply::garbage());
     server.push_logs3(Reply::ok_body(""));
-    let guard = run(builder(&server), ROWS);
+    let guard = emit(builder(&server), 0..ROWS as u64);
     let report = shutdown(guard);
     assert_eq!((report.sent, report.failed), (ROWS as u64, 0), "{report:?}");
-    assert_each_once(&server, ROWS);
+    assert_each_once(&server, 0..ROWS as u64);
     assert!(
         logs3_statuses(&server).iter().all(|s| *s == Some(200)),
         "nothing was retried"
@@ -347,7 +245,7 @@ fn payload_too_large_splits_batches_and_fails_only_the_oversize_row() {
     const LIMIT: usize = 16 * 1024;
     let server = FakeServer::start();
     server.reject_logs3_above(Some(LIMIT));
-    let dumps = temp_dir("413-dumps");
+    let dumps = temp_dir("chaos-413-dumps");
     let key = server.api_key().to_owned();
     let (layer, guard) = builder(&server)
         .with_failed_payloads_dir(&*dumps)
@@ -373,7 +271,7 @@ fn payload_too_large_splits_batches_and_fails_only_the_oversize_row() {
         (ROWS as u64 + 1, ROWS as u64, 1),
         "{report:?}"
     );
-    assert_each_once(&server, ROWS);
+    assert_each_once(&server, 0..ROWS as u64);
     let requests = server.logs3_requests();
     assert!(
         requests.iter().any(|r| r.status == Some(413)),
@@ -410,14 +308,7 @@ fn child_wrong_key() {
         return;
     }
     let url = std::env::var(CHILD_URL).expect("server url");
-    let builder = BraintrustLayer::builder()
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_api_key("sk-wrong-key-0000000000000000")
-        .with_app_url(url)
-        .with_project_name("chaos")
-        .with_retry_delays(Duration::from_millis(10), Duration::from_millis(300))
-        .with_flush_timeout(HANG)
-        .with_shutdown_timeout(HANG);
+    let builder = server_builder(&url, "sk-wrong-key-0000000000000000", "chaos");
     let (layer, guard) = builder.build().expect("valid configuration");
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
         for round in 0..4u64 {
@@ -444,31 +335,14 @@ fn child_wrong_key() {
 #[test]
 fn wrong_key_gives_one_clear_message_and_fails_the_rows() {
     let server = FakeServer::start();
-    let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "child_wrong_key",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_MARKER, "1")
-        .env(CHILD_URL, server.url())
-        .output()
-        .expect("child starts");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child failed:\n{stdout}\n{stderr}"
+    let ChildRun { stdout, stderr, .. } = run_child(
+        "child_wrong_key",
+        &[
+            (CHILD_MARKER, "1".as_ref()),
+            (CHILD_URL, server.url().as_ref()),
+        ],
     );
-    let report: BTreeMap<&str, &str> = stdout
-        .lines()
-        .find_map(|l| l.split_once("REPORT ").map(|(_, r)| r))
-        .expect("the child printed its report")
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .collect();
+    let report: BTreeMap<&str, &str> = child_report(&stdout).collect();
     assert_eq!(report["enqueued"], ROWS.to_string(), "{report:?}");
     assert_eq!(report["failed"], ROWS.to_string(), "{report:?}");
     assert_eq!(report["sent"], "0", "{report:?}");
@@ -507,11 +381,11 @@ fn wrong_key_gives_one_clear_message_and_fails_the_rows() {
 #[test]
 fn a_refused_login_is_not_retried() {
     let server = FakeServer::start();
-    let guard = run(
+    let guard = emit(
         builder(&server)
             .with_api_key("sk-wrong-key-0000000000000000")
             .with_num_retries(5),
-        1,
+        0..1,
     );
     let report = guard.flush();
     assert_accounted(&report);

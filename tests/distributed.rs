@@ -6,7 +6,6 @@ mod common;
 mod support;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use tracing_braintrust::{
 };
 use tracing_subscriber::layer::SubscriberExt;
 
-use common::{by_name, capture, capture_with, fixture_rows, is_hex};
+use common::{by_name, capture, capture_with, fixture_rows, is_hex, temp_path};
 
 const FIXTURE_PROJECT: &str = "rust-layer-fixtures";
 const FIXTURE_PROJECT_ID: &str = "83fdad71-9b9b-53a3-8c26-dc067639477b";
@@ -1037,17 +1036,9 @@ fn child_process_entry() {
     assert_eq!(report.sent, 2, "{report:?}");
 }
 
-fn temp_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "tracing-braintrust-{name}-{}-{}.jsonl",
-        std::process::id(),
-        fastrand::u64(..)
-    ))
-}
-
 #[test]
 fn braintrust_parent_env_in_a_child_process() {
-    let file = temp_path("child");
+    let file = temp_path("child", "jsonl");
     let mut child_ran = None;
     let (rows, _) = capture(|| {
         let _root = info_span!("parent-root").entered();

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{capture, capture_with, is_hex};
+use common::{capture, capture_with, is_hex, memory_layer};
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
@@ -927,6 +927,18 @@ fn integers_in_text_keep_their_digits() {
     assert_eq!(digits(&row["input"]["n"]), big.to_string(), "{row}");
 }
 
+/// Writes into one [`hostile_span`] with `record`, closes it, and [`check`]s the rows.
+fn check_one_span(record: impl FnOnce(&tracing::Span)) {
+    let n = nonce();
+    let (rows, report) = capture(|| {
+        let span = hostile_span(false);
+        record(&span);
+        drop(span);
+        marker(n);
+    });
+    check(&rows, &report, n, false);
+}
+
 /// Values nested deeper than serde_json's default reader accepts (128 levels) must still
 /// give rows that can be read back (the spool and `upload_files` read rows back).
 ///
@@ -935,15 +947,10 @@ fn integers_in_text_keep_their_digits() {
 #[test]
 
 fn deep_structured_values_give_rows_that_read_back() {
-    let n = nonce();
-    let (rows, report) = capture(|| {
-        let span = hostile_span(false);
+    check_one_span(|span| {
         span.record_json("metadata.deep", &nested(300));
         span.record_json("input", &nested(200));
-        drop(span);
-        marker(n);
     });
-    check(&rows, &report, n, false);
 }
 
 /// A dynamic field name that nests `metadata` thousands of levels deep.
@@ -955,15 +962,8 @@ fn deep_structured_values_give_rows_that_read_back() {
 #[test]
 
 fn a_field_name_with_thousands_of_dots() {
-    let n = nonce();
     let name = format!("metadata{}", ".a".repeat(5_000));
-    let (rows, report) = capture(|| {
-        let span = hostile_span(false);
-        span.record_json(&name, &1);
-        drop(span);
-        marker(n);
-    });
-    check(&rows, &report, n, false);
+    check_one_span(|span| span.record_json(&name, &1));
 }
 
 /// A structured value thousands of levels deep given to `record_json`.
@@ -974,15 +974,8 @@ fn a_field_name_with_thousands_of_dots() {
 #[test]
 
 fn a_record_json_value_thousands_of_levels_deep() {
-    let n = nonce();
     let deep = nested(5_000);
-    let (rows, report) = capture(|| {
-        let span = hostile_span(false);
-        span.record_json("input", &deep);
-        drop(span);
-        marker(n);
-    });
-    check(&rows, &report, n, false);
+    check_one_span(|span| span.record_json("input", &deep));
     // Dropping a deep `Value` is recursive too: unwind it by hand.
     let mut v = deep;
     while let Value::Array(mut a) = v {
@@ -993,13 +986,7 @@ fn a_record_json_value_thousands_of_levels_deep() {
 /// One layer for many hostile cases in a row: the worker keeps serving after each one.
 #[test]
 fn one_worker_survives_many_hostile_spans() {
-    let sink = MemorySink::new();
-    let (layer, guard) = BraintrustLayer::builder()
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_memory_sink(sink.clone())
-        .with_secret_scrubbing(true)
-        .build()
-        .expect("valid configuration");
+    let (layer, sink, guard) = memory_layer(BraintrustLayer::builder().with_secret_scrubbing(true));
     let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
     let mut runner = TestRunner::new(RunnerConfig {
         cases: 32,

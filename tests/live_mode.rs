@@ -6,38 +6,18 @@ mod common;
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::memory_layer;
 use serde_json::{Value, json};
-use support::{FakeServer, Reply};
+use support::{FakeServer, Reply, assert_accounted, server_builder, temp_dir};
 use tracing::field::Empty;
-use tracing_braintrust::{BraintrustGuard, BraintrustLayer, Builder, FlushReport, MemorySink};
+use tracing_braintrust::{BraintrustGuard, BraintrustLayer, Builder, FlushReport};
 use tracing_subscriber::layer::SubscriberExt;
 
-/// Far above anything these tests need; only there to turn a hang into a failure.
-const HANG: Duration = Duration::from_secs(30);
-
 fn builder(server: &FakeServer) -> Builder {
-    BraintrustLayer::builder()
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_api_key(server.api_key())
-        .with_app_url(server.url())
-        .with_project_name("live")
-        .with_live_spans(true)
-        .with_retry_delays(Duration::from_millis(10), Duration::from_millis(300))
-        .with_flush_timeout(HANG)
-        .with_shutdown_timeout(HANG)
-}
-
-fn assert_accounted(report: &FlushReport) {
-    assert!(report.complete, "{report:?}");
-    assert_eq!(report.in_flight(), 0, "{report:?}");
-    assert_eq!(
-        report.enqueued,
-        report.sent + report.spooled + report.dropped + report.failed,
-        "{report:?}"
-    );
+    server_builder(server.url(), server.api_key(), "live").with_live_spans(true)
 }
 
 fn flush(guard: &BraintrustGuard) -> FlushReport {
@@ -133,13 +113,7 @@ fn a_long_span_is_visible_while_open_and_completed_by_a_merge_row() {
 
 #[test]
 fn the_memory_sink_sees_the_start_row_while_the_span_is_open() {
-    let sink = MemorySink::new();
-    let (layer, guard) = BraintrustLayer::builder()
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_memory_sink(sink.clone())
-        .with_live_spans(true)
-        .build()
-        .expect("valid configuration");
+    let (layer, sink, guard) = memory_layer(BraintrustLayer::builder().with_live_spans(true));
     let _default = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
     let span = tracing::info_span!(
         "long",
@@ -172,39 +146,6 @@ fn the_memory_sink_sees_the_start_row_while_the_span_is_open() {
     assert_eq!(guard.shutdown().sent, 1);
 }
 
-/// A directory under the system temp dir, removed when dropped (also when a test fails).
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TempDir {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(tag: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!(
-        "tracing-braintrust-live-{tag}-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    TempDir(dir)
-}
-
 /// Leaves one row in `dir` as a spool segment of an earlier run.
 fn leave_spooled_row(dir: &Path) {
     std::fs::create_dir_all(dir).expect("spool dir");
@@ -229,7 +170,7 @@ fn start_and_end_in_one_upload_are_merged_into_one_row() {
     // The worker first replays an earlier run's spool, and that upload's login is slow: the
     // span below opens and closes meanwhile, so its start and end rows are handed to the
     // uploader together.
-    let spool = temp_dir("merge");
+    let spool = temp_dir("live-merge");
     leave_spooled_row(&spool);
     server.push_reply(
         "/api/apikey/login",

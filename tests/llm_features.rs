@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -15,7 +14,7 @@ use tracing_braintrust::{
 };
 use tracing_subscriber::layer::SubscriberExt;
 
-use common::{by_name, capture, capture_with, fixture_rows, is_hex, shape};
+use common::{by_name, capture, capture_with, fixture_rows, is_hex, shape, temp_path};
 
 // -------------------------------------------------------------------------------------------
 // Helpers.
@@ -62,14 +61,6 @@ fn cost_row(builder: Builder, model: &str, tokens: (u64, u64, u64, u64)) -> Valu
         llm_call(model, tokens.0, tokens.1, tokens.2, tokens.3);
     });
     by_name(&rows, "call").clone()
-}
-
-fn temp_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "tracing-braintrust-{name}-{}-{}.json",
-        std::process::id(),
-        fastrand::u64(..)
-    ))
 }
 
 // -------------------------------------------------------------------------------------------
@@ -180,7 +171,7 @@ fn code_price_overrides_the_list() {
 
 #[test]
 fn prices_file_overrides_the_list() {
-    let path = temp_path("prices");
+    let path = temp_path("prices", "json");
     std::fs::write(
         &path,
         r#"{"gpt-4o-mini": {"input_cost_per_mil_tokens": 10, "output_cost_per_mil_tokens": 20},
@@ -228,12 +219,12 @@ fn cost_estimation_can_be_turned_off() {
 
 #[test]
 fn bad_prices_file_is_a_build_error() {
-    let missing = temp_path("missing");
-    let bad_json = temp_path("bad-json");
+    let missing = temp_path("missing", "json");
+    let bad_json = temp_path("bad-json", "json");
     std::fs::write(&bad_json, "{not json").expect("write");
-    let wrong_shape = temp_path("wrong-shape");
+    let wrong_shape = temp_path("wrong-shape", "json");
     std::fs::write(&wrong_shape, "[1, 2, 3]").expect("write");
-    let negative = temp_path("negative");
+    let negative = temp_path("negative", "json");
     std::fs::write(
         &negative,
         r#"{"m": {"input_cost_per_mil_tokens": -5, "output_cost_per_mil_tokens": 1}}"#,

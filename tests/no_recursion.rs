@@ -3,8 +3,11 @@
 //! `global_default_sees_nothing_from_worker_threads` installs a global default, so this file
 //! holds only tests that are unaffected by it (the others install their own scoped default).
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
+use common::memory_layer;
 use tracing::{Event, Level, Subscriber};
 use tracing_braintrust::{BraintrustLayer, MemorySink};
 use tracing_subscriber::Layer;
@@ -121,13 +124,8 @@ fn assert_rows_are_ours(sink: &MemorySink) {
 
 #[test]
 fn scoped_default_sees_only_the_application_thread() {
-    let sink = MemorySink::new();
-    let (layer, guard) = BraintrustLayer::builder()
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_memory_sink(sink.clone())
-        .with_event_level(Some(Level::INFO))
-        .build()
-        .expect("valid configuration");
+    let (layer, sink, guard) =
+        memory_layer(BraintrustLayer::builder().with_event_level(Some(Level::INFO)));
     let recorder = ThreadRecorder::default();
     let subscriber = tracing_subscriber::registry()
         .with(layer)
@@ -155,12 +153,7 @@ fn scoped_default_sees_only_the_application_thread() {
 
 #[test]
 fn global_default_sees_nothing_from_worker_threads() {
-    let sink = MemorySink::new();
-    let (layer, guard) = BraintrustLayer::builder()
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_memory_sink(sink.clone())
-        .build()
-        .expect("valid configuration");
+    let (layer, sink, guard) = memory_layer(BraintrustLayer::builder());
     let recorder = ThreadRecorder::default();
     let subscriber = tracing_subscriber::registry()
         .with(layer)

@@ -5,11 +5,9 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{by_name, capture, capture_with, fixture_rows};
+use common::{by_name, capture, capture_with, fixture_rows, memory_dispatch};
 use serde_json::{Value, json};
-use tracing::Dispatch;
-use tracing_braintrust::{BraintrustLayer, MemorySink, json};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_braintrust::{BraintrustLayer, json};
 
 /// The Python SDK's encoding of special floats, as captured in `j_special_values.jsonl`.
 fn python_special(key: &str) -> Value {
@@ -265,13 +263,7 @@ fn deeply_nested_json_text_is_kept_as_a_string() {
 fn ten_thousand_spans_from_eight_threads() {
     const THREADS: usize = 8;
     const ROOTS: usize = 250; // each root has 2 children with 1 grandchild each: 5 spans
-    let sink = MemorySink::new();
-    let (layer, guard) = BraintrustLayer::builder()
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_memory_sink(sink.clone())
-        .build()
-        .expect("valid configuration");
-    let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder());
     let started = Instant::now();
     let threads: Vec<_> = (0..THREADS)
         .map(|t| {

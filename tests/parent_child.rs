@@ -4,24 +4,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{by_name, capture, is_hex};
+use common::{by_name, capture, is_hex, memory_dispatch};
 use serde_json::{Value, json};
+use tracing::Instrument;
 use tracing::instrument::WithSubscriber;
-use tracing::{Dispatch, Instrument};
-use tracing_braintrust::{BraintrustGuard, BraintrustLayer, MemorySink};
-use tracing_subscriber::layer::SubscriberExt;
-
-/// A dispatcher with the layer (memory sink), for async code and other threads.
-fn setup() -> (Dispatch, MemorySink, BraintrustGuard) {
-    let sink = MemorySink::new();
-    let (layer, guard) = BraintrustLayer::builder()
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_memory_sink(sink.clone())
-        .build()
-        .expect("valid configuration");
-    let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
-    (dispatch, sink, guard)
-}
+use tracing_braintrust::BraintrustLayer;
 
 /// Asserts that `child` is a direct child of `parent` in the same trace.
 fn assert_child_of(child: &Value, parent: &Value) {
@@ -102,7 +89,7 @@ fn check_requests(rows: &[Value], ps: &[u64]) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn links_survive_await_current_thread() {
-    let (dispatch, sink, guard) = setup();
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder());
     async {
         // Interleaved on one task: polls of the two requests alternate.
         let (a, b) = tokio::join!(request(1), request(2));
@@ -117,7 +104,7 @@ async fn links_survive_await_current_thread() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn links_survive_await_multi_thread() {
-    let (dispatch, sink, guard) = setup();
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder());
     async {
         let handles: Vec<_> = (1..=6)
             .map(|p| tokio::spawn(request(p).with_current_subscriber()))
@@ -135,7 +122,7 @@ async fn links_survive_await_multi_thread() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spawned_task_instrumented_with_a_span() {
-    let (dispatch, sink, guard) = setup();
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder());
     async {
         let root = tracing::info_span!("handler");
         async {
@@ -179,7 +166,7 @@ async fn spawned_task_instrumented_with_a_span() {
 
 #[test]
 fn std_threads_with_explicit_parent_and_in_scope() {
-    let (dispatch, sink, guard) = setup();
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder());
     tracing::dispatcher::with_default(&dispatch, || {
         let root = tracing::info_span!("root");
         let explicit = {

@@ -4,28 +4,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::by_name;
+use common::{by_name, memory_dispatch};
 use serde_json::{Value, json};
-use tracing::Dispatch;
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing::instrument::WithSubscriber;
-use tracing_braintrust::{BraintrustGuard, BraintrustLayer, Builder, MemorySink};
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_braintrust::BraintrustLayer;
 
 /// Far above anything these tests need; only there to turn a hang into a failure.
 const HANG: Duration = Duration::from_secs(20);
-
-fn setup(builder: Builder) -> (Dispatch, MemorySink, BraintrustGuard) {
-    let sink = MemorySink::new();
-    let (layer, guard) = builder
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_memory_sink(sink.clone())
-        .build()
-        .expect("valid configuration");
-    let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
-    (dispatch, sink, guard)
-}
 
 fn names(rows: &[Value]) -> Vec<String> {
     let mut names: Vec<String> = rows
@@ -38,7 +25,7 @@ fn names(rows: &[Value]) -> Vec<String> {
 
 #[test]
 fn flush_delivers_rows_closed_before_it() {
-    let (dispatch, sink, guard) = setup(BraintrustLayer::builder());
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder());
     tracing::dispatcher::with_default(&dispatch, || {
         for i in 0..20 {
             tracing::info_span!("first", metadata.i = i).in_scope(|| {});
@@ -83,7 +70,7 @@ fn flush_delivers_rows_closed_before_it() {
 
 #[test]
 fn open_spans_at_shutdown_are_written_without_end() {
-    let (dispatch, sink, guard) = setup(BraintrustLayer::builder());
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder());
     let mut guard = Some(guard);
     tracing::dispatcher::with_default(&dispatch, || {
         let outer = tracing::info_span!("outer", input = "given at start", output = Empty);
@@ -139,7 +126,7 @@ async fn jobs(n: u64) {
 
 #[tokio::test(flavor = "current_thread")]
 async fn dropping_the_guard_in_a_current_thread_runtime() {
-    let (dispatch, sink, guard) = setup(BraintrustLayer::builder());
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder());
     jobs(10).with_subscriber(dispatch.clone()).await;
     // A span still open when the guard goes.
     let open = dispatch.clone();
@@ -158,7 +145,7 @@ async fn dropping_the_guard_in_a_current_thread_runtime() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_guard_in_a_multi_thread_runtime() {
-    let (dispatch, sink, guard) = setup(BraintrustLayer::builder());
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder());
     let tasks: Vec<_> = (0..4)
         .map(|_| tokio::spawn(jobs(5).with_subscriber(dispatch.clone())))
         .collect();
@@ -179,7 +166,7 @@ async fn dropping_the_guard_in_a_multi_thread_runtime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layer_built_and_shut_down_inside_the_runtime() {
     // As in `#[tokio::main] async fn main()`: build, trace, shut down, all inside.
-    let (dispatch, sink, guard) = setup(BraintrustLayer::builder());
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder());
     jobs(3).with_subscriber(dispatch).await;
     let report = guard.shutdown();
     assert!(report.complete);
@@ -190,7 +177,7 @@ async fn layer_built_and_shut_down_inside_the_runtime() {
 #[test]
 fn full_queue_counts_every_lost_event() {
     const EVENTS: u64 = 3_000;
-    let (dispatch, sink, guard) = setup(BraintrustLayer::builder().with_queue_size(1));
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder().with_queue_size(1));
     tracing::dispatcher::with_default(&dispatch, || {
         for i in 0..EVENTS {
             // Outside any span: WARN events are root log rows.
@@ -218,7 +205,7 @@ fn full_queue_counts_every_lost_event() {
 #[test]
 fn full_queue_counts_every_lost_row() {
     const SPANS: u64 = 2_000;
-    let (dispatch, sink, guard) = setup(BraintrustLayer::builder().with_queue_size(1));
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder().with_queue_size(1));
     let mut events = 0;
     tracing::dispatcher::with_default(&dispatch, || {
         for i in 0..SPANS {
@@ -258,7 +245,7 @@ fn full_queue_counts_every_lost_row() {
 
 #[test]
 fn repeated_flushes_and_shutdown_after_flush() {
-    let (dispatch, sink, guard) = setup(BraintrustLayer::builder());
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder());
     tracing::dispatcher::with_default(&dispatch, || {
         tracing::info_span!("one").in_scope(|| {});
     });
@@ -281,7 +268,7 @@ fn repeated_flushes_and_shutdown_after_flush() {
 
 #[test]
 fn layer_used_after_the_guard_is_dropped_never_panics() {
-    let (dispatch, sink, guard) = setup(BraintrustLayer::builder());
+    let (dispatch, sink, guard) = memory_dispatch(BraintrustLayer::builder());
     tracing::dispatcher::with_default(&dispatch, || {
         let long_lived = tracing::info_span!("long-lived", output = Empty);
         tracing::info_span!("before").in_scope(|| {});

@@ -12,12 +12,12 @@ mod support;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{FakeServer, Reply};
+use support::{FakeServer, Reply, assert_accounted, logs3_statuses, temp_dir};
 use tracing_braintrust::{BraintrustLayer, Builder, FlushReport};
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -52,16 +52,6 @@ fn builder(url: &str, key: &str, spool: &Path) -> Builder {
         .with_spool_dir(spool)
 }
 
-fn assert_accounted(report: &FlushReport) {
-    assert!(report.complete, "{report:?}");
-    assert_eq!(report.in_flight(), 0, "{report:?}");
-    assert_eq!(
-        report.enqueued,
-        report.sent + report.spooled + report.dropped + report.failed,
-        "{report:?}"
-    );
-}
-
 /// The resident set size of this process in KiB, from `/proc/self/status`.
 fn rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -72,39 +62,6 @@ fn rss_kib() -> Option<u64> {
         .next()?
         .parse()
         .ok()
-}
-
-/// A directory under the system temp dir, removed when dropped (also when a test fails).
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TempDir {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(tag: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!(
-        "tracing-braintrust-soak-{tag}-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    TempDir(dir)
 }
 
 /// What a soak can do to its server.
@@ -218,7 +175,7 @@ impl Soak {
 /// Streams spans for `duration` under faults, shuts down with the server healthy, replays
 /// the spool with a second layer, and checks the accounting of both runs.
 fn soak(url: &str, key: &str, faults: Arc<dyn Faults>, duration: Duration) -> Soak {
-    let spool = temp_dir("spool");
+    let spool = temp_dir("soak-spool");
     let started = Instant::now();
     let (layer, guard) = builder(url, key, &spool)
         .build()
@@ -382,7 +339,7 @@ fn every_row_arrives_once_at_the_fake_server() {
     assert_eq!(seen.len(), expected.len(), "{run:?}");
     assert!(seen == expected, "every span arrived exactly once");
     // The faults really happened.
-    let statuses: Vec<Option<u16>> = server.logs3_requests().iter().map(|r| r.status).collect();
+    let statuses = logs3_statuses(&server);
     assert!(statuses.iter().any(|s| s.is_some_and(|s| s >= 500)));
     assert!(statuses.iter().any(Option::is_none));
     assert!(run.took < Duration::from_secs(15), "{:?}", run.took);

@@ -7,17 +7,16 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::FakeServer;
-use tracing_braintrust::{BraintrustLayer, Builder, FlushReport};
+use support::{
+    FakeServer, HANG, assert_accounted, assert_each_once, child_report, emit, files_in, index,
+    run_child, server_builder, shutdown_in_time, temp_dir,
+};
+use tracing_braintrust::{Builder, FlushReport};
 use tracing_subscriber::layer::SubscriberExt;
-
-/// Far above anything these tests need; only there to turn a hang into a failure.
-const HANG: Duration = Duration::from_secs(30);
 
 /// Rows the first process cannot deliver.
 const OLD: u64 = 100;
@@ -32,81 +31,14 @@ const CHILD_KEY: &str = "TRACING_BRAINTRUST_SPOOL_KEY";
 const CHILD_DIR: &str = "TRACING_BRAINTRUST_SPOOL_DIR_FOR_TEST";
 
 fn builder(url: &str, key: &str, spool: &Path) -> Builder {
-    BraintrustLayer::builder()
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_api_key(key)
-        .with_app_url(url)
-        .with_project_name("spool")
+    server_builder(url, key, "spool")
         .with_num_retries(1)
-        .with_retry_delays(Duration::from_millis(10), Duration::from_millis(300))
-        .with_flush_timeout(HANG)
-        .with_shutdown_timeout(HANG)
         .with_spool_dir(spool)
 }
 
 /// Builds, emits spans `work` with `metadata.i` in `range`, shuts down.
 fn run(builder: Builder, range: std::ops::Range<u64>) -> FlushReport {
-    let (layer, guard) = builder.build().expect("valid configuration");
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        for i in range {
-            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
-        }
-    });
-    let started = Instant::now();
-    let report = guard.shutdown();
-    assert!(started.elapsed() < HANG, "shutdown hung: {report:?}");
-    report
-}
-
-fn assert_accounted(report: &FlushReport) {
-    assert!(report.complete, "{report:?}");
-    assert_eq!(report.in_flight(), 0, "{report:?}");
-    assert_eq!(
-        report.enqueued,
-        report.sent + report.spooled + report.dropped + report.failed,
-        "{report:?}"
-    );
-}
-
-/// A directory under the system temp dir, removed when dropped (also when a test fails).
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TempDir {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(tag: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!(
-        "tracing-braintrust-spool-{tag}-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    TempDir(dir)
-}
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    files.sort();
-    files
+    shutdown_in_time(emit(builder, range))
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
@@ -115,12 +47,6 @@ fn dir_bytes(dir: &Path) -> u64 {
         .filter_map(|f| std::fs::metadata(f).ok())
         .map(|m| m.len())
         .sum()
-}
-
-fn index(row: &Value) -> u64 {
-    row["metadata"]["i"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("row without metadata.i: {row:#}"))
 }
 
 /// `metadata.i` of every row in the spool directory's files.
@@ -138,19 +64,6 @@ fn spooled_indices(dir: &Path) -> Vec<u64> {
         .collect();
     all.sort_unstable();
     all
-}
-
-/// Each expected index arrived exactly once (one row per id, one id per index).
-fn assert_each_once(server: &FakeServer, expected: impl IntoIterator<Item = u64>) {
-    let by_id = server.rows_by_id();
-    for (id, rows) in &by_id {
-        assert_eq!(rows.len(), 1, "row {id:?} arrived {} times", rows.len());
-    }
-    let mut seen: Vec<u64> = by_id.values().map(|rows| index(&rows[0])).collect();
-    seen.sort_unstable();
-    let mut expected: Vec<u64> = expected.into_iter().collect();
-    expected.sort_unstable();
-    assert_eq!(seen, expected);
 }
 
 /// Every accepted `/logs3` request that carried an old row came before every one that
@@ -202,7 +115,7 @@ fn first_process_spools(server: &FakeServer, spool: &Path) -> FlushReport {
 #[test]
 fn the_next_process_replays_the_spool_first_and_empties_it() {
     let server = FakeServer::start();
-    let spool = temp_dir("replay");
+    let spool = temp_dir("spool-replay");
     first_process_spools(&server, &spool);
     assert!(server.rows().is_empty());
 
@@ -233,7 +146,7 @@ fn the_next_process_replays_the_spool_first_and_empties_it() {
 #[test]
 fn a_torn_last_line_is_skipped_and_counted() {
     let server = FakeServer::start();
-    let spool = temp_dir("torn");
+    let spool = temp_dir("spool-torn");
     first_process_spools(&server, &spool);
     // A crash while writing leaves half a line at the end of the last segment.
     let last = files_in(&spool).pop().expect("a spool segment");
@@ -262,7 +175,7 @@ fn the_size_cap_fails_rows_beyond_it() {
     const CAP: u64 = 8 * 1024;
     let server = FakeServer::start();
     server.set_down(true);
-    let spool = temp_dir("cap");
+    let spool = temp_dir("spool-cap");
     let report = run(
         builder(server.url(), server.api_key(), &spool).with_spool_max_bytes(CAP),
         0..OLD,
@@ -288,23 +201,22 @@ fn the_size_cap_fails_rows_beyond_it() {
     assert!(files_in(&spool).is_empty());
 }
 
+/// Makes `server` answer only after 5 s, and gives a builder for it with a 500 ms shutdown
+/// timeout and at most `max_in_flight` upload requests at once.
+fn slow_server_builder(server: &FakeServer, spool: &Path, max_in_flight: usize) -> Builder {
+    server.set_latency(Duration::from_secs(5));
+    builder(server.url(), server.api_key(), spool)
+        .with_shutdown_timeout(Duration::from_millis(500))
+        .with_max_in_flight(max_in_flight)
+}
+
 #[test]
 fn a_shutdown_timeout_spools_what_a_slow_server_has_not_taken_and_drop_returns_quickly() {
     let server = FakeServer::start();
-    server.set_latency(Duration::from_secs(5));
-    let spool = temp_dir("slow");
-    let (layer, guard) = builder(server.url(), server.api_key(), &spool)
-        .with_shutdown_timeout(Duration::from_millis(500))
-        // More slots than batches, so the worker never waits for one (that case is
-        // a_shutdown_timeout_with_more_batches_than_upload_slots_spools_everything).
-        .with_max_in_flight(256)
-        .build()
-        .expect("valid configuration");
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        for i in 0..OLD {
-            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
-        }
-    });
+    let spool = temp_dir("spool-slow");
+    // More slots than batches, so the worker never waits for one (that case is
+    // a_shutdown_timeout_with_more_batches_than_upload_slots_spools_everything).
+    let guard = emit(slow_server_builder(&server, &spool, 256), 0..OLD);
     let started = Instant::now();
     drop(guard);
     let took = started.elapsed();
@@ -322,20 +234,10 @@ fn a_shutdown_timeout_spools_what_a_slow_server_has_not_taken_and_drop_returns_q
 #[test]
 fn a_shutdown_timeout_reports_the_spooled_rows() {
     let server = FakeServer::start();
-    server.set_latency(Duration::from_secs(5));
-    let spool = temp_dir("slow-report");
-    let (layer, guard) = builder(server.url(), server.api_key(), &spool)
-        .with_shutdown_timeout(Duration::from_millis(500))
-        // More slots than batches, so the worker never waits for one (that case is
-        // a_shutdown_timeout_with_more_batches_than_upload_slots_spools_everything).
-        .with_max_in_flight(256)
-        .build()
-        .expect("valid configuration");
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        for i in 0..OLD {
-            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
-        }
-    });
+    let spool = temp_dir("spool-slow-report");
+    // More slots than batches, so the worker never waits for one (that case is
+    // a_shutdown_timeout_with_more_batches_than_upload_slots_spools_everything).
+    let guard = emit(slow_server_builder(&server, &spool, 256), 0..OLD);
     let started = Instant::now();
     let report = guard.shutdown();
     assert!(started.elapsed() < Duration::from_millis(1500));
@@ -384,40 +286,18 @@ fn child(
     spool: &Path,
     range: std::ops::Range<u64>,
 ) -> (u32, BTreeMap<String, u64>) {
-    let child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "child_process",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_MARKER, "1")
-        .env(CHILD_URL, server.url())
-        .env(CHILD_KEY, server.api_key())
-        .env(CHILD_DIR, spool)
-        .env(
-            "TRACING_BRAINTRUST_SPOOL_RANGE",
-            format!("{}..{}", range.start, range.end),
-        )
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("child starts");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("child finishes");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let range = format!("{}..{}", range.start, range.end);
+    let child = run_child(
+        "child_process",
+        &[
+            (CHILD_MARKER, "1".as_ref()),
+            (CHILD_URL, server.url().as_ref()),
+            (CHILD_KEY, server.api_key().as_ref()),
+            (CHILD_DIR, spool.as_os_str()),
+            ("TRACING_BRAINTRUST_SPOOL_RANGE", range.as_ref()),
+        ],
     );
-    let report = stdout
-        .lines()
-        .find_map(|l| l.split_once("REPORT ").map(|(_, r)| r))
-        .expect("the child printed its report")
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
+    let report = child_report(&child.stdout)
         .map(|(k, v)| {
             let n = match v {
                 "true" => 1,
@@ -427,13 +307,13 @@ fn child(
             (k.to_owned(), n)
         })
         .collect();
-    (pid, report)
+    (child.pid, report)
 }
 
 #[test]
 fn the_spool_survives_a_real_process_restart() {
     let server = FakeServer::start();
-    let spool = temp_dir("child");
+    let spool = temp_dir("spool-child");
 
     server.set_down(true);
     let (first_pid, first) = child(&server, &spool, 0..OLD);
@@ -467,11 +347,8 @@ fn the_spool_survives_a_real_process_restart() {
 
 fn a_shutdown_timeout_with_more_batches_than_upload_slots_spools_everything() {
     let server = FakeServer::start();
-    server.set_latency(Duration::from_secs(5));
-    let spool = temp_dir("slow-many");
-    let (layer, guard) = builder(server.url(), server.api_key(), &spool)
-        .with_shutdown_timeout(Duration::from_millis(500))
-        .with_max_in_flight(2)
+    let spool = temp_dir("spool-slow-many");
+    let (layer, guard) = slow_server_builder(&server, &spool, 2)
         .build()
         .expect("valid configuration");
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
@@ -499,11 +376,8 @@ fn a_shutdown_timeout_with_more_batches_than_upload_slots_spools_everything() {
 
 fn a_shutdown_timeout_spools_spans_still_open_while_every_upload_slot_is_busy() {
     let server = FakeServer::start();
-    server.set_latency(Duration::from_secs(5));
-    let spool = temp_dir("slow-open");
-    let (layer, guard) = builder(server.url(), server.api_key(), &spool)
-        .with_shutdown_timeout(Duration::from_millis(500))
-        .with_max_in_flight(1)
+    let spool = temp_dir("spool-slow-open");
+    let (layer, guard) = slow_server_builder(&server, &spool, 1)
         .build()
         .expect("valid configuration");
     let subscriber = tracing_subscriber::registry().with(layer);

@@ -1,9 +1,31 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+use std::path::PathBuf;
+
 use serde_json::Value;
-use tracing_braintrust::{BraintrustLayer, Builder, FlushReport, MemorySink};
+use tracing::Dispatch;
+use tracing_braintrust::{BraintrustGuard, BraintrustLayer, Builder, FlushReport, MemorySink};
 use tracing_subscriber::layer::SubscriberExt;
+
+/// Builds `builder` with no environment variables and a new memory sink; returns the layer,
+/// the sink and the guard.
+pub fn memory_layer(builder: Builder) -> (BraintrustLayer, MemorySink, BraintrustGuard) {
+    let sink = MemorySink::new();
+    let (layer, guard) = builder
+        .with_env_vars(Vec::<(String, String)>::new())
+        .with_memory_sink(sink.clone())
+        .build()
+        .expect("valid configuration");
+    (layer, sink, guard)
+}
+
+/// [`memory_layer`] in a registry, as a dispatcher for async code and other threads.
+pub fn memory_dispatch(builder: Builder) -> (Dispatch, MemorySink, BraintrustGuard) {
+    let (layer, sink, guard) = memory_layer(builder);
+    let dispatch = Dispatch::new(tracing_subscriber::registry().with(layer));
+    (dispatch, sink, guard)
+}
 
 /// Runs `f` with a registry + BraintrustLayer (memory sink) as the thread's default
 /// subscriber, shuts down, and returns the merged rows and the final report.
@@ -13,12 +35,7 @@ pub fn capture(f: impl FnOnce()) -> (Vec<Value>, FlushReport) {
 
 /// [`capture`] with a customised builder.
 pub fn capture_with(builder: Builder, f: impl FnOnce()) -> (Vec<Value>, FlushReport) {
-    let sink = MemorySink::new();
-    let (layer, guard) = builder
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_memory_sink(sink.clone())
-        .build()
-        .expect("valid configuration");
+    let (layer, sink, guard) = memory_layer(builder);
     let subscriber = tracing_subscriber::registry().with(layer);
     tracing::subscriber::with_default(subscriber, f);
     let report = guard.shutdown();
@@ -63,4 +80,14 @@ pub fn shape(v: &Value) -> Value {
 
 pub fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A path `tracing-braintrust-{name}-{pid}-{random}.{extension}` in the system temp dir
+/// (nothing is created there).
+pub fn temp_path(name: &str, extension: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "tracing-braintrust-{name}-{}-{}.{extension}",
+        std::process::id(),
+        fastrand::u64(..)
+    ))
 }
