@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::sanitize::Sanitized;
+
 /// Wraps any [`Serialize`] value so it can be recorded as a span field and arrive in
 /// Braintrust as structured JSON (an object or array), not as a quoted string.
 ///
@@ -18,14 +20,48 @@ pub struct Json<T>(pub T);
 
 impl<T: Serialize> fmt::Debug for Json<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Serialise into a buffer first: a value that fails halfway must not leave half a
-        // document in the output.
-        match serde_json::to_string(&crate::sanitize::Sanitized(&self.0)) {
-            Ok(text) => f.write_str(&text),
-            Err(e) => {
-                let msg = serde_json::Value::String(format!("<unserializable: {e}>"));
-                write!(f, "{msg}")
+        // Serialise into a buffer first (reused by this thread, so no allocation once warm):
+        // a value that fails halfway must not leave half a document in the output.
+        JSON_BUFFER.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buffer) => {
+                buffer.clear();
+                let result = serde_json::to_writer(&mut *buffer, &Sanitized(&self.0));
+                let out = write_result(f, result.map(|()| buffer.as_slice()));
+                if buffer.capacity() > MAX_KEPT_BUFFER {
+                    *buffer = Vec::new();
+                }
+                out
             }
+            // A Serialize impl that itself formats a `Json`: use a buffer of its own.
+            Err(_) => {
+                let result = serde_json::to_vec(&Sanitized(&self.0));
+                write_result(f, result.as_deref().map_err(clone_error))
+            }
+        })
+    }
+}
+
+thread_local! {
+    static JSON_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer grown past this by one huge value is released rather than kept.
+const MAX_KEPT_BUFFER: usize = 64 * 1024;
+
+fn clone_error(e: &serde_json::Error) -> serde_json::Error {
+    serde::ser::Error::custom(e.to_string())
+}
+
+fn write_result(
+    f: &mut fmt::Formatter<'_>,
+    result: Result<&[u8], serde_json::Error>,
+) -> fmt::Result {
+    match result {
+        // serde_json only writes valid UTF-8.
+        Ok(bytes) => f.write_str(std::str::from_utf8(bytes).map_err(|_| fmt::Error)?),
+        Err(e) => {
+            let msg = serde_json::Value::String(format!("<unserializable: {e}>"));
+            write!(f, "{msg}")
         }
     }
 }

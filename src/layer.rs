@@ -38,6 +38,11 @@ impl std::fmt::Debug for BraintrustLayer {
     }
 }
 
+thread_local! {
+    /// Where `on_record` collects values before taking the span's extensions.
+    static RECORD_BUFFER: std::cell::RefCell<Fields> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A parent that every root span of the process continues (from `BRAINTRUST_PARENT` or
 /// [`Builder::with_parent`](crate::Builder::with_parent)).
 #[derive(Clone, Debug)]
@@ -295,14 +300,29 @@ where
         {
             return;
         }
-        // Format outside the lock: Debug impls are user code.
-        let fields = self.inner.visit(|v| values.record(v));
-        if fields.is_empty() {
-            return;
-        }
-        if let Some(data) = span.extensions_mut().get_mut::<SpanData>() {
-            data.fields.extend(fields);
-        }
+        // Format outside the lock (Debug impls are user code), into a buffer this thread
+        // reuses, so a record costs no allocation beyond the values themselves. A Debug impl
+        // that itself records on a span finds the buffer busy and gets a fresh one.
+        RECORD_BUFFER.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buffer) => {
+                buffer.clear();
+                values.record(&mut FieldVisitor {
+                    fields: &mut buffer,
+                    max_bytes: self.inner.max_field_bytes,
+                });
+                if !buffer.is_empty() {
+                    if let Some(data) = span.extensions_mut().get_mut::<SpanData>() {
+                        data.fields.extend(buffer.drain(..));
+                    }
+                }
+            }
+            Err(_) => {
+                let fields = self.inner.visit(|v| values.record(v));
+                if let Some(data) = span.extensions_mut().get_mut::<SpanData>() {
+                    data.fields.extend(fields);
+                }
+            }
+        });
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
