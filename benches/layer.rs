@@ -1,1 +1,259 @@
-fn main() {}
+//! Application-thread cost of the Braintrust layer against the usual baselines.
+//!
+//! Every group runs the same workload under five subscribers (see `common::Kind`): no
+//! subscriber, the registry alone, registry + `fmt` to `io::sink`, registry +
+//! `tracing-opentelemetry` with a batch processor and a no-op exporter, and registry +
+//! `BraintrustLayer` with its real worker writing to `/dev/null`.
+//!
+//! Times are CPU time of the application thread(s) (`CLOCK_THREAD_CPUTIME_ID`), so that
+//! other processes on a shared machine, and the background workers, do not inflate them;
+//! only `lifecycle_4t_wall` and `lifecycle_1t_idle` are wall-clock times.
+//!
+//! Groups:
+//! - `lifecycle_1t`: workload 1 (span with 4 fields, 2 recorded later, enter, exit, close)
+//!   on one thread; time per span.
+//! - `lifecycle_1t_idle`: workload 1, each span timed alone after a 100 µs pause (the
+//!   background threads are asleep when it starts: the low-span-rate case).
+//! - `lifecycle_4t_cpu`: workload 1 on 4 threads at once; CPU time of each thread per span
+//!   (the per-span cost under contention, independent of how 4 threads share the cores).
+//! - `lifecycle_4t_wall`: the same, wall time of the whole run divided by the spans of all
+//!   4 threads (amortized throughput; on 2 cores the ideal is half the 1-thread time).
+//! - `events20`: a span with 20 INFO events; time per span (with its events).
+//! - `nested100`: a root with 100 nested children; time per trace (101 spans).
+//! - `filtered_warn`: workload 1 with the layer behind `with_filter(LevelFilter::WARN)`
+//!   (INFO spans switched off); `registry` and `no_subscriber` are unfiltered references.
+//!   With the filtered layer alone, INFO callsites are disabled outright (the subscriber's
+//!   max level is WARN); `registry+noop_layer+braintrust` adds an always-on no-op layer so
+//!   INFO spans still exist in the registry, against `registry+noop_layer` and
+//!   `registry+noop_layer+noop_layer` (a filtered no-op layer: the cost of per-layer
+//!   filtering itself).
+//!
+//! Between samples (untimed) the batching baselines are flushed, so every sample starts with
+//! an empty queue and measures the enqueue path rather than the drop path of a full queue;
+//! the worker still runs during the sample, on the other core.
+//!
+//! After each benchmark a line on stderr says how many spans were emitted and what the
+//! batching baselines delivered, so drops from a full queue are visible.
+//!
+//! `cargo bench --bench layer -- --measurement-time 2`
+//!
+//! Medians from one run (2 vCPU AMD EPYC VM, commit 105e7a1, no other build running; load
+//! 0.7-2.1 from the benchmark's own threads):
+//!
+//! | group | registry | fmt_sink | otel_batch_noop | braintrust | vs registry | vs otel |
+//! |---|---|---|---|---|---|---|
+//! | lifecycle_1t | 121 ns | 1.98 µs | 2.98 µs | 1.08 µs | 8.9x | 0.36x |
+//! | lifecycle_1t_idle | 1.00 µs | 5.00 µs | 11.9 µs | 4.92 µs | 4.9x | 0.41x |
+//! | lifecycle_4t_cpu | 308 ns | 3.21 µs | 2.48 µs | 1.42 µs | 4.6x | 0.58x |
+//! | lifecycle_4t_wall | 98 ns | 1.74 µs | 1.48 µs | 362 ns | 3.7x | 0.24x |
+//! | events20 | 318 ns | 29.0 µs | 22.1 µs | 16.4 µs | 51x | 0.74x |
+//! | nested100 | 18.2 µs | 57.3 µs | 195 µs | 78.8 µs | 4.3x | 0.40x |
+//! | filtered_warn | 120 ns | 10.4 ns | 10.4 ns | 10.4 ns | 0.09x | 1.0x |
+//!
+//! In `filtered_warn`, `registry+noop_layer` is 97 ns, `+noop_layer` (filtered) 225 ns and
+//! `+braintrust` (filtered) 288 ns: per-layer filtering itself costs most of the difference.
+
+mod common;
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
+use serde_json::Value;
+
+use common::{Kind, Setup, nested_trace, small_input, span_lifecycle, span_with_events};
+
+/// Threads of the contended groups.
+const THREADS: usize = 4;
+
+/// Runs `work` `iters` times on this thread under `setup`; returns the CPU time the thread
+/// spent.
+fn run_single(setup: &Setup, iters: u64, work: &(dyn Fn() -> u64 + Sync)) -> Duration {
+    let (elapsed, spans) = tracing::dispatcher::with_default(&setup.dispatch, || {
+        let mut spans = 0;
+        let start = common::thread_cpu_time();
+        for _ in 0..iters {
+            spans += work();
+        }
+        (common::thread_cpu_time().saturating_sub(start), spans)
+    });
+    setup.add_emitted(spans);
+    setup.settle();
+    elapsed
+}
+
+/// Runs `work` `iters` times on each of `THREADS` threads, all started together. Returns
+/// the wall time of the run (from the barrier to the last join) and the sum of the threads'
+/// CPU times.
+fn run_threads(setup: &Setup, iters: u64, work: &(dyn Fn() -> u64 + Sync)) -> (Duration, Duration) {
+    let barrier = Barrier::new(THREADS + 1);
+    let (wall, cpu, spans) = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let barrier = &barrier;
+                let dispatch = &setup.dispatch;
+                scope.spawn(move || {
+                    tracing::dispatcher::with_default(dispatch, || {
+                        let mut spans = 0;
+                        barrier.wait();
+                        let cpu0 = common::thread_cpu_time();
+                        for _ in 0..iters {
+                            spans += work();
+                        }
+                        (common::thread_cpu_time().saturating_sub(cpu0), spans)
+                    })
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        let mut cpu = Duration::ZERO;
+        let mut spans = 0;
+        for h in handles {
+            let (c, s) = h.join().expect("bench thread");
+            cpu += c;
+            spans += s;
+        }
+        (start.elapsed(), cpu, spans)
+    });
+    setup.add_emitted(spans);
+    setup.settle();
+    (wall, cpu)
+}
+
+/// Benchmarks `work` under every baseline in `group`, each with a fresh setup that is
+/// drained and stopped before the next one starts.
+fn each_baseline(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    filtered: bool,
+    bench: impl FnMut(&mut criterion::Bencher<'_>, &Setup),
+) {
+    each_of(group, &Kind::ALL, filtered, bench);
+}
+
+/// Benchmarks `work` under the given baselines.
+fn each_of(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    kinds: &[Kind],
+    filtered: bool,
+    mut bench: impl FnMut(&mut criterion::Bencher<'_>, &Setup),
+) {
+    for &kind in kinds {
+        let setup = Setup::new(kind, filtered);
+        group.bench_function(kind.name(), |b| bench(b, &setup));
+        eprintln!("  [{}] {}", group_name_hint(filtered), setup.finish());
+    }
+}
+
+fn group_name_hint(filtered: bool) -> &'static str {
+    if filtered { "filtered" } else { "delivery" }
+}
+
+fn lifecycle_1t(c: &mut Criterion) {
+    let input = small_input();
+    let work = || span_lifecycle(&input);
+    let mut group = c.benchmark_group("lifecycle_1t");
+    each_baseline(&mut group, false, |b, setup| {
+        b.iter_custom(|iters| run_single(setup, iters, &work));
+    });
+    group.finish();
+}
+
+/// Workload 1 with the background threads idle before every span: the span is timed alone
+/// after a 100 µs pause, so a worker that sleeps between spans must be woken by it (the cost
+/// an application with a low span rate pays on every span).
+fn lifecycle_1t_idle(c: &mut Criterion) {
+    let input = small_input();
+    let mut group = c.benchmark_group("lifecycle_1t_idle");
+    // The pauses are not timed: keep the timed part short so the group ends in seconds.
+    group
+        .warm_up_time(Duration::from_millis(100))
+        .measurement_time(Duration::from_millis(100));
+    each_baseline(&mut group, false, |b, setup| {
+        b.iter_custom(|iters| {
+            let timed = tracing::dispatcher::with_default(&setup.dispatch, || {
+                let mut timed = Duration::ZERO;
+                for _ in 0..iters {
+                    std::thread::sleep(Duration::from_micros(100));
+                    let start = Instant::now();
+                    span_lifecycle(&input);
+                    timed += start.elapsed();
+                }
+                timed
+            });
+            setup.add_emitted(iters);
+            timed
+        });
+    });
+    group.finish();
+}
+
+fn lifecycle_4t(c: &mut Criterion) {
+    let input: Value = small_input();
+    let work = || span_lifecycle(&input);
+    let mut group = c.benchmark_group("lifecycle_4t_cpu");
+    each_baseline(&mut group, false, |b, setup| {
+        b.iter_custom(|iters| run_threads(setup, iters, &work).1 / THREADS as u32);
+    });
+    group.finish();
+    let mut group = c.benchmark_group("lifecycle_4t_wall");
+    each_baseline(&mut group, false, |b, setup| {
+        b.iter_custom(|iters| run_threads(setup, iters, &work).0 / THREADS as u32);
+    });
+    group.finish();
+}
+
+fn events20(c: &mut Criterion) {
+    let mut group = c.benchmark_group("events20");
+    each_baseline(&mut group, false, |b, setup| {
+        b.iter_custom(|iters| run_single(setup, iters, &span_with_events));
+    });
+    group.finish();
+}
+
+fn nested100(c: &mut Criterion) {
+    let mut group = c.benchmark_group("nested100");
+    each_baseline(&mut group, false, |b, setup| {
+        b.iter_custom(|iters| run_single(setup, iters, &nested_trace));
+    });
+    group.finish();
+}
+
+fn filtered_warn(c: &mut Criterion) {
+    let input = small_input();
+    let work = || span_lifecycle(&input);
+    let mut group = c.benchmark_group("filtered_warn");
+    let kinds = [
+        Kind::NoSubscriber,
+        Kind::Registry,
+        Kind::Fmt,
+        Kind::Otel,
+        Kind::Braintrust,
+        Kind::NoopLayer,
+        Kind::NoopLayerNoop,
+        Kind::NoopLayerBraintrust,
+    ];
+    each_of(&mut group, &kinds, true, |b, setup| {
+        b.iter_custom(|iters| run_single(setup, iters, &work));
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(2))
+        .configure_from_args()
+}
+
+fn main() {
+    let mut c = config();
+    lifecycle_1t(&mut c);
+    lifecycle_1t_idle(&mut c);
+    lifecycle_4t(&mut c);
+    events20(&mut c);
+    nested100(&mut c);
+    filtered_warn(&mut c);
+    c.final_summary();
+}

@@ -465,7 +465,8 @@ impl Builder {
             resolver,
         });
         let counters = Arc::new(Counters::default());
-        let (tx, rx) = crossbeam_channel::bounded(config.queue_size);
+        // A span takes two messages (open and close): the queue holds `queue_size` spans.
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_size.saturating_mul(2));
         let (orphan_tx, orphan_rx) = crossbeam_channel::unbounded();
         let spool = config
             .spool_dir

@@ -117,17 +117,19 @@ impl Dispatcher {
         };
         self.next_batch += 1;
         let batch = self.next_batch;
+        let logical_rows = logical(&rows);
         if let Ok(mut map) = self.in_flight.lock() {
+            // Only a spool needs a copy: to keep the rows if shutdown stops waiting.
             let copy = self.spool.as_ref().map(|_| rows.clone());
             map.insert(
                 batch,
                 Batch {
-                    logical: logical(&rows),
+                    logical: logical_rows,
                     copy,
                 },
             );
         }
-        let delivery = self.sink.send(rows.clone());
+        let delivery = self.sink.send(rows);
         let counters = Arc::clone(&self.counters);
         let spool = self.spool.clone();
         let copies = Arc::clone(&self.in_flight);
@@ -135,34 +137,41 @@ impl Dispatcher {
         tokio::spawn(async move {
             // The sink runs in a task of its own: if it panics (a bug), its rows count as
             // failed (or spooled) and the worker goes on.
-            let done = match tokio::spawn(delivery).await {
-                Ok(done) => done,
+            let outcome = tokio::spawn(delivery).await;
+            let Some(mine) = copies.lock().ok().and_then(|mut m| m.remove(&batch)) else {
+                // Already accounted for by a shutdown that stopped waiting.
+                drop(permit);
+                return;
+            };
+            if abandoned.load(Ordering::Acquire) {
+                drop(permit);
+                return;
+            }
+            let failed = match outcome {
+                Ok(done) => done.failed,
                 Err(_) => {
                     crate::diag::warn(
                         "sink-panic",
                         "delivering a batch panicked (a bug in tracing-braintrust; please report it); its rows count as failed",
                     );
-                    crate::sink::Delivery {
-                        sent: 0,
-                        failed: rows.clone(),
+                    // With a spool, the copy goes there; without, every row failed.
+                    match mine.copy {
+                        Some(copy) => copy,
+                        None => {
+                            counters.failed.fetch_add(mine.logical, Ordering::Relaxed);
+                            drop(permit);
+                            return;
+                        }
                     }
                 }
             };
-            let mine = copies.lock().ok().and_then(|mut m| m.remove(&batch));
-            if mine.is_none() {
-                // Already accounted for by a shutdown that stopped waiting.
-                drop(permit);
-                return;
-            }
-            if abandoned.load(Ordering::Acquire) {
-                drop(permit);
-                return;
-            }
-            let failed_logical = logical(&done.failed);
-            let sent_logical = logical(&rows).saturating_sub(failed_logical);
-            counters.sent.fetch_add(sent_logical, Ordering::Relaxed);
+            let failed_logical = logical(&failed);
+            counters.sent.fetch_add(
+                mine.logical.saturating_sub(failed_logical),
+                Ordering::Relaxed,
+            );
             let spooled = match &spool {
-                Some(spool) => spool_and_count(spool, &done.failed),
+                Some(spool) => spool_and_count(spool, &failed),
                 None => 0,
             };
             counters.spooled.fetch_add(spooled, Ordering::Relaxed);

@@ -7,7 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 use tracing_core::{Level, Metadata};
 
-use crate::cost::{PriceTable, TokenUsage, estimate_cost};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use crate::cost::{ModelPrice, PriceTable, TokenUsage, estimate_cost_with};
 use crate::fields::{RowParts, float, to_json};
 use crate::ids::{SpanId, TraceId, span_id_hex, uuid_string};
 use crate::record::{FieldName, FieldValue, Fields, Route, RouteTarget, SpanHeader};
@@ -22,6 +25,9 @@ pub(crate) struct RowSettings {
     pub(crate) project_id: Option<String>,
     /// Model prices for `metrics.estimated_cost`; `None` turns cost estimation off.
     pub(crate) prices: Option<PriceTable>,
+    /// Model name -> price, as resolved by `prices` (name resolution builds candidate
+    /// names, too slow to repeat for every row). Only the worker thread uses it.
+    pub(crate) price_cache: RefCell<HashMap<String, Option<ModelPrice>>>,
 }
 
 impl RowSettings {
@@ -34,6 +40,7 @@ impl RowSettings {
             }),
             project_id,
             prices: Some(PriceTable::builtin().clone()),
+            price_cache: RefCell::default(),
         }
     }
 }
@@ -200,6 +207,9 @@ pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
     row
 }
 
+/// How many model names the price cache remembers before it starts over.
+const PRICE_CACHE_ENTRIES: usize = 1024;
+
 /// `metrics.estimated_cost` in US dollars, for an `llm` span whose model has a known price
 /// and whose token counts are known; never overrides a cost the span recorded itself.
 fn add_estimated_cost(settings: &RowSettings, parts: &mut RowParts) {
@@ -218,7 +228,16 @@ fn add_estimated_cost(settings: &RowSettings, parts: &mut RowParts) {
             .iter()
             .filter_map(|(k, v)| v.as_f64().map(|f| (k.as_str(), f))),
     );
-    if let Some(cost) = estimate_cost(prices, model, &usage) {
+    let price = {
+        let mut cache = settings.price_cache.borrow_mut();
+        if cache.len() > PRICE_CACHE_ENTRIES {
+            cache.clear();
+        }
+        *cache
+            .entry(model.clone())
+            .or_insert_with(|| prices.lookup(model).copied())
+    };
+    if let Some(cost) = price.and_then(|p| estimate_cost_with(&p, &usage)) {
         parts.metrics.insert("estimated_cost".into(), float(cost));
     }
 }

@@ -250,11 +250,17 @@ impl TokenUsage {
 /// [`ModelPrice::cost`] for the formula). `None` when the model has no price in `table` or no
 /// billable token count is known (negative, NaN and infinite counts are ignored, never
 /// clamped into a price).
+#[cfg(test)]
 pub(crate) fn estimate_cost(table: &PriceTable, model: &str, usage: &TokenUsage) -> Option<f64> {
+    estimate_cost_with(table.lookup(model)?, usage)
+}
+
+/// [`estimate_cost`] with the price already looked up.
+pub(crate) fn estimate_cost_with(price: &ModelPrice, usage: &TokenUsage) -> Option<f64> {
     if !usage.sanitized().has_billable_counts() {
         return None;
     }
-    let cost = table.lookup(model)?.cost(usage);
+    let cost = price.cost(usage);
     cost.is_finite().then_some(cost)
 }
 
