@@ -9,8 +9,10 @@
 //! the usual one: with `BRAINTRUST_API_KEY` (and `BRAINTRUST_APP_URL` for another server)
 //! the rows are uploaded, otherwise they are appended to `BRAINTRUST_LOCAL_FILE` (default
 //! `braintrust-spans.jsonl`). The last line on stdout is
-//! `sent=… dropped=… failed=… elapsed_ms=… spans_per_s=…`, where `elapsed_ms` runs from the
-//! first span to the end of the shutdown and `spans_per_s` is `sent` over that time.
+//! `sent=… dropped=… failed=… spooled=… replayed=… elapsed_ms=… spans_per_s=…`, where
+//! `elapsed_ms` runs from the first span to the end of the shutdown and `spans_per_s` is
+//! `sent` over that time. With a spool (`BRAINTRUST_SPOOL_DIR`), rows left by an earlier run
+//! are sent first (`replayed`); `--spans 0` only drains the spool.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -47,8 +49,8 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unknown argument {flag}")),
         }
     }
-    if args.spans == 0 || args.threads == 0 || args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
-        return Err("--spans and --threads must be positive, --rate above 0".into());
+    if args.threads == 0 || args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        return Err("--threads must be positive, --rate above 0".into());
     }
     Ok(args)
 }
@@ -119,7 +121,9 @@ fn main() -> ExitCode {
             // Spread the spans (and the rate) evenly; the first threads take the remainder.
             let count = args.spans / args.threads + u64::from(t < args.spans % args.threads);
             let first = t * (args.spans / args.threads) + t.min(args.spans % args.threads);
-            let rate = args.rate.map(|r| r * count as f64 / args.spans as f64);
+            let rate = args
+                .rate
+                .map(|r| r * count as f64 / args.spans.max(1) as f64);
             scope.spawn(move || emit(first, count, rate));
         }
     });
@@ -133,10 +137,12 @@ fn main() -> ExitCode {
         args.threads
     );
     println!(
-        "sent={} dropped={} failed={} elapsed_ms={} spans_per_s={:.0}",
+        "sent={} dropped={} failed={} spooled={} replayed={} elapsed_ms={} spans_per_s={:.0}",
         report.sent,
         report.dropped,
         report.failed,
+        report.spooled,
+        report.replayed,
         elapsed.as_millis(),
         report.sent as f64 / elapsed.as_secs_f64()
     );
