@@ -76,7 +76,7 @@ const DRAIN_LIMIT: usize = 4096;
 
 /// How long the worker lets rows accumulate before it looks at the queue again, while
 /// rows are arriving.
-const LINGER: Duration = Duration::from_millis(5);
+const LINGER: Duration = Duration::from_millis(1);
 
 /// The same once the queue has been empty for [`IDLE_ROUNDS`] looks in a row.
 const IDLE_LINGER: Duration = Duration::from_millis(50);
