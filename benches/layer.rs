@@ -37,21 +37,21 @@
 //!
 //! `cargo bench --bench layer -- --measurement-time 2`
 //!
-//! Medians from one run (2 vCPU AMD EPYC VM, commit 105e7a1, no other build running; load
-//! 0.7-2.1 from the benchmark's own threads):
+//! Medians from one run (2 vCPU AMD EPYC VM, Rust 1.95, `--measurement-time 3`, nothing
+//! else running; the same table is in the README's Performance section):
 //!
 //! | group | registry | fmt_sink | otel_batch_noop | braintrust | vs registry | vs otel |
 //! |---|---|---|---|---|---|---|
-//! | lifecycle_1t | 121 ns | 1.98 µs | 2.98 µs | 1.08 µs | 8.9x | 0.36x |
-//! | lifecycle_1t_idle | 1.00 µs | 5.00 µs | 11.9 µs | 4.92 µs | 4.9x | 0.41x |
-//! | lifecycle_4t_cpu | 308 ns | 3.21 µs | 2.48 µs | 1.42 µs | 4.6x | 0.58x |
-//! | lifecycle_4t_wall | 98 ns | 1.74 µs | 1.48 µs | 362 ns | 3.7x | 0.24x |
-//! | events20 | 318 ns | 29.0 µs | 22.1 µs | 16.4 µs | 51x | 0.74x |
-//! | nested100 | 18.2 µs | 57.3 µs | 195 µs | 78.8 µs | 4.3x | 0.40x |
-//! | filtered_warn | 120 ns | 10.4 ns | 10.4 ns | 10.4 ns | 0.09x | 1.0x |
+//! | lifecycle_1t | 172 ns | 1.96 µs | 3.76 µs | 1.49 µs | 8.6x | 0.40x |
+//! | lifecycle_1t_idle | 1.07 µs | 8.11 µs | 10.3 µs | 5.90 µs | 5.5x | 0.57x |
+//! | lifecycle_4t_cpu | 632 ns | 4.72 µs | 4.73 µs | 1.58 µs | 2.5x | 0.33x |
+//! | lifecycle_4t_wall | 355 ns | 3.76 µs | 2.19 µs | 786 ns | 2.2x | 0.36x |
+//! | events20 | 521 ns | 28.0 µs | 24.6 µs | 12.0 µs | 23x | 0.49x |
+//! | nested100 | 28.4 µs | 55.0 µs | 213 µs | 77.2 µs | 2.7x | 0.36x |
+//! | filtered_warn | 161 ns | 10.3 ns | 10.8 ns | 10.5 ns | 0.07x | 0.98x |
 //!
-//! In `filtered_warn`, `registry+noop_layer` is 97 ns, `+noop_layer` (filtered) 225 ns and
-//! `+braintrust` (filtered) 288 ns: per-layer filtering itself costs most of the difference.
+//! In `filtered_warn`, `registry+noop_layer` is 101 ns, `+noop_layer` (filtered) 214 ns and
+//! `+braintrust` (filtered) 208 ns: per-layer filtering itself costs the difference.
 
 mod common;
 
