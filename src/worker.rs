@@ -181,6 +181,11 @@ impl Worker {
                     return;
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => {
+                    if self.dispatcher.has_spilled() && self.dispatcher.idle() {
+                        // The pressure is over: send what was spilled to the spool.
+                        self.dispatcher.replay().await;
+                        continue;
+                    }
                     let pause = if idle_rounds < IDLE_ROUNDS {
                         LINGER
                     } else {

@@ -399,3 +399,36 @@ fn a_shutdown_timeout_spools_spans_still_open_while_every_upload_slot_is_busy() 
     );
     assert_eq!(spooled_indices(&spool), [0, 1]);
 }
+
+#[test]
+fn spilled_rows_are_sent_when_the_pressure_is_over() {
+    let server = FakeServer::start();
+    server.set_latency(Duration::from_millis(150));
+    let dir = temp_dir("spool-spill");
+    let (layer, guard) = builder(server.url(), server.api_key(), &dir)
+        .with_spill_to_spool(true)
+        .with_max_in_flight(1)
+        .with_batch_size(5)
+        .build()
+        .expect("valid");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for burst in 0..4u64 {
+            for i in 0..25 {
+                tracing::info_span!("spill", metadata.i = burst * 25 + i).in_scope(|| {});
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    // Give the worker an idle moment to replay what it spilled.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.rows().len() < 100 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let report = guard.shutdown();
+    assert_accounted(&report);
+    assert!(report.spooled > 0, "nothing was spilled: {report:?}");
+    assert_eq!(report.replayed, report.spooled, "{report:?}");
+    assert_eq!(report.sent + report.spooled, 100, "{report:?}");
+    assert_each_once(&server, 0..100);
+    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+}
