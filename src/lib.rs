@@ -45,6 +45,29 @@
 //! traces itself) builds the rows, merges them, and writes or uploads them. A full queue
 //! drops rows and counts them; the [`BraintrustGuard`] reports the counts.
 //!
+//! # Configuration
+//!
+//! Every setting has a `with_*` method on [`Builder`] and most read a `BRAINTRUST_*`
+//! environment variable (a value set in code wins). The main ones:
+//!
+//! | Environment variable | Default | Builder method |
+//! |---|---|---|
+//! | `BRAINTRUST_API_KEY` | none: rows go to the local file | [`Builder::with_api_key`] |
+//! | `BRAINTRUST_PROJECT` / `BRAINTRUST_PROJECT_ID` | `Global` | [`Builder::with_project_name`] / [`Builder::with_project_id`] |
+//! | `BRAINTRUST_APP_URL` | `https://www.braintrust.dev` | [`Builder::with_app_url`] |
+//! | `BRAINTRUST_LOCAL_FILE` | `braintrust-spans.jsonl` | [`Builder::with_local_file`] |
+//! | `BRAINTRUST_QUEUE_SIZE` | 25 000 spans | [`Builder::with_queue_size`] |
+//! | `BRAINTRUST_PARENT` | none | [`Builder::with_parent`] |
+//! | `BRAINTRUST_SAMPLE_RATE` | 1.0 | [`Builder::with_sample_rate`] |
+//! | `BRAINTRUST_SPOOL_DIR` | none | [`Builder::with_spool_dir`] |
+//!
+//! The README has the complete table (batching, retries, timeouts, payload directories) and
+//! the field mapping table.
+//!
+//! # Feature flags
+//!
+//! - `http` (off by default): [`Headers`] for `http::HeaderMap`.
+//!
 //! # Supported Rust versions
 //!
 //! The minimum supported Rust version is 1.85.
