@@ -198,6 +198,30 @@ impl Dispatcher {
         }
     }
 
+    /// [`wait_idle`](Self::wait_idle), but returns as soon as a shutdown is requested, so
+    /// the shutdown (and its deadline) is seen while a slow server still holds deliveries.
+    pub(crate) async fn wait_idle_unless_shutdown(&self) {
+        tokio::select! {
+            () = self.wait_idle() => {}
+            () = self.shutdown_requested() => {}
+        }
+    }
+
+    /// Resolves once the guard has asked for a shutdown.
+    async fn shutdown_requested(&self) {
+        while self.signal.deadline.get().is_none() {
+            self.signal.wake.notified().await;
+        }
+    }
+
+    /// Resolves when a requested shutdown's deadline has passed.
+    async fn shutdown_deadline_passed(&self) {
+        self.shutdown_requested().await;
+        if let Some(deadline) = self.signal.deadline.get().copied() {
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+
     /// Whether nothing is being delivered.
     pub(crate) fn idle(&self) -> bool {
         self.slots.available_permits() == self.max_in_flight
@@ -225,7 +249,14 @@ impl Dispatcher {
                 spool.done(&segment);
                 continue;
             }
-            let done = self.sink.send(segment.rows.clone()).await;
+            let done = tokio::select! {
+                done = self.sink.send(segment.rows.clone()) => done,
+                () = self.shutdown_deadline_passed() => {
+                    // Out of time: this segment waits for the next run.
+                    spool.give_back(&segment);
+                    return;
+                }
+            };
             if done.failed.is_empty() {
                 self.counters
                     .replayed
@@ -318,6 +349,9 @@ impl Dispatcher {
     }
 
     pub(crate) fn close(&self) {
+        if let Some(spool) = &self.spool {
+            spool.close();
+        }
         self.sink.close();
     }
 }

@@ -22,7 +22,7 @@ impl<T: Serialize> fmt::Debug for Json<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Serialise into a buffer first (reused by this thread, so no allocation once warm):
         // a value that fails halfway must not leave half a document in the output.
-        JSON_BUFFER.with(|cell| match cell.try_borrow_mut() {
+        let buffered = JSON_BUFFER.try_with(|cell| match cell.try_borrow_mut() {
             Ok(mut buffer) => {
                 buffer.clear();
                 let result = serde_json::to_writer(&mut *buffer, &Sanitized(&self.0));
@@ -30,14 +30,19 @@ impl<T: Serialize> fmt::Debug for Json<T> {
                 if buffer.capacity() > MAX_KEPT_BUFFER {
                     *buffer = Vec::new();
                 }
-                out
+                Some(out)
             }
             // A Serialize impl that itself formats a `Json`: use a buffer of its own.
-            Err(_) => {
+            Err(_) => None,
+        });
+        match buffered {
+            Ok(Some(out)) => out,
+            // Busy, or gone (thread exit): a buffer of its own.
+            _ => {
                 let result = serde_json::to_vec(&Sanitized(&self.0));
                 write_result(f, result.as_deref().map_err(clone_error))
             }
-        })
+        }
     }
 }
 

@@ -303,7 +303,7 @@ where
         // Format outside the lock (Debug impls are user code), into a buffer this thread
         // reuses, so a record costs no allocation beyond the values themselves. A Debug impl
         // that itself records on a span finds the buffer busy and gets a fresh one.
-        RECORD_BUFFER.with(|cell| match cell.try_borrow_mut() {
+        let buffered = RECORD_BUFFER.try_with(|cell| match cell.try_borrow_mut() {
             Ok(mut buffer) => {
                 buffer.clear();
                 values.record(&mut FieldVisitor {
@@ -315,14 +315,17 @@ where
                         data.fields.extend(buffer.drain(..));
                     }
                 }
+                true
             }
-            Err(_) => {
-                let fields = self.inner.visit(|v| values.record(v));
-                if let Some(data) = span.extensions_mut().get_mut::<SpanData>() {
-                    data.fields.extend(fields);
-                }
-            }
+            Err(_) => false,
         });
+        if buffered != Ok(true) {
+            // The buffer is busy (a Debug impl recording on a span) or gone (thread exit).
+            let fields = self.inner.visit(|v| values.record(v));
+            if let Some(data) = span.extensions_mut().get_mut::<SpanData>() {
+                data.fields.extend(fields);
+            }
+        }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {

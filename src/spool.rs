@@ -2,7 +2,7 @@
 //!
 //! A spool is a directory of JSON Lines files in the local row format, one file per
 //! writer segment, named `spool-<unix nanos>-<pid>-<seq>.jsonl` so that names sort in
-//! writing order. Each row is appended with a single `write` call on a file opened in
+//! writing order (`.jsonl.open` while its process still writes it). Each row is appended with a single `write` call on a file opened in
 //! append mode, so a crash can only tear the last line of a segment; readers skip (and
 //! count) lines that do not parse. A process replays segments by first renaming them to
 //! `<name>.replay-<pid>` (an atomic claim: two processes never replay the same segment), and
@@ -61,7 +61,13 @@ pub(crate) struct Spool {
     dir: PathBuf,
     max_bytes: u64,
     writer: Mutex<Writer>,
+    /// Marks this instance's replay claims (a PID is not unique enough: in containers every
+    /// run can be PID 1).
+    claim_tag: String,
 }
+
+/// The suffix of a segment still being written; it is renamed to `.jsonl` when closed.
+const OPEN_SUFFIX: &str = ".jsonl.open";
 
 impl Spool {
     pub(crate) fn new(dir: PathBuf, max_bytes: u64) -> Self {
@@ -74,6 +80,7 @@ impl Spool {
                 seq: 0,
                 dir_bytes: None,
             }),
+            claim_tag: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
         }
     }
 
@@ -155,11 +162,15 @@ impl Spool {
         written_rows
     }
 
-    /// Closes the current segment so it can be replayed (by this process or the next).
+    /// Closes the current segment so it can be replayed (by this process or the next):
+    /// `<name>.jsonl.open` becomes `<name>.jsonl`.
     pub(crate) fn rotate(&self) {
         if let Ok(mut w) = self.writer.lock() {
             w.file = None;
-            w.path = None;
+            if let Some(open) = w.path.take() {
+                let closed = PathBuf::from(open.to_string_lossy().trim_end_matches(".open"));
+                let _ = fs::rename(&open, closed);
+            }
         }
     }
 
@@ -171,7 +182,7 @@ impl Spool {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let path = self.dir.join(format!(
-            "spool-{nanos:020}-{}-{:06}.jsonl",
+            "spool-{nanos:020}-{}-{:06}{OPEN_SUFFIX}",
             std::process::id(),
             w.seq
         ));
@@ -181,8 +192,10 @@ impl Spool {
         Ok(())
     }
 
-    /// Claims every closed segment in the directory (oldest first), including stale claims
-    /// of processes that died while replaying.
+    /// Claims every closed segment in the directory (oldest first), and segments left by
+    /// processes that died while writing or replaying them (untouched for a minute). A
+    /// segment another process is still writing (`.jsonl.open`, touched by every append)
+    /// is left alone.
     pub(crate) fn claim_all(&self) -> Vec<(PathBuf, PathBuf)> {
         let current = self.writer.lock().ok().and_then(|w| w.path.clone());
         let Ok(entries) = fs::read_dir(&self.dir) else {
@@ -200,17 +213,19 @@ impl Spool {
             if !name.starts_with("spool-") {
                 continue;
             }
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_CLAIM);
             if name.ends_with(".jsonl") {
                 names.push((path.clone(), path));
+            } else if let Some(base) = name.strip_suffix(".open").filter(|_| stale) {
+                names.push((path.clone(), self.dir.join(base)));
             } else if let Some(pos) = name.find(".jsonl.replay-") {
-                let stale = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > STALE_CLAIM);
                 let owner = &name[pos + ".jsonl.replay-".len()..];
-                if stale && owner != std::process::id().to_string() {
+                if stale && owner != self.claim_tag {
                     let original = self.dir.join(&name[..pos + ".jsonl".len()]);
                     names.push((path, original));
                 }
@@ -219,12 +234,13 @@ impl Spool {
         names.sort_by(|a, b| a.1.cmp(&b.1));
         let mut claimed = Vec::new();
         for (path, original) in names {
-            let target = PathBuf::from(format!(
-                "{}.replay-{}",
-                original.display(),
-                std::process::id()
-            ));
+            let target = PathBuf::from(format!("{}.replay-{}", original.display(), self.claim_tag));
             if fs::rename(&path, &target).is_ok() {
+                // A rename keeps the old time: touch the claim so that it is not taken for
+                // a stale one while this process replays it.
+                if let Ok(f) = File::options().append(true).open(&target) {
+                    let _ = f.set_modified(SystemTime::now());
+                }
                 claimed.push((target, original));
             }
         }
@@ -256,6 +272,11 @@ impl Spool {
             }
         }
         segment
+    }
+
+    /// Closes the current segment (for the next run to replay).
+    pub(crate) fn close(&self) {
+        self.rotate();
     }
 
     /// Removes a replayed segment (every row acknowledged).
@@ -379,6 +400,22 @@ mod tests {
         let c = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
         assert_eq!(b.claim_all().len(), 1);
         assert_eq!(c.claim_all().len(), 0);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_segment_still_being_written_is_not_claimed() {
+        let dir = temp_dir("live");
+        let writer = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        writer.append(&[row(1)]);
+        let other = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        assert!(other.claim_all().is_empty(), "claimed a live segment");
+        writer.append(&[row(2)]);
+        writer.close();
+        let claimed = other.claim_all();
+        assert_eq!(claimed.len(), 1);
+        let seg = Spool::read(claimed[0].0.clone(), claimed[0].1.clone());
+        assert_eq!(seg.rows.len(), 2);
         let _ = fs::remove_dir_all(dir);
     }
 

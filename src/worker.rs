@@ -220,13 +220,13 @@ impl Worker {
                     }
                 }
                 Some(Control::Flush(reply)) => {
-                    self.dispatcher.wait_idle().await;
+                    self.dispatcher.wait_idle_unless_shutdown().await;
                     let _ = reply.send(());
                 }
                 Some(Control::Checkpoint(reply)) => {
                     self.checkpoint_open_spans();
                     self.dispatch().await;
-                    self.dispatcher.wait_idle().await;
+                    self.dispatcher.wait_idle_unless_shutdown().await;
                     let _ = reply.send(());
                 }
                 Some(Control::Shutdown(reply, deadline)) => {
@@ -313,7 +313,9 @@ impl Worker {
     ) {
         // Every hand-off below respects the shutdown deadline by itself (see
         // `Dispatcher::send`); only the final wait for in-flight deliveries is cut short.
-        while let Ok(msg) = self.rx.try_recv() {
+        // What is queued now; producers that keep going cannot hold shutdown up.
+        for _ in 0..self.rx.len() {
+            let Ok(msg) = self.rx.try_recv() else { break };
             match self.accept(msg) {
                 Some(Control::Flush(r) | Control::Checkpoint(r) | Control::Shutdown(r, _)) => {
                     replies.push(r)
@@ -348,6 +350,18 @@ impl Worker {
         };
         if !in_time {
             self.dispatcher.abandon();
+        }
+        // Rows that arrived while shutting down are not delivered: count them.
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                Message::Close(_) | Message::Event(_) => {
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                Message::Flush(r) | Message::Checkpoint(r) | Message::Shutdown(r, _) => {
+                    replies.push(r);
+                }
+                Message::Open(_) => {}
+            }
         }
         self.report_drops();
         self.dispatcher.close();
