@@ -432,3 +432,31 @@ fn spilled_rows_are_sent_when_the_pressure_is_over() {
     assert_each_once(&server, 0..100);
     assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
 }
+
+#[test]
+fn a_flush_stuck_on_a_slow_server_does_not_hold_up_shutdown() {
+    let server = FakeServer::start();
+    server.set_latency(Duration::from_secs(3));
+    let dir = temp_dir("spool-stuck-flush");
+    let (layer, guard) = builder(server.url(), server.api_key(), &dir)
+        .with_shutdown_timeout(Duration::from_millis(800))
+        .build()
+        .expect("valid");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..10u64 {
+            tracing::info_span!("stuck", metadata.i = i).in_scope(|| {});
+        }
+    });
+    let flushed = guard.flush_within(Duration::from_millis(200));
+    assert!(!flushed.complete, "the server is slower than the flush: {flushed:?}");
+    let started = Instant::now();
+    let report = guard.shutdown();
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "shutdown waited {:?}",
+        started.elapsed()
+    );
+    assert!(report.complete, "{report:?}");
+    assert_accounted(&report);
+    assert_eq!(report.spooled + report.sent, 10, "{report:?}");
+}
