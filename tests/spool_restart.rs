@@ -448,7 +448,10 @@ fn a_flush_stuck_on_a_slow_server_does_not_hold_up_shutdown() {
         }
     });
     let flushed = guard.flush_within(Duration::from_millis(200));
-    assert!(!flushed.complete, "the server is slower than the flush: {flushed:?}");
+    assert!(
+        !flushed.complete,
+        "the server is slower than the flush: {flushed:?}"
+    );
     let started = Instant::now();
     let report = guard.shutdown();
     assert!(
