@@ -24,15 +24,6 @@ pub(crate) const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// A claimed segment older than this whose owner is gone is claimed again.
 const STALE_CLAIM: Duration = Duration::from_secs(60);
 
-/// Counts of one append.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct Appended {
-    /// Rows written to disk.
-    spooled: u64,
-    /// Rows not written because of the size cap or an IO error.
-    rejected: u64,
-}
-
 /// A segment read back for replay.
 #[derive(Debug)]
 pub(crate) struct Segment {
@@ -93,7 +84,6 @@ impl Spool {
     /// row whether it was written.
     pub(crate) fn append(&self, rows: &[Row]) -> Vec<bool> {
         let mut written_rows = vec![false; rows.len()];
-        let mut out = Appended::default();
         if rows.is_empty() {
             return written_rows;
         }
@@ -116,13 +106,11 @@ impl Spool {
         for (i, row) in rows.iter().enumerate() {
             line.clear();
             if serde_json::to_writer(&mut line, row).is_err() {
-                out.rejected += 1;
                 continue;
             }
             line.push(b'\n');
             let used = w.dir_bytes.unwrap_or(0);
             if used + line.len() as u64 > self.max_bytes {
-                out.rejected += 1;
                 continue;
             }
             let written = match w.file.as_mut() {
@@ -132,7 +120,6 @@ impl Spool {
             match written {
                 Ok(()) => {
                     w.dir_bytes = Some(used + line.len() as u64);
-                    out.spooled += 1;
                     written_rows[i] = true;
                 }
                 Err(e) => {
@@ -140,7 +127,6 @@ impl Spool {
                         "spool-write",
                         format_args!("cannot write the spool in {} ({e})", self.dir.display()),
                     );
-                    out.rejected += 1;
                 }
             }
         }
@@ -148,12 +134,13 @@ impl Spool {
             let _ = f.flush();
             let _ = f.sync_data();
         }
-        if out.rejected > 0 {
+        let rejected = written_rows.iter().filter(|w| !**w).count();
+        if rejected > 0 {
             diag::warn(
                 "spool-full",
                 format_args!(
                     "{} rows could not be spooled (cap {} bytes in {}); they are counted as failed",
-                    out.rejected,
+                    rejected,
                     self.max_bytes,
                     self.dir.display()
                 ),

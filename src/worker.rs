@@ -213,12 +213,8 @@ impl Worker {
             self.dispatch().await;
             self.report_drops();
             match control {
-                None => {
-                    if self.dispatcher.has_spilled() && self.rx.is_empty() && self.dispatcher.idle()
-                    {
-                        self.dispatcher.replay().await;
-                    }
-                }
+                // Spilled rows are replayed when the queue is next found empty (above).
+                None => {}
                 Some(Control::Flush(reply)) => {
                     self.dispatcher.wait_idle_unless_shutdown().await;
                     let _ = reply.send(());
