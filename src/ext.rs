@@ -10,7 +10,7 @@ use crate::Error;
 use crate::ids::{SpanId, uuid_string};
 use crate::layer::{BraintrustLayer, RemoteParent};
 use crate::propagation::{self, ExportTarget, Headers};
-use crate::record::{FieldName, FieldValue, SpanData};
+use crate::record::{FieldValue, Fields, SpanData};
 
 /// Braintrust operations on a [`tracing::Span`], in the manner of
 /// `tracing_opentelemetry::OpenTelemetrySpanExt`.
@@ -228,12 +228,12 @@ impl BraintrustSpanExt for Span {
 
     fn record_json<T: Serialize + ?Sized>(&self, field: &str, value: &T) {
         // Serialise before touching the span: `Serialize` impls are user code.
-        let value = match serde_json::to_value(crate::sanitize::Sanitized(value)) {
-            Ok(v) => FieldValue::Json(v),
-            Err(e) => FieldValue::Str(format!("<unserializable: {e}>")),
-        };
-        let name = FieldName::Owned(field.to_owned());
-        with_data(self, |_, data| data.fields.push((name, value)));
+        let mut fields = Fields::new();
+        match serde_json::to_string(&crate::sanitize::Sanitized(value)) {
+            Ok(text) => fields.push_json(field, &text),
+            Err(e) => fields.push(field, &FieldValue::Str(format!("<unserializable: {e}>"))),
+        }
+        with_data(self, |_, data| data.fields.extend_from(&fields));
     }
 }
 

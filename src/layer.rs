@@ -39,8 +39,24 @@ impl std::fmt::Debug for BraintrustLayer {
 }
 
 thread_local! {
-    /// Where `on_record` collects values before taking the span's extensions.
-    static RECORD_BUFFER: std::cell::RefCell<Fields> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Where callbacks format values before copying them to a span or a message: reused by
+    /// the thread, so capturing costs no allocation beyond the exact-size copy.
+    static SCRATCH: std::cell::Cell<Fields> = const { std::cell::Cell::new(Fields::new()) };
+}
+
+/// A scratch buffer grown past this by one huge value is released rather than kept.
+const MAX_KEPT_SCRATCH: usize = 64 * 1024;
+
+/// Runs `f` with this thread's scratch buffer, emptied. The buffer is taken out of the
+/// thread-local while `f` runs, so a `Debug` impl that itself records on a span (a nested
+/// call) simply gets a fresh buffer; after thread-local destruction every call does.
+fn with_scratch<R>(f: impl FnOnce(&mut Fields) -> R) -> R {
+    let mut buf = SCRATCH.try_with(std::cell::Cell::take).unwrap_or_default();
+    buf.clear();
+    let out = f(&mut buf);
+    buf.shrink_if_above(MAX_KEPT_SCRATCH);
+    let _ = SCRATCH.try_with(|cell| cell.set(buf));
+    out
 }
 
 /// A parent that every root span of the process continues (from `BRAINTRUST_PARENT` or
@@ -140,13 +156,16 @@ impl LayerInner {
         self.exec_counter.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn visit(&self, record: impl FnOnce(&mut FieldVisitor<'_>)) -> Fields {
-        let mut fields = Fields::new();
-        record(&mut FieldVisitor {
-            fields: &mut fields,
-            max_bytes: self.max_field_bytes,
-        });
-        fields
+    /// The fields `record` visits, as an exact-size copy (one allocation, none when there
+    /// are no fields).
+    fn capture(&self, record: impl FnOnce(&mut FieldVisitor<'_>)) -> Fields {
+        with_scratch(|buf| {
+            record(&mut FieldVisitor {
+                fields: buf,
+                max_bytes: self.max_field_bytes,
+            });
+            buf.to_compact()
+        })
     }
 
     /// Root, parent and routing for a span or event with no local parent.
@@ -232,7 +251,7 @@ where
                 // A parent given as the span's `braintrust.parent` field wins over the
                 // process-wide one. Only callsites declaring that field pay for the lookup.
                 let explicit = if attrs.metadata().fields().field(PARENT_FIELD).is_some() {
-                    let mut f = inner.visit(|v| attrs.record(v));
+                    let mut f = inner.capture(|v| attrs.record(v));
                     let parent = explicit_parent(&mut f);
                     fields = Some(f);
                     parent
@@ -258,7 +277,7 @@ where
             // (`set_braintrust_parent`) brings it into a kept trace.
             let fields = match (is_root, fields) {
                 (true, Some(f)) => f,
-                (true, None) => inner.visit(|v| attrs.record(v)),
+                (true, None) => inner.capture(|v| attrs.record(v)),
                 (false, _) => Fields::new(),
             };
             span.extensions_mut().insert(SpanData {
@@ -270,7 +289,7 @@ where
             });
             return;
         }
-        let fields = fields.unwrap_or_else(|| inner.visit(|v| attrs.record(v)));
+        let fields = fields.unwrap_or_else(|| inner.capture(|v| attrs.record(v)));
         let (fields, open_delivered) = match inner.tx.try_send(Message::Open(OpenSpan {
             header: header.clone(),
             fields,
@@ -300,32 +319,19 @@ where
         {
             return;
         }
-        // Format outside the lock (Debug impls are user code), into a buffer this thread
-        // reuses, so a record costs no allocation beyond the values themselves. A Debug impl
-        // that itself records on a span finds the buffer busy and gets a fresh one.
-        let buffered = RECORD_BUFFER.try_with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buffer) => {
-                buffer.clear();
-                values.record(&mut FieldVisitor {
-                    fields: &mut buffer,
-                    max_bytes: self.inner.max_field_bytes,
-                });
-                if !buffer.is_empty() {
-                    if let Some(data) = span.extensions_mut().get_mut::<SpanData>() {
-                        data.fields.extend(buffer.drain(..));
-                    }
+        // Format outside the lock (Debug impls are user code), into this thread's scratch
+        // buffer, then append the bytes to the span's fields.
+        with_scratch(|buf| {
+            values.record(&mut FieldVisitor {
+                fields: buf,
+                max_bytes: self.inner.max_field_bytes,
+            });
+            if !buf.is_empty() {
+                if let Some(data) = span.extensions_mut().get_mut::<SpanData>() {
+                    data.fields.extend_from(buf);
                 }
-                true
             }
-            Err(_) => false,
         });
-        if buffered != Ok(true) {
-            // The buffer is busy (a Debug impl recording on a span) or gone (thread exit).
-            let fields = self.inner.visit(|v| values.record(v));
-            if let Some(data) = span.extensions_mut().get_mut::<SpanData>() {
-                data.fields.extend(fields);
-            }
-        }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -345,7 +351,7 @@ where
         if !as_row && !sets_error {
             return;
         }
-        let mut fields = Some(inner.visit(|v| event.record(v)));
+        let mut fields = Some(inner.capture(|v| event.record(v)));
         let (root, parent, route) = match &span {
             Some(span) => {
                 let mut ext = span.extensions_mut();
@@ -434,10 +440,10 @@ impl BraintrustLayer {
         let mut header = data.header;
         let mut fields = Fields::new();
         if let Some(parent) = header.parent.take() {
-            fields.push((
-                "sampled_out_parent".into(),
-                crate::record::FieldValue::Str(parent.to_wire()),
-            ));
+            fields.push(
+                "sampled_out_parent",
+                &crate::record::FieldValue::Str(parent.to_wire()),
+            );
         }
         let msg = Message::Close(ClosedSpan {
             header,
@@ -458,12 +464,12 @@ pub(crate) const PARENT_FIELD: &str = "braintrust.parent";
 /// A remote parent given as the span's `braintrust.parent` field, removed from the fields.
 /// An unparsable value stays in the fields (so it is visible in the row's metadata).
 fn explicit_parent(fields: &mut Fields) -> Option<RemoteParent> {
-    let pos = fields.iter().position(|(name, _)| name == PARENT_FIELD)?;
-    let text = match &fields[pos].1 {
-        crate::record::FieldValue::Str(s) | crate::record::FieldValue::Text(s) => s.clone(),
+    let (_, value) = fields.iter().find(|(name, _)| *name == PARENT_FIELD)?;
+    let text = match value {
+        crate::record::FieldValue::Str(s) | crate::record::FieldValue::Text(s) => s,
         _ => return None,
     };
     let parent = crate::propagation::parse_parent(text.trim_matches('"')).ok()?;
-    fields.remove(pos);
+    fields.take(PARENT_FIELD);
     Some(parent)
 }

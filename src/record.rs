@@ -29,12 +29,337 @@ pub(crate) enum FieldValue {
     Json(serde_json::Value),
 }
 
-/// Field name: tracing field names are `'static`; names given through the span extension
-/// API are owned.
-pub(crate) type FieldName = std::borrow::Cow<'static, str>;
+/// Captured fields in recording order (later values win when mapped), packed into one
+/// buffer: capturing a span's fields costs one allocation however many strings they hold.
+///
+/// Each entry is the field name, a tag and the value. Names and text are stored as bytes
+/// with a length prefix (one byte for lengths below 255, else `0xFF` and four bytes);
+/// numbers in little-endian. Only this module writes the buffer; [`Fields::iter`] reads it
+/// back on the worker.
+#[derive(Clone, Default, PartialEq)]
+pub(crate) struct Fields {
+    buf: Vec<u8>,
+}
 
-/// Captured fields in recording order (later values win when mapped).
-pub(crate) type Fields = Vec<(FieldName, FieldValue)>;
+const TAG_BOOL: u8 = 0;
+const TAG_I64: u8 = 1;
+const TAG_U64: u8 = 2;
+const TAG_I128: u8 = 3;
+const TAG_U128: u8 = 4;
+const TAG_F64: u8 = 5;
+const TAG_STR: u8 = 6;
+const TAG_TEXT: u8 = 7;
+const TAG_JSON: u8 = 8;
+
+/// A length below this takes one byte; longer ones take `LONG_LEN` and four bytes.
+const LONG_LEN: u8 = 0xFF;
+
+/// Room reserved the first time fields are appended to a span after its creation, so that
+/// a few `record` calls share one allocation.
+const FIRST_RECORD_CAPACITY: usize = 128;
+
+impl Fields {
+    /// No fields (no allocation).
+    pub(crate) const fn new() -> Self {
+        Fields { buf: Vec::new() }
+    }
+
+    /// Whether no field was captured.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Forgets every field, keeping the buffer.
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    /// An exact-size copy (one allocation; none when empty).
+    pub(crate) fn to_compact(&self) -> Fields {
+        Fields {
+            buf: self.buf.as_slice().to_vec(),
+        }
+    }
+
+    /// Appends every field of `other`, after the existing ones.
+    pub(crate) fn extend_from(&mut self, other: &Fields) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(other.buf.len().max(FIRST_RECORD_CAPACITY));
+        }
+        self.buf.extend_from_slice(&other.buf);
+    }
+
+    /// Releases the buffer when one huge value grew it past `max` bytes.
+    pub(crate) fn shrink_if_above(&mut self, max: usize) {
+        if self.buf.capacity() > max {
+            self.buf = Vec::new();
+        }
+    }
+
+    fn push_len(&mut self, len: usize) {
+        match u8::try_from(len) {
+            Ok(short) if short < LONG_LEN => self.buf.push(short),
+            _ => {
+                self.buf.push(LONG_LEN);
+                // Values are capped far below 4 GiB (`max_field_bytes`), names are
+                // identifiers: saturate rather than wrap if one ever is not.
+                let len = u32::try_from(len).unwrap_or(u32::MAX);
+                self.buf.extend_from_slice(&len.to_le_bytes());
+            }
+        }
+    }
+
+    fn push_bytes(&mut self, bytes: &[u8]) {
+        let len = bytes.len().min(u32::MAX as usize);
+        self.push_len(len);
+        self.buf.extend_from_slice(&bytes[..len]);
+    }
+
+    fn push_head(&mut self, name: &str, tag: u8) {
+        self.push_bytes(name.as_bytes());
+        self.buf.push(tag);
+    }
+
+    /// Appends a field.
+    pub(crate) fn push(&mut self, name: &str, value: &FieldValue) {
+        match value {
+            FieldValue::Bool(b) => {
+                self.push_head(name, TAG_BOOL);
+                self.buf.push(u8::from(*b));
+            }
+            FieldValue::I64(v) => self.push_number(name, TAG_I64, &v.to_le_bytes()),
+            FieldValue::U64(v) => self.push_number(name, TAG_U64, &v.to_le_bytes()),
+            FieldValue::I128(v) => self.push_number(name, TAG_I128, &v.to_le_bytes()),
+            FieldValue::U128(v) => self.push_number(name, TAG_U128, &v.to_le_bytes()),
+            FieldValue::F64(v) => self.push_number(name, TAG_F64, &v.to_le_bytes()),
+            FieldValue::Str(s) => self.push_text(name, TAG_STR, s),
+            FieldValue::Text(s) => self.push_text(name, TAG_TEXT, s),
+            FieldValue::Json(v) => {
+                let text = v.to_string();
+                self.push_text(name, TAG_JSON, &text);
+            }
+        }
+    }
+
+    fn push_number(&mut self, name: &str, tag: u8, bytes: &[u8]) {
+        self.push_head(name, tag);
+        self.buf.extend_from_slice(bytes);
+    }
+
+    fn push_text(&mut self, name: &str, tag: u8, text: &str) {
+        self.push_head(name, tag);
+        self.push_bytes(text.as_bytes());
+    }
+
+    /// Appends a field whose value is JSON text (parsed back on the worker).
+    pub(crate) fn push_json(&mut self, name: &str, json_text: &str) {
+        self.push_text(name, TAG_JSON, json_text);
+    }
+
+    /// Appends a string field, cut at a character boundary after `max` bytes with a marker.
+    pub(crate) fn push_str_limited(&mut self, name: &str, text: &str, max: usize) {
+        if text.len() <= max {
+            self.push_text(name, TAG_STR, text);
+        } else {
+            self.push_head(name, TAG_STR);
+            let mut writer = self.text_writer(max);
+            let _ = writer.write_str(text);
+            writer.finish();
+        }
+    }
+
+    /// Appends a text field whose value is written through the returned writer (at most
+    /// `max` bytes are kept, then a truncation marker). The entry is complete once
+    /// [`TextWriter::finish`] runs.
+    fn begin_text(&mut self, name: &str, tag: u8, max: usize) -> TextWriter<'_> {
+        self.push_head(name, tag);
+        self.text_writer(max)
+    }
+
+    fn text_writer(&mut self, max: usize) -> TextWriter<'_> {
+        // A long length prefix, patched by `finish`.
+        self.buf.push(LONG_LEN);
+        let len_at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        TextWriter {
+            fields: self,
+            len_at,
+            max: max.min(u32::MAX as usize / 2),
+            skipped: 0,
+        }
+    }
+
+    /// The fields in recording order. Decoding is done on the worker; it allocates the
+    /// strings of the owned values.
+    pub(crate) fn iter(&self) -> FieldsIter<'_> {
+        FieldsIter { rest: &self.buf }
+    }
+
+    /// Removes the first field named `name` and returns its value.
+    pub(crate) fn take(&mut self, name: &str) -> Option<FieldValue> {
+        let mut rest = self.buf.as_slice();
+        let mut at = 0;
+        while !rest.is_empty() {
+            let before = rest.len();
+            let (entry_name, value) = decode(&mut rest)?;
+            let end = at + before - rest.len();
+            if entry_name == name {
+                self.buf.drain(at..end);
+                return Some(value);
+            }
+            at = end;
+        }
+        None
+    }
+}
+
+/// Writes one text value into a [`Fields`] buffer, keeping at most `max` bytes.
+pub(crate) struct TextWriter<'a> {
+    fields: &'a mut Fields,
+    len_at: usize,
+    max: usize,
+    skipped: usize,
+}
+
+impl TextWriter<'_> {
+    fn written(&self) -> usize {
+        self.fields.buf.len() - (self.len_at + 4)
+    }
+
+    /// Adds the truncation marker if needed and patches the length.
+    fn finish(self) {
+        if self.skipped > 0 {
+            let _ = write!(
+                self.fields.buf_writer(),
+                "...[truncated {} bytes]",
+                self.skipped
+            );
+        }
+        let len = u32::try_from(self.written()).unwrap_or(u32::MAX);
+        self.fields.buf[self.len_at..self.len_at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+}
+
+impl fmt::Write for TextWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = self.max.saturating_sub(self.written());
+        if s.len() <= room {
+            self.fields.buf.extend_from_slice(s.as_bytes());
+        } else {
+            let mut cut = room;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.fields.buf.extend_from_slice(&s.as_bytes()[..cut]);
+            self.skipped += s.len() - cut;
+        }
+        Ok(())
+    }
+}
+
+impl Fields {
+    /// Raw text writing into the buffer (for the truncation marker).
+    fn buf_writer(&mut self) -> impl fmt::Write + '_ {
+        struct Raw<'a>(&'a mut Vec<u8>);
+        impl fmt::Write for Raw<'_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                self.0.extend_from_slice(s.as_bytes());
+                Ok(())
+            }
+        }
+        Raw(&mut self.buf)
+    }
+}
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<'a> FromIterator<(&'a str, FieldValue)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (&'a str, FieldValue)>>(iter: I) -> Self {
+        let mut fields = Fields::new();
+        for (name, value) in iter {
+            fields.push(name, &value);
+        }
+        fields
+    }
+}
+
+/// Reads [`Fields`] back: `(name, value)` in recording order.
+#[derive(Debug, Clone)]
+pub(crate) struct FieldsIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for FieldsIter<'a> {
+    type Item = (&'a str, FieldValue);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = decode(&mut self.rest);
+        if item.is_none() {
+            // Only this module writes the buffer; stop rather than misread on a bug.
+            self.rest = &[];
+        }
+        item
+    }
+}
+
+fn take_bytes<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if rest.len() < n {
+        return None;
+    }
+    let (head, tail) = rest.split_at(n);
+    *rest = tail;
+    Some(head)
+}
+
+fn take_array<const N: usize>(rest: &mut &[u8]) -> Option<[u8; N]> {
+    take_bytes(rest, N)?.try_into().ok()
+}
+
+fn take_len_prefixed<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let short = *take_bytes(rest, 1)?.first()?;
+    let len = if short == LONG_LEN {
+        u32::from_le_bytes(take_array(rest)?) as usize
+    } else {
+        usize::from(short)
+    };
+    take_bytes(rest, len)
+}
+
+fn take_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+    std::str::from_utf8(take_len_prefixed(rest)?).ok()
+}
+
+/// Decodes one entry from the front of `rest`.
+fn decode<'a>(rest: &mut &'a [u8]) -> Option<(&'a str, FieldValue)> {
+    if rest.is_empty() {
+        return None;
+    }
+    let name = take_str(rest)?;
+    let tag = *take_bytes(rest, 1)?.first()?;
+    let value = match tag {
+        TAG_BOOL => FieldValue::Bool(*take_bytes(rest, 1)?.first()? != 0),
+        TAG_I64 => FieldValue::I64(i64::from_le_bytes(take_array(rest)?)),
+        TAG_U64 => FieldValue::U64(u64::from_le_bytes(take_array(rest)?)),
+        TAG_I128 => FieldValue::I128(i128::from_le_bytes(take_array(rest)?)),
+        TAG_U128 => FieldValue::U128(u128::from_le_bytes(take_array(rest)?)),
+        TAG_F64 => FieldValue::F64(f64::from_le_bytes(take_array(rest)?)),
+        TAG_STR => FieldValue::Str(take_str(rest)?.to_owned()),
+        TAG_TEXT => FieldValue::Text(take_str(rest)?.to_owned()),
+        TAG_JSON => {
+            let text = take_str(rest)?;
+            match serde_json::from_str(text) {
+                Ok(v) => FieldValue::Json(v),
+                Err(_) => FieldValue::Text(text.to_owned()),
+            }
+        }
+        _ => return None,
+    };
+    Some((name, value))
+}
 
 /// Where the rows of a trace go and what every span of it inherits, when it was continued
 /// from another process.
@@ -92,104 +417,53 @@ pub(crate) struct FieldVisitor<'a> {
 }
 
 impl FieldVisitor<'_> {
-    fn push(&mut self, field: &Field, value: FieldValue) {
-        self.fields.push((FieldName::Borrowed(field.name()), value));
+    fn number(&mut self, field: &Field, tag: u8, bytes: &[u8]) {
+        self.fields.push_number(field.name(), tag, bytes);
     }
 }
 
 impl Visit for FieldVisitor<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.push(field, FieldValue::F64(value));
+        self.number(field, TAG_F64, &value.to_le_bytes());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.push(field, FieldValue::I64(value));
+        self.number(field, TAG_I64, &value.to_le_bytes());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.push(field, FieldValue::U64(value));
+        self.number(field, TAG_U64, &value.to_le_bytes());
     }
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.push(field, FieldValue::I128(value));
+        self.number(field, TAG_I128, &value.to_le_bytes());
     }
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.push(field, FieldValue::U128(value));
+        self.number(field, TAG_U128, &value.to_le_bytes());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.push(field, FieldValue::Bool(value));
+        self.fields.push_head(field.name(), TAG_BOOL);
+        self.fields.buf.push(u8::from(value));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.push(field, FieldValue::Str(truncated(value, self.max_bytes)));
+        self.fields
+            .push_str_limited(field.name(), value, self.max_bytes);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let mut out = LimitedString::new(self.max_bytes);
+        let mut out = self
+            .fields
+            .begin_text(field.name(), TAG_STR, self.max_bytes);
         let _ = write!(out, "{value}");
         let mut source = value.source();
         while let Some(cause) = source {
             let _ = write!(out, ": {cause}");
             source = cause.source();
         }
-        self.push(field, FieldValue::Str(out.finish()));
+        out.finish();
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let mut out = LimitedString::new(self.max_bytes);
+        let mut out = self
+            .fields
+            .begin_text(field.name(), TAG_TEXT, self.max_bytes);
         let _ = write!(out, "{value:?}");
-        self.push(field, FieldValue::Text(out.finish()));
-    }
-}
-
-/// Copies `s`, cutting it at a character boundary when it is longer than `max` bytes.
-pub(crate) fn truncated(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    let mut out = String::with_capacity(cut + 40);
-    out.push_str(&s[..cut]);
-    let _ = write!(out, "...[truncated {} bytes]", s.len() - cut);
-    out
-}
-
-/// A `fmt::Write` sink that stops storing after `max` bytes, so a huge `Debug` value costs
-/// bounded memory on the application thread.
-pub(crate) struct LimitedString {
-    buf: String,
-    max: usize,
-    skipped: usize,
-}
-
-impl LimitedString {
-    pub(crate) fn new(max: usize) -> Self {
-        Self {
-            buf: String::new(),
-            max,
-            skipped: 0,
-        }
-    }
-
-    pub(crate) fn finish(mut self) -> String {
-        if self.skipped > 0 {
-            let _ = write!(self.buf, "...[truncated {} bytes]", self.skipped);
-        }
-        self.buf
-    }
-}
-
-impl fmt::Write for LimitedString {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = self.max.saturating_sub(self.buf.len());
-        if s.len() <= room {
-            self.buf.push_str(s);
-        } else {
-            let mut cut = room;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            self.buf.push_str(&s[..cut]);
-            self.skipped += s.len() - cut;
-        }
-        Ok(())
+        out.finish();
     }
 }
 
@@ -197,23 +471,110 @@ impl fmt::Write for LimitedString {
 mod tests {
     use super::*;
 
-    #[test]
-    fn truncation_respects_char_boundaries() {
-        let s = "é".repeat(10); // 20 bytes
-        let t = truncated(&s, 5);
-        assert!(t.starts_with("éé"));
-        assert!(t.ends_with("...[truncated 16 bytes]"), "{t}");
-        assert_eq!(truncated("short", 100), "short");
+    fn round_trip(fields: &Fields) -> Vec<(String, FieldValue)> {
+        fields.iter().map(|(n, v)| (n.to_owned(), v)).collect()
     }
 
     #[test]
-    fn limited_string_bounds_memory() {
-        let mut w = LimitedString::new(8);
-        for _ in 0..1000 {
-            let _ = w.write_str("0123456789");
+    fn every_kind_of_value_reads_back_in_order() {
+        let long_name = "n".repeat(300);
+        let long_text = "é".repeat(200);
+        let values = vec![
+            ("b", FieldValue::Bool(true)),
+            ("i", FieldValue::I64(-5)),
+            ("u", FieldValue::U64(u64::MAX)),
+            ("i128", FieldValue::I128(i128::MIN)),
+            ("u128", FieldValue::U128(u128::MAX)),
+            ("f", FieldValue::F64(f64::NAN)),
+            ("s", FieldValue::Str("plain".into())),
+            ("t", FieldValue::Text("{\"a\":1}".into())),
+            ("j", FieldValue::Json(serde_json::json!({"k": [1, 2]}))),
+            (long_name.as_str(), FieldValue::Str(long_text.clone())),
+            ("", FieldValue::Str(String::new())),
+        ];
+        let fields: Fields = values.iter().cloned().collect();
+        let back = round_trip(&fields);
+        assert_eq!(back.len(), values.len());
+        for ((name, value), (n, v)) in back.iter().zip(&values) {
+            assert_eq!(name, n);
+            match (value, v) {
+                (FieldValue::F64(a), FieldValue::F64(b)) => {
+                    assert_eq!(a.to_bits(), b.to_bits())
+                }
+                _ => assert_eq!(value, v),
+            }
         }
-        let out = w.finish();
-        assert!(out.starts_with("01234567..."), "{out}");
-        assert!(out.contains("9992"), "{out}");
+    }
+
+    #[test]
+    fn take_removes_only_the_first_match() {
+        let mut fields: Fields = [
+            ("a", FieldValue::I64(1)),
+            ("p", FieldValue::Str("x".into())),
+            ("p", FieldValue::Str("y".into())),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(fields.take("p"), Some(FieldValue::Str("x".into())));
+        assert_eq!(fields.take("missing"), None);
+        let names: Vec<_> = fields.iter().map(|(n, _)| n.to_owned()).collect();
+        assert_eq!(names, ["a", "p"]);
+        assert_eq!(fields.take("p"), Some(FieldValue::Str("y".into())));
+    }
+
+    #[test]
+    fn extending_keeps_order_and_copies_are_compact() {
+        let mut recorded = Fields::new();
+        let first: Fields = [("a", FieldValue::U64(1))].into_iter().collect();
+        let second: Fields = [("b", FieldValue::Str("two".into()))].into_iter().collect();
+        recorded.extend_from(&first);
+        let capacity = recorded.buf.capacity();
+        recorded.extend_from(&second);
+        assert_eq!(recorded.buf.capacity(), capacity, "one allocation for both");
+        let names: Vec<_> = recorded.iter().map(|(n, _)| n.to_owned()).collect();
+        assert_eq!(names, ["a", "b"]);
+        let compact = recorded.to_compact();
+        assert_eq!(compact.buf.capacity(), compact.buf.len());
+        assert_eq!(compact, recorded);
+    }
+
+    #[test]
+    fn long_text_is_cut_at_a_char_boundary_with_a_marker() {
+        let mut fields = Fields::new();
+        fields.push_str_limited("s", &"é".repeat(10), 5);
+        let mut out = fields.begin_text("d", TAG_TEXT, 8);
+        for _ in 0..1000 {
+            let _ = out.write_str("0123456789");
+        }
+        out.finish();
+        fields.push_str_limited("short", "short", 100);
+        let back = round_trip(&fields);
+        let FieldValue::Str(s) = &back[0].1 else {
+            panic!("{back:?}")
+        };
+        assert!(
+            s.starts_with("éé") && s.ends_with("...[truncated 16 bytes]"),
+            "{s}"
+        );
+        let FieldValue::Text(t) = &back[1].1 else {
+            panic!("{back:?}")
+        };
+        assert_eq!(t, "01234567...[truncated 9992 bytes]");
+        assert_eq!(back[2].1, FieldValue::Str("short".into()));
+    }
+
+    #[test]
+    fn a_damaged_buffer_ends_the_iteration_instead_of_panicking() {
+        let fields: Fields = [("a", FieldValue::Str("abc".into()))].into_iter().collect();
+        for cut in 0..fields.buf.len() {
+            let damaged = Fields {
+                buf: fields.buf[..cut].to_vec(),
+            };
+            assert_eq!(damaged.iter().count(), 0, "cut at {cut}");
+        }
+        let bad_tag = Fields {
+            buf: vec![1, b'a', 99, 0],
+        };
+        assert_eq!(bad_tag.iter().count(), 0);
     }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use crate::cost::{ModelPrice, PriceTable, TokenUsage, estimate_cost_with};
 use crate::fields::{RowParts, float, to_json};
 use crate::ids::{SpanId, TraceId, span_id_hex, uuid_string};
-use crate::record::{FieldName, FieldValue, Fields, Route, RouteTarget, SpanHeader};
+use crate::record::{FieldValue, Fields, Route, RouteTarget, SpanHeader};
 use crate::sink::Row;
 
 /// Settings that shape every row, fixed at build time.
@@ -85,13 +85,13 @@ pub(crate) fn iso_time(t: SystemTime) -> String {
 pub(crate) fn span_row<'a>(
     settings: &RowSettings,
     header: &SpanHeader,
-    fields: impl IntoIterator<Item = &'a (FieldName, FieldValue)>,
+    fields: impl IntoIterator<Item = (&'a str, FieldValue)>,
     error: Option<&Fields>,
     end: Option<SystemTime>,
 ) -> Row {
     let mut parts = RowParts::default();
     for (name, value) in fields {
-        parts.apply(name, value.clone());
+        parts.apply(name, value);
     }
     if let Some(err) = error {
         parts.error = Some(Value::String(error_text(err)));
@@ -150,11 +150,11 @@ pub(crate) fn span_row<'a>(
 pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
     let mut parts = RowParts::default();
     let mut message = None;
-    for (name, value) in &ev.fields {
+    for (name, value) in ev.fields.iter() {
         if name == "message" {
-            message = Some(message_text(value));
+            message = Some(message_text(&value));
         } else {
-            parts.apply(name, value.clone());
+            parts.apply(name, value);
         }
     }
     parts.finish_metrics();
@@ -248,16 +248,16 @@ pub(crate) fn error_text(fields: &Fields) -> String {
     let mut message = None;
     let mut error = None;
     let mut rest = String::new();
-    for (name, value) in fields {
+    for (name, value) in fields.iter() {
         let text = if name == "message" {
-            message_text(value)
+            message_text(&value)
         } else {
-            match to_json(value.clone()) {
+            match to_json(value) {
                 Value::String(s) => s,
                 other => other.to_string(),
             }
         };
-        match name.as_ref() {
+        match name {
             "message" => message = Some(text),
             "error" => error = Some(text),
             other => {
@@ -390,20 +390,18 @@ mod tests {
 
     #[test]
     fn error_text_from_fields() {
-        let f: Fields = vec![(
-            FieldName::Borrowed("error"),
-            FieldValue::Text("boom".into()),
-        )];
+        let f: Fields = [("error", FieldValue::Text("boom".into()))]
+            .into_iter()
+            .collect();
         assert_eq!(error_text(&f), "boom");
-        let f: Fields = vec![
-            (
-                FieldName::Borrowed("message"),
-                FieldValue::Text("step failed".into()),
-            ),
-            (FieldName::Borrowed("code"), FieldValue::I64(7)),
-        ];
+        let f: Fields = [
+            ("message", FieldValue::Text("step failed".into())),
+            ("code", FieldValue::I64(7)),
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(error_text(&f), "step failed code=7");
-        let f: Fields = vec![(FieldName::Borrowed("code"), FieldValue::I64(7))];
+        let f: Fields = [("code", FieldValue::I64(7))].into_iter().collect();
         assert_eq!(error_text(&f), "code=7");
     }
 

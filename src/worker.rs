@@ -262,7 +262,8 @@ impl Worker {
                     return None;
                 }
                 if self.live {
-                    let mut row = span_row(&self.settings, &open.header, &open.fields, None, None);
+                    let mut row =
+                        span_row(&self.settings, &open.header, open.fields.iter(), None, None);
                     row.insert("_is_merge".into(), false.into());
                     self.pending.push(row);
                 }
@@ -274,11 +275,11 @@ impl Worker {
                 } else {
                     None
                 };
-                let initial = opened.as_ref().map(|o| o.fields.as_slice()).unwrap_or(&[]);
+                let initial = opened.as_ref().map(|o| o.fields.iter());
                 let mut row = span_row(
                     &self.settings,
                     &close.header,
-                    initial.iter().chain(close.fields.iter()),
+                    initial.into_iter().flatten().chain(close.fields.iter()),
                     close.error.as_ref(),
                     Some(close.end),
                 );
@@ -326,7 +327,7 @@ impl Worker {
         let mut open: Vec<OpenSpan> = self.open.drain().map(|(_, o)| o).collect();
         open.sort_by_key(|o| o.header.exec_counter);
         for o in open {
-            let mut row = span_row(&self.settings, &o.header, &o.fields, None, None);
+            let mut row = span_row(&self.settings, &o.header, o.fields.iter(), None, None);
             if self.live {
                 row.insert("_is_merge".into(), true.into());
             }
@@ -373,7 +374,7 @@ impl Worker {
         let mut open: Vec<&OpenSpan> = self.open.values().collect();
         open.sort_by_key(|o| o.header.exec_counter);
         for o in open {
-            let mut row = span_row(&self.settings, &o.header, &o.fields, None, None);
+            let mut row = span_row(&self.settings, &o.header, o.fields.iter(), None, None);
             row.insert("_is_merge".into(), false.into());
             self.pending.push(row);
         }
@@ -426,7 +427,7 @@ fn silence_this_thread() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{FieldName, FieldValue};
+    use crate::record::FieldValue;
     use crate::sink::memory::MemorySink;
 
     /// The metadata of a real span callsite.
@@ -487,14 +488,12 @@ mod tests {
         )
         .spawn()
         .expect("worker starts");
-        let poison = vec![(
-            FieldName::Borrowed(crate::fields::TEST_PANIC_FIELD),
-            FieldValue::Bool(true),
-        )];
-        let fine = vec![(
-            FieldName::Borrowed("input"),
-            FieldValue::Str("after".into()),
-        )];
+        let poison = [(crate::fields::TEST_PANIC_FIELD, FieldValue::Bool(true))]
+            .into_iter()
+            .collect();
+        let fine = [("input", FieldValue::Str("after".into()))]
+            .into_iter()
+            .collect();
         tx.send(close(poison)).expect("queued");
         tx.send(close(fine)).expect("queued");
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
