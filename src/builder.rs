@@ -467,6 +467,7 @@ impl Builder {
         let counters = Arc::new(Counters::default());
         // A span takes two messages (open and close): the queue holds `queue_size` spans.
         let (tx, rx) = crossbeam_channel::bounded(config.queue_size.saturating_mul(2));
+        let rx_for_guard = rx.clone();
         let (orphan_tx, orphan_rx) = crossbeam_channel::unbounded();
         let spool = config
             .spool_dir
@@ -515,7 +516,7 @@ impl Builder {
             }),
         };
         let guard = BraintrustGuard::new(
-            tx,
+            (tx, rx_for_guard),
             counters,
             worker,
             config.flush_timeout,

@@ -27,8 +27,8 @@ pub struct FlushReport {
     /// Rows that could not be delivered and were written to the spool
     /// ([`Builder::with_spool_dir`](crate::Builder::with_spool_dir)) for the next run.
     pub spooled: u64,
-    /// Rows lost before reaching the worker: the queue was full, or the worker had already
-    /// shut down.
+    /// Rows lost before reaching the worker: the queue was full, the worker had already
+    /// shut down, or they were still queued when a shutdown ran out of time.
     pub dropped: u64,
     /// Rows that finally failed (retries exhausted, rejected, unwritable file) and could not
     /// be spooled (no spool, or the spool's size cap was reached).
@@ -89,6 +89,9 @@ impl FlushReport {
 #[must_use = "the worker shuts down when the guard is dropped: bind it with `let _guard = ...`"]
 pub struct BraintrustGuard {
     tx: crossbeam_channel::Sender<Message>,
+    /// The worker's end of the queue, to count what is still queued when a shutdown runs
+    /// out of time.
+    rx: crossbeam_channel::Receiver<Message>,
     counters: Arc<Counters>,
     worker: Option<JoinHandle<()>>,
     flush_timeout: Duration,
@@ -111,7 +114,10 @@ impl std::fmt::Debug for BraintrustGuard {
 
 impl BraintrustGuard {
     pub(crate) fn new(
-        tx: crossbeam_channel::Sender<Message>,
+        (tx, rx): (
+            crossbeam_channel::Sender<Message>,
+            crossbeam_channel::Receiver<Message>,
+        ),
         counters: Arc<Counters>,
         worker: JoinHandle<()>,
         flush_timeout: Duration,
@@ -123,6 +129,7 @@ impl BraintrustGuard {
             links,
             signal,
             tx,
+            rx,
             counters,
             worker: Some(worker),
             flush_timeout,
@@ -220,8 +227,31 @@ impl BraintrustGuard {
             if let Some(handle) = self.worker.take() {
                 let _ = handle.join();
             }
+        } else {
+            self.drop_queued();
         }
         self.report(complete)
+    }
+
+    /// After a shutdown that ran out of time: empties the queue, counting every row still
+    /// in it as dropped, so that the report accounts for them (the worker may still take a
+    /// few of the last ones itself; those it counts as received).
+    fn drop_queued(&self) {
+        let mut rows = 0u64;
+        while let Ok(msg) = self.rx.try_recv() {
+            if matches!(msg, Message::Close(_) | Message::Event(_)) {
+                rows += 1;
+            }
+        }
+        if rows > 0 {
+            self.counters.dropped.fetch_add(rows, Ordering::Relaxed);
+            diag::warn(
+                "shutdown-queued",
+                format_args!(
+                    "shutdown ran out of time with {rows} rows still queued: they are counted as dropped"
+                ),
+            );
+        }
     }
 
     /// Sends a control message and waits for its answer until `timeout`.

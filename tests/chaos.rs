@@ -423,3 +423,32 @@ fn a_refused_key_does_not_storm_the_login_endpoint() {
         ROWS * 2
     );
 }
+
+#[test]
+fn a_shutdown_that_runs_out_of_time_still_accounts_for_every_queued_row() {
+    const SPANS: u64 = 5_000;
+    let server = FakeServer::start();
+    // Every answer takes far longer than the shutdown may: most rows are still queued when
+    // the time is up.
+    server.set_latency(Duration::from_millis(800));
+    let builder = builder(&server)
+        .with_queue_size(SPANS as usize)
+        .with_max_in_flight(1)
+        .with_shutdown_timeout(Duration::from_millis(300));
+    let guard = emit(builder, 0..SPANS);
+    let started = Instant::now();
+    let report = guard.shutdown();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the shutdown timeout bounds the wait: {:?}",
+        started.elapsed()
+    );
+    assert!(!report.complete, "{report:?}");
+    assert_eq!(report.enqueued, SPANS, "every span is counted: {report:?}");
+    assert!(report.dropped > 0, "{report:?}");
+    assert_eq!(
+        report.enqueued,
+        report.sent + report.spooled + report.dropped + report.failed + report.in_flight(),
+        "{report:?}"
+    );
+}
