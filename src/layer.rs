@@ -395,7 +395,7 @@ where
             route,
             fields,
         };
-        if inner.tx.try_send(Message::Event(Box::new(record))).is_err() {
+        if inner.tx.try_send(Message::Event(record)).is_err() {
             inner.drop_row();
         }
     }

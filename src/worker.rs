@@ -20,8 +20,9 @@ pub(crate) enum Message {
     Open(OpenSpan),
     /// A span closed; carries the fields recorded after the open message.
     Close(ClosedSpan),
-    /// An event to write as a `log` row.
-    Event(Box<EventRecord>),
+    /// An event to write as a `log` row (not boxed: it is no bigger than a closed span, so
+    /// an event costs no allocation beyond its fields).
+    Event(EventRecord),
     /// Deliver everything received so far, then answer.
     Flush(crossbeam_channel::Sender<()>),
     /// Like `Flush`, and also write every open span as a progress row (the process may be
@@ -455,6 +456,16 @@ mod tests {
             end: SystemTime::now(),
             open_delivered: false,
         })
+    }
+
+    #[test]
+    fn an_event_is_no_bigger_than_a_closed_span() {
+        assert!(std::mem::size_of::<EventRecord>() <= std::mem::size_of::<ClosedSpan>());
+        assert!(
+            std::mem::size_of::<Message>() <= 216,
+            "{}",
+            std::mem::size_of::<Message>()
+        );
     }
 
     #[test]
