@@ -28,6 +28,9 @@ pub(crate) struct RowSettings {
     /// Model name -> price, as resolved by `prices` (name resolution builds candidate
     /// names, too slow to repeat for every row). Only the worker thread uses it.
     pub(crate) price_cache: RefCell<HashMap<String, Option<ModelPrice>>>,
+    /// `context` by callsite (the address of its `'static` metadata) and row kind: it
+    /// depends on nothing else. Only the worker thread uses it.
+    pub(crate) context_cache: RefCell<HashMap<(usize, bool), Value>>,
 }
 
 impl RowSettings {
@@ -41,6 +44,7 @@ impl RowSettings {
             project_id,
             prices: Some(PriceTable::builtin().clone()),
             price_cache: RefCell::default(),
+            context_cache: RefCell::default(),
         }
     }
 }
@@ -136,10 +140,7 @@ pub(crate) fn span_row<'a>(
     if let Some(end) = end {
         parts.metrics.insert("end".into(), json!(unix_seconds(end)));
     }
-    row.insert(
-        "context".into(),
-        context(settings, header.metadata, Some(header.metadata.name())),
-    );
+    row.insert("context".into(), context(settings, header.metadata, true));
     put_parts(&mut row, parts);
     route(&mut row, settings, header.route.as_deref());
     row
@@ -201,7 +202,7 @@ pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
     let t = unix_seconds(ev.time);
     parts.metrics.insert("start".into(), json!(t));
     parts.metrics.insert("end".into(), json!(t));
-    row.insert("context".into(), context(settings, ev.metadata, None));
+    row.insert("context".into(), context(settings, ev.metadata, false));
     put_parts(&mut row, parts);
     route(&mut row, settings, ev.route.as_deref());
     row
@@ -309,7 +310,23 @@ fn short_name(message: &str, max_chars: usize) -> String {
     out
 }
 
-fn context(settings: &RowSettings, meta: &Metadata<'_>, function: Option<&str>) -> Value {
+/// How many callsites the context cache remembers before it starts over.
+const CONTEXT_CACHE_ENTRIES: usize = 4096;
+
+/// `context` of a row from callsite `meta`: built once per callsite, then copied.
+fn context(settings: &RowSettings, meta: &'static Metadata<'static>, is_span: bool) -> Value {
+    let key = (std::ptr::from_ref(meta) as usize, is_span);
+    let mut cache = settings.context_cache.borrow_mut();
+    if cache.len() > CONTEXT_CACHE_ENTRIES {
+        cache.clear();
+    }
+    cache
+        .entry(key)
+        .or_insert_with(|| build_context(settings, meta, is_span.then(|| meta.name())))
+        .clone()
+}
+
+fn build_context(settings: &RowSettings, meta: &Metadata<'_>, function: Option<&str>) -> Value {
     let mut ctx = Map::new();
     if let Some(file) = meta.file() {
         ctx.insert("caller_filename".into(), file.into());
