@@ -7,10 +7,11 @@
 //! flush, exactly as the Python SDK does.
 //!
 //! Both functions are iterative (no recursion on the JSON depth) and run in time linear in the
-//! size of the input: one hash lookup per row, and top-level `tags` unions use a per-row set
-//! that is kept across the merges of one batch.
+//! size of the input: one hash lookup per row (on keys that borrow from the rows), and
+//! top-level `tags` unions use a per-row set that is kept across the merges of one batch. A
+//! batch in which no two rows share a key (every span began and ended within the flush) is
+//! returned as it is.
 
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
@@ -45,27 +46,27 @@ const SKIP_FIELDS: [&str; 5] = [
     "_parent_id",
 ];
 
-/// One component of a row key, hashable (JSON values are not).
+/// One component of a row key, hashable (JSON values are not), borrowing from its row.
 ///
 /// Python's `row.get(k)` returns `None` for a missing key and for a JSON `null` alike, so both
-/// map to [`KeyPart::Missing`]. Strings are kept as they are; any other value is keyed by its
+/// map to [`KeyPart::Missing`]. Strings are used as they are; any other value is keyed by its
 /// JSON text (serde_json's default `Map` is sorted, so equal objects give equal text).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum KeyPart {
+enum KeyPart<'a> {
     /// The field is absent or `null`.
     Missing,
     /// A string value.
-    Str(String),
+    Str(&'a str),
     /// Any other value, as JSON text.
     Json(String),
 }
 
-impl KeyPart {
+impl<'a> KeyPart<'a> {
     /// The key part for an optional field value.
-    fn of(value: Option<&Value>) -> Self {
+    fn of(value: Option<&'a Value>) -> Self {
         match value {
             None | Some(Value::Null) => KeyPart::Missing,
-            Some(Value::String(s)) => KeyPart::Str(s.clone()),
+            Some(Value::String(s)) => KeyPart::Str(s),
             Some(other) => KeyPart::Json(other.to_string()),
         }
     }
@@ -73,14 +74,37 @@ impl KeyPart {
 
 /// The row key: (`org_id`, `project_id`, `experiment_id`, `dataset_id`, `prompt_session_id`,
 /// `log_id`, `id`).
-type RowKey = [KeyPart; 7];
+type RowKey<'a> = [KeyPart<'a>; 7];
 
 /// The key of `row`, or `None` when the row has no usable `id` (absent or `null`).
-fn row_key(row: &Row) -> Option<RowKey> {
+fn row_key(row: &Row) -> Option<RowKey<'_>> {
     match row.get("id") {
         None | Some(Value::Null) => None,
         Some(_) => Some(KEY_FIELDS.map(|field| KeyPart::of(row.get(field)))),
     }
+}
+
+/// Whether two rows have the same usable `id`, the only way they can share a key (one
+/// lookup per row instead of seven).
+fn ids_repeat(rows: &[Row]) -> bool {
+    let mut seen: HashSet<KeyPart<'_>> = HashSet::with_capacity(rows.len());
+    rows.iter().any(|row| match row.get("id") {
+        None | Some(Value::Null) => false,
+        id => !seen.insert(KeyPart::of(id)),
+    })
+}
+
+/// For each row, the index of the first row with the same key (its own index when it is the
+/// first, or has no key).
+fn first_of_key(rows: &[Row]) -> Vec<usize> {
+    let mut index: HashMap<RowKey<'_>, usize> = HashMap::with_capacity(rows.len());
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| match row_key(row) {
+            None => i,
+            Some(key) => *index.entry(key).or_insert(i),
+        })
+        .collect()
 }
 
 /// Python truthiness of an optional JSON value, as `row.get("_is_merge")` is tested.
@@ -112,33 +136,37 @@ fn truthy(value: Option<&Value>) -> bool {
 /// Python SDK raises an internal error for the whole batch instead; dropping or failing a
 /// batch here would lose every other row, so the row is forwarded and the server decides.
 pub(crate) fn merge_rows(rows: Vec<Row>) -> Vec<Row> {
+    if !ids_repeat(&rows) {
+        // Rows with different ids have different keys: nothing to merge.
+        return rows;
+    }
+    let first = first_of_key(&rows);
+    if first.iter().enumerate().all(|(i, f)| *f == i) {
+        // No two rows share a key: nothing to merge.
+        return rows;
+    }
     let mut out: Vec<Row> = Vec::with_capacity(rows.len());
     // Per output row: the set of its top-level tags, built on the first tag union.
     let mut tag_sets: Vec<Option<HashSet<TagKey>>> = Vec::with_capacity(rows.len());
-    let mut index: HashMap<RowKey, usize> = HashMap::with_capacity(rows.len());
+    // Per input row that is the first of its key: where it went in `out`.
+    let mut kept_at: Vec<usize> = vec![usize::MAX; rows.len()];
 
-    for row in rows {
-        let Some(key) = row_key(&row) else {
+    for ((i, row), first) in rows.into_iter().enumerate().zip(first) {
+        if first == i {
+            if let Some(slot) = kept_at.get_mut(i) {
+                *slot = out.len();
+            }
             out.push(row);
             tag_sets.push(None);
             continue;
-        };
-        match index.entry(key) {
-            Entry::Vacant(slot) => {
-                slot.insert(out.len());
-                out.push(row);
-                tag_sets.push(None);
-            }
-            Entry::Occupied(slot) => {
-                let at = *slot.get();
-                if let (Some(kept), Some(tags)) = (out.get_mut(at), tag_sets.get_mut(at)) {
-                    if truthy(row.get(IS_MERGE)) {
-                        merge_into_kept(kept, row, tags);
-                    } else {
-                        *kept = row;
-                        *tags = None;
-                    }
-                }
+        }
+        let at = kept_at.get(first).copied().unwrap_or(usize::MAX);
+        if let (Some(kept), Some(tags)) = (out.get_mut(at), tag_sets.get_mut(at)) {
+            if truthy(row.get(IS_MERGE)) {
+                merge_into_kept(kept, row, tags);
+            } else {
+                *kept = row;
+                *tags = None;
             }
         }
     }

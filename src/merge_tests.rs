@@ -227,6 +227,23 @@ fn different_keys_are_untouched_and_order_is_kept() {
 }
 
 #[test]
+fn batches_without_shared_keys_come_back_unchanged() {
+    // Distinct ids: the quick check alone decides.
+    let distinct: Vec<Row> = (0..50)
+        .map(|i| row(json!({"id": format!("r{i}"), "_is_merge": i % 2 == 0, "input": i})))
+        .collect();
+    assert_eq!(merge_rows(distinct.clone()), distinct);
+    // Shared ids but different objects: the full keys decide, and still nothing merges.
+    let shared = vec![
+        row(json!({"id": "a", "project_id": "p", "log_id": "g", "input": 1})),
+        row(json!({"id": "a", "project_id": "q", "log_id": "g", "_is_merge": true})),
+        row(json!({"id": "a", "experiment_id": "e", "_is_merge": true})),
+        row(json!({"input": "no id"})),
+    ];
+    assert_eq!(merge_rows(shared.clone()), shared);
+}
+
+#[test]
 fn null_key_fields_equal_absent_ones() {
     let rows = vec![
         row(json!({"id": "a", "org_id": null, "input": 1})),

@@ -44,6 +44,7 @@
 // Each test binary uses a different part of this module.
 #![allow(dead_code)]
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -192,7 +193,12 @@ struct State {
     latency: Duration,
     overflow_post: bool,
     requests: Vec<Recorded>,
+    /// Accepted rows parsed so far, in arrival order.
     rows: Vec<Value>,
+    /// Accepted rows not parsed yet (see [`Pending`]), in arrival order after `rows`.
+    pending: Vec<Pending>,
+    /// Accepted rows, parsed or not.
+    row_count: usize,
     objects: HashMap<String, Vec<u8>>,
     projects: BTreeMap<String, String>,
     next_object: u64,
@@ -205,6 +211,31 @@ struct Answer {
     status: u16,
     body: String,
     retry_after: Option<String>,
+    /// Rows the request delivered, recorded once the request itself is.
+    rows: Accepted,
+}
+
+/// Rows accepted by one `POST /logs3`.
+#[derive(Debug, Default)]
+enum Accepted {
+    /// None.
+    #[default]
+    Nothing,
+    /// This many rows, inline in the request's own body: parsed when asked for.
+    InBody(usize),
+    /// Rows already parsed (an overflow upload's).
+    Parsed(Vec<Value>),
+}
+
+/// Accepted rows kept unparsed until [`FakeServer::rows`] needs them, so that serving a
+/// request costs one scan of its body instead of building (and keeping) a JSON tree for
+/// every row. The rows of both clients in a comparison are treated alike.
+#[derive(Debug)]
+enum Pending {
+    /// The `rows` array of the body of `requests[index]`.
+    InRequest(usize),
+    /// Rows parsed when they arrived.
+    Parsed(Vec<Value>),
 }
 
 impl FakeServer {
@@ -354,7 +385,9 @@ impl FakeServer {
     /// All rows accepted by `POST /logs3` so far, flattened in arrival order, with overflow
     /// references replaced by the rows of the uploaded object.
     pub(crate) fn rows(&self) -> Vec<Value> {
-        self.state().rows.clone()
+        let mut state = self.state();
+        state.parse_pending();
+        state.rows.clone()
     }
 
     /// Accepted rows grouped by their `id` (rows without a string id are under `""`).
@@ -381,7 +414,7 @@ impl FakeServer {
     pub(crate) fn wait_for_rows(&self, count: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.state().rows.len() >= count {
+            if self.state().row_count >= count {
                 return true;
             }
             if Instant::now() >= deadline {
@@ -410,6 +443,40 @@ impl Drop for FakeServer {
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    /// Records the rows a request (recorded at `index`) delivered.
+    fn accept_rows(&mut self, index: usize, rows: Accepted) {
+        match rows {
+            Accepted::Nothing => {}
+            Accepted::InBody(count) => {
+                self.row_count += count;
+                self.pending.push(Pending::InRequest(index));
+            }
+            Accepted::Parsed(rows) => {
+                self.row_count += rows.len();
+                self.pending.push(Pending::Parsed(rows));
+            }
+        }
+    }
+
+    /// Parses the rows that were accepted but not parsed yet, appending them to `rows`.
+    fn parse_pending(&mut self) {
+        for pending in std::mem::take(&mut self.pending) {
+            match pending {
+                Pending::InRequest(index) => {
+                    let body = self.requests.get(index).map_or(&[][..], |r| &r.body[..]);
+                    if let Ok(Value::Object(mut object)) = serde_json::from_slice(body) {
+                        if let Some(Value::Array(rows)) = object.remove("rows") {
+                            self.rows.extend(rows);
+                        }
+                    }
+                }
+                Pending::Parsed(rows) => self.rows.extend(rows),
+            }
+        }
     }
 }
 
@@ -474,7 +541,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
             }
             let scripted = state.scripted.get_mut(&path).and_then(VecDeque::pop_front);
             let delay = state.latency + scripted.as_ref().map_or(Duration::ZERO, |r| r.delay);
-            let answer = match &scripted {
+            let mut answer = match &scripted {
                 Some(reply) if reply.drop_connection => None,
                 Some(reply) if !(200..300).contains(&reply.status) => Some(Answer {
                     status: reply.status,
@@ -482,6 +549,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
                         json!({"error": format!("scripted {}", reply.status)}).to_string()
                     }),
                     retry_after: reply.retry_after.clone(),
+                    rows: Accepted::Nothing,
                 }),
                 _ => {
                     let mut answer = handle(&shared, &mut state, &request, &path);
@@ -497,16 +565,27 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
                     Some(answer)
                 }
             };
+            let rows = answer
+                .as_mut()
+                .map(|a| std::mem::take(&mut a.rows))
+                .unwrap_or_default();
+            let Request {
+                method,
+                headers,
+                body,
+                ..
+            } = request;
             state.requests.push(Recorded {
-                method: request.method.clone(),
+                method,
                 path: path.clone(),
                 query,
-                headers: request.headers.clone(),
-                body: request.body.clone(),
+                headers,
+                body,
                 at: Instant::now(),
                 status: answer.as_ref().map(|a| a.status),
             });
             let index = state.requests.len() - 1;
+            state.accept_rows(index, rows);
             let now = {
                 let count = state.in_flight.entry(path.clone()).or_default();
                 *count += 1;
@@ -615,12 +694,15 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<O
             .header("content-length")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
+        buf.reserve(length.saturating_sub(buf.len()));
         while buf.len() < length {
             if fill(stream, buf).await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
         }
-        request.body = buf.drain(..length).collect();
+        // A body of its own size; the buffer (and its capacity) stays for the next request.
+        request.body = buf[..length].to_vec();
+        buf.drain(..length);
     }
     Ok(Some(request))
 }
@@ -664,10 +746,8 @@ async fn read_line(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Stri
 }
 
 async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let mut chunk = [0u8; 16 * 1024];
-    let n = stream.read(&mut chunk).await?;
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(n)
+    buf.reserve(16 * 1024);
+    stream.read_buf(buf).await
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -679,6 +759,7 @@ fn answer(status: u16, body: Value) -> Answer {
         status,
         body: body.to_string(),
         retry_after: None,
+        rows: Accepted::Nothing,
     }
 }
 
@@ -695,6 +776,9 @@ fn handle(shared: &Shared, state: &mut State, request: &Request, path: &str) -> 
     let expected = format!("Bearer {}", shared.api_key);
     if request.header("authorization") != Some(expected.as_str()) {
         return error(401, "Invalid API key");
+    }
+    if (method, path) == ("POST", "/logs3") {
+        return handle_logs3(state, request);
     }
     let body_json: Option<Value> = serde_json::from_slice(&request.body).ok();
     match (method, path) {
@@ -740,7 +824,6 @@ fn handle(shared: &Shared, state: &mut State, request: &Request, path: &str) -> 
             }
             answer(200, body)
         }
-        ("POST", "/logs3") => handle_logs3(state, request, body_json),
         ("POST", "/logs3/overflow") => {
             let valid = body_json.as_ref().is_some_and(|b| {
                 b.get("size_bytes").is_some_and(Value::is_u64)
@@ -777,18 +860,36 @@ fn handle(shared: &Shared, state: &mut State, request: &Request, path: &str) -> 
     }
 }
 
-fn handle_logs3(state: &mut State, request: &Request, body: Option<Value>) -> Answer {
+fn handle_logs3(state: &mut State, request: &Request) -> Answer {
     if state
         .reject_above
         .is_some_and(|max| request.body.len() > max)
     {
         return error(413, "payload too large");
     }
-    let Some(body) = body else {
+    // Inline rows (the usual case): one validating scan, the rows are parsed when asked for.
+    if let Some(ids) = scan_inline_rows(&request.body) {
+        let mut body = String::with_capacity(16 + ids.iter().map(|id| id.len() + 1).sum::<usize>());
+        body.push_str("{\"ids\":[");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&id_text(id));
+        }
+        body.push_str("]}");
+        return Answer {
+            status: 200,
+            body,
+            retry_after: None,
+            rows: Accepted::InBody(ids.len()),
+        };
+    }
+    let Ok(mut body) = serde_json::from_slice::<Value>(&request.body) else {
         return error(400, "body is not JSON");
     };
-    let rows = match body.get("rows") {
-        Some(Value::Array(rows)) => rows.clone(),
+    let rows = match body.get_mut("rows") {
+        Some(Value::Array(rows)) => std::mem::take(rows),
         Some(Value::Object(reference))
             if reference.get("type").and_then(Value::as_str) == Some("logs3_overflow") =>
         {
@@ -814,8 +915,305 @@ fn handle_logs3(state: &mut State, request: &Request, body: Option<Value>) -> An
         .iter()
         .map(|r| r.get("id").cloned().unwrap_or(Value::Null))
         .collect();
-    state.rows.extend(rows);
-    answer(200, json!({ "ids": ids }))
+    Answer {
+        rows: Accepted::Parsed(rows),
+        ..answer(200, json!({ "ids": ids }))
+    }
+}
+
+/// The compact JSON text of a row id found by [`scan_inline_rows`]: a plain string as it
+/// is, anything else through the parser (as `json!({"ids": ...})` would print it).
+fn id_text(raw: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(raw) {
+        Ok(text) if text.starts_with('"') && !text.contains('\\') => Cow::Borrowed(text),
+        _ => Cow::Owned(
+            serde_json::from_slice::<Value>(raw)
+                .unwrap_or(Value::Null)
+                .to_string(),
+        ),
+    }
+}
+
+/// Deepest nesting [`scan_inline_rows`] follows; deeper bodies go to the full parser (which
+/// refuses more than 128 levels).
+const SCAN_MAX_DEPTH: usize = 100;
+
+/// A validating scan of a `/logs3` body that builds no JSON values: when the body is a JSON
+/// object whose `rows` is an array, the raw text of each row's `id` (`null` when it has
+/// none). `None` for anything else, and for anything unusual (an escaped key, a number that
+/// might not fit an `f64`, a surrogate escape, deep nesting), which the full parser then
+/// judges: the scan never accepts a body that `serde_json` refuses.
+fn scan_inline_rows(body: &[u8]) -> Option<Vec<&[u8]>> {
+    std::str::from_utf8(body).ok()?;
+    let mut scan = Scan { bytes: body, at: 0 };
+    let mut ids = None;
+    scan.object(0, |scan, key| {
+        if key == b"rows" {
+            if scan.peek() != Some(b'[') {
+                // A reference row or something invalid: the full parser decides.
+                return None;
+            }
+            ids = Some(scan.rows()?);
+            Some(())
+        } else {
+            scan.value(1)
+        }
+    })?;
+    scan.ws();
+    if scan.at != body.len() {
+        return None;
+    }
+    ids
+}
+
+/// A cursor over JSON text for [`scan_inline_rows`]. Every method returns `None` on what it
+/// does not accept.
+struct Scan<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+/// The value of an ASCII hex digit (0 for anything else).
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        b'A'..=b'F' => digit - b'A' + 10,
+        _ => 0,
+    }
+}
+
+impl<'a> Scan<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn bump(&mut self) -> Option<u8> {
+        let byte = self.peek()?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.bump()? == byte).then_some(())
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    /// The elements of an array of rows: each row's raw `id` (`null` when absent).
+    fn rows(&mut self) -> Option<Vec<&'a [u8]>> {
+        let mut ids = Vec::new();
+        self.expect(b'[')?;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            return Some(ids);
+        }
+        loop {
+            self.ws();
+            let mut id: &'a [u8] = b"null";
+            if self.peek() == Some(b'{') {
+                self.object(1, |scan, key| {
+                    let start = scan.at;
+                    scan.value(2)?;
+                    if key == b"id" {
+                        let bytes = scan.bytes;
+                        id = &bytes[start..scan.at];
+                    }
+                    Some(())
+                })?;
+            } else {
+                self.value(1)?;
+            }
+            ids.push(id);
+            self.ws();
+            match self.bump()? {
+                b',' => {}
+                b']' => return Some(ids),
+                _ => return None,
+            }
+        }
+    }
+
+    /// An object; `member` is called with each key (unescaped keys only) and must consume
+    /// the value that follows the colon.
+    fn object(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(&mut Self, &[u8]) -> Option<()>,
+    ) -> Option<()> {
+        if depth > SCAN_MAX_DEPTH {
+            return None;
+        }
+        self.ws();
+        self.expect(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            return Some(());
+        }
+        loop {
+            self.ws();
+            let start = self.at + 1;
+            self.string()?;
+            let bytes = self.bytes;
+            let key = &bytes[start..self.at - 1];
+            if key.contains(&b'\\') {
+                return None;
+            }
+            self.ws();
+            self.expect(b':')?;
+            self.ws();
+            member(self, key)?;
+            self.ws();
+            match self.bump()? {
+                b',' => {}
+                b'}' => return Some(()),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Any value.
+    fn value(&mut self, depth: usize) -> Option<()> {
+        if depth > SCAN_MAX_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'{' => self.object(depth, |scan, _| scan.value(depth + 1)),
+            b'[' => {
+                self.at += 1;
+                self.ws();
+                if self.peek() == Some(b']') {
+                    self.at += 1;
+                    return Some(());
+                }
+                loop {
+                    self.ws();
+                    self.value(depth + 1)?;
+                    self.ws();
+                    match self.bump()? {
+                        b',' => {}
+                        b']' => return Some(()),
+                        _ => return None,
+                    }
+                }
+            }
+            b'"' => self.string(),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, text: &[u8]) -> Option<()> {
+        let end = self.at + text.len();
+        (self.bytes.get(self.at..end)? == text).then(|| self.at = end)
+    }
+
+    /// A string (the text is known to be UTF-8): no raw control characters, valid escapes,
+    /// no surrogate escapes (left to the full parser).
+    fn string(&mut self) -> Option<()> {
+        self.expect(b'"')?;
+        loop {
+            self.skip_plain();
+            match self.bump()? {
+                b'"' => return Some(()),
+                b'\\' => match self.bump()? {
+                    b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                    b'u' => {
+                        let hex = self.bytes.get(self.at..self.at + 4)?;
+                        if !hex.iter().all(u8::is_ascii_hexdigit) {
+                            return None;
+                        }
+                        let code = hex
+                            .iter()
+                            .fold(0u32, |code, &h| code * 16 + u32::from(hex_value(h)));
+                        if (0xD800..0xE000).contains(&code) {
+                            return None;
+                        }
+                        self.at += 4;
+                    }
+                    _ => return None,
+                },
+                0..=0x1f => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Moves to the next `"`, `\\` or control character of a string (or its end): eight
+    /// bytes at a time while none of them is one, then byte by byte.
+    fn skip_plain(&mut self) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        let bytes = self.bytes;
+        let mut at = self.at;
+        while let Some(chunk) = bytes.get(at..at + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let word = u64::from_le_bytes(word);
+            let quote = word ^ (ONES * u64::from(b'"'));
+            let backslash = word ^ (ONES * u64::from(b'\\'));
+            // Any byte below 0x20, equal to `"` or to `\\`: the usual word tests.
+            let special = (word.wrapping_sub(ONES * 0x20) & !word)
+                | (quote.wrapping_sub(ONES) & !quote)
+                | (backslash.wrapping_sub(ONES) & !backslash);
+            if special & HIGHS != 0 {
+                break;
+            }
+            at += 8;
+        }
+        while let Some(&byte) = bytes.get(at) {
+            if byte == b'"' || byte == b'\\' || byte < 0x20 {
+                break;
+            }
+            at += 1;
+        }
+        self.at = at;
+    }
+
+    /// A number small enough that `serde_json` surely accepts it (at most 200 integer
+    /// digits and a two-digit exponent).
+    fn number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        let digits = self.digits();
+        if digits == 0 || digits > 200 || (digits > 1 && self.bytes[self.at - digits] == b'0') {
+            return None;
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.at += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.at += 1;
+            }
+            if !(1..=2).contains(&self.digits()) {
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.at;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+        self.at - start
+    }
 }
 
 fn handle_upload(state: &mut State, request: &Request, path: &str) -> Answer {
@@ -947,4 +1345,114 @@ fn project_uuid(name: &str) -> String {
         lo >> 48,
         lo & 0xffff_ffff_ffff
     )
+}
+
+#[cfg(test)]
+mod scan_tests {
+    use super::*;
+
+    /// The ids `handle_logs3` would answer after a full parse, as compact JSON texts.
+    fn parsed_ids(body: &[u8]) -> Option<Vec<String>> {
+        let value: Value = serde_json::from_slice(body).ok()?;
+        let rows = value.get("rows")?.as_array()?;
+        Some(
+            rows.iter()
+                .map(|r| r.get("id").cloned().unwrap_or(Value::Null).to_string())
+                .collect(),
+        )
+    }
+
+    /// The scan accepts only what the parser accepts, and then finds the same ids.
+    fn agrees(body: &[u8]) -> bool {
+        match scan_inline_rows(body) {
+            Some(ids) => {
+                let ours: Vec<String> = ids.iter().map(|id| id_text(id).into_owned()).collect();
+                parsed_ids(body) == Some(ours)
+            }
+            None => true,
+        }
+    }
+
+    #[test]
+    fn scan_finds_the_ids_the_parser_finds() {
+        let accepted: [&[u8]; 7] = [
+            br#"{"rows": [{"id":"a","x":{"id":"nested"}},{"id":"b"}], "api_version": 2}"#,
+            b" { \"api_version\" : 2 ,\n\"rows\":[ {\"id\" : 7 , \"v\": [1, -2.5e3, true, null, \"\\\"\\u00e9\"]} , [1], 3, {} ] } ",
+            br#"{"rows": []}"#,
+            br#"{"rows": [{"id": {"k": [1, 2]}}, {"id": "\u0041b"}]}"#,
+            br#"{"rows": [{"id": "x", "id": "y"}], "rows": [{"id": "z"}]}"#,
+            "{\"rows\": [{\"id\": \"caf\u{e9} \u{2603}\"}]}".as_bytes(),
+            br#"{"rows": [{"metrics": {"start": 1795257076.874738, "tokens": 0}}]}"#,
+        ];
+        for body in accepted {
+            assert!(
+                scan_inline_rows(body).is_some(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            assert!(agrees(body), "{}", String::from_utf8_lossy(body));
+        }
+        let ids = scan_inline_rows(accepted[4]).unwrap_or_default();
+        assert_eq!(ids, [&b"\"z\""[..]]);
+    }
+
+    #[test]
+    fn scan_leaves_everything_else_to_the_parser() {
+        let refused: [&[u8]; 16] = [
+            b"",
+            b"[]",
+            b"{\"rows\": [1,]}",
+            b"{\"rows\": [01]}",
+            b"{\"rows\": [1.]}",
+            b"{\"rows\": [\"\\x\"]}",
+            b"{\"rows\": [\"a\nb\"]}",
+            b"{\"rows\": [\"unterminated]}",
+            b"{\"rows\": []} x",
+            b"{\"rows\": [\"\\ud800\"]}",
+            b"{\"rows\": [1e400]}",
+            b"{\"rows\": {\"type\": \"logs3_overflow\", \"key\": \"k\", \"size_bytes\": 1}}",
+            b"{\"r\\u006fws\": []}",
+            b"{\"rows\": [tru]}",
+            b"{\"rows\": [{\"id\" \"a\"}]}",
+            b"{\"rows\": [\xff]}",
+        ];
+        for body in refused {
+            assert!(
+                scan_inline_rows(body).is_none(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let deep = format!("{{\"rows\": [{}{}]}}", "[".repeat(150), "]".repeat(150));
+        assert!(scan_inline_rows(deep.as_bytes()).is_none());
+        assert!(parsed_ids(deep.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn mutated_bodies_never_fool_the_scan() {
+        let base = br#"{"rows": [{"id":"a-1","input":[{"content":"x\"y","role":"user"}],"metrics":{"end":1.5e2,"tokens":33}},{"id":2,"tags":["t"]}], "api_version": 2}"#;
+        let alphabet = b"{}[]\":,\\-+.0123456789eEtrufalsn \t\nuax";
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..3000 {
+            let mut body = base.to_vec();
+            for _ in 0..(1 + next() % 3) {
+                let at = (next() % body.len() as u64) as usize;
+                let byte = alphabet[(next() % alphabet.len() as u64) as usize];
+                match next() % 3 {
+                    0 => body[at] = byte,
+                    1 => body.insert(at, byte),
+                    _ => {
+                        body.remove(at);
+                    }
+                }
+            }
+            assert!(agrees(&body), "{}", String::from_utf8_lossy(&body));
+        }
+    }
 }

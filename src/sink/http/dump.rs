@@ -10,19 +10,21 @@ use crate::diag;
 
 impl HttpSink {
     /// Writes a finally failed payload; returns a note for the message (empty if no dir).
-    pub(super) fn dump_failed(&self, body: &str) -> String {
+    pub(super) fn dump_failed(&self, body: &[u8]) -> String {
         let Some(dir) = &self.inner.config.failed_payloads_dir else {
             return String::new();
         };
-        match write_payload(dir, &self.scrub(body.to_owned())) {
+        match write_payload(dir, &self.scrub(String::from_utf8_lossy(body).into_owned())) {
             Ok(path) => format!(" (payload written to {})", path.display()),
             Err(e) => format!(" (could not write the payload to {}: {e})", dir.display()),
         }
     }
 
-    pub(super) fn dump_all(&self, body: &str) {
+    pub(super) fn dump_all(&self, body: &[u8]) {
         if let Some(dir) = &self.inner.config.all_payloads_dir {
-            if let Err(e) = write_payload(dir, &self.scrub(body.to_owned())) {
+            if let Err(e) =
+                write_payload(dir, &self.scrub(String::from_utf8_lossy(body).into_owned()))
+            {
                 diag::warn(
                     "http-all-payloads",
                     format!("could not write a payload to {}: {e}", dir.display()),

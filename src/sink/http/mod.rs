@@ -27,7 +27,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ use serde_json::{Map, Value};
 use crate::diag;
 
 mod dump;
+mod json_out;
 mod overflow;
 mod report;
 mod retry;
@@ -48,7 +49,7 @@ mod test_support;
 mod upload;
 
 use session::Setup;
-use upload::{Upload, make_batches};
+use upload::Upload;
 
 /// One log row as a JSON object (keys sorted, so it serialises like the Python SDK).
 pub(crate) type Row = Map<String, Value>;
@@ -140,6 +141,8 @@ struct Inner {
     resolved: StdMutex<Option<(String, String)>>,
     auth_reported: AtomicBool,
     auth_messages: AtomicU32,
+    /// Size of the largest body of the last upload: what the next one reserves up front.
+    body_hint: AtomicUsize,
 }
 
 /// Why a request (after its retries) or a setup step failed.
@@ -238,6 +241,7 @@ impl HttpSink {
                 resolved: StdMutex::new(None),
                 auth_reported: AtomicBool::new(false),
                 auth_messages: AtomicU32::new(0),
+                body_hint: AtomicUsize::new(0),
             }),
         })
     }
@@ -267,19 +271,27 @@ impl HttpSink {
             return outcome;
         }
         let started = Instant::now();
-        let Some((api_url, limits, ready)) = self.prepare(rows, started, &mut outcome).await else {
+        let Some((api_url, limits, batches)) = self.prepare(rows, started, &mut outcome).await
+        else {
             return outcome;
         };
-        if ready.is_empty() {
+        if batches.is_empty() {
             return outcome;
         }
-        let batches = make_batches(ready, self.inner.config.batch_size, limits.max_request_size);
         let lanes = self.inner.config.max_in_flight.max(1).min(batches.len());
         let upload = Arc::new(Upload {
             api_url,
             limits,
             queue: StdMutex::new(batches.into()),
         });
+        if lanes == 1 {
+            // One lane needs no task of its own.
+            let lane = self.lane(&upload).await;
+            outcome.sent += lane.sent;
+            outcome.failed.extend(lane.failed);
+            outcome.auth_error |= lane.auth_error;
+            return outcome;
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..lanes {
             let sink = self.clone();

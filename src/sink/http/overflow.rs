@@ -7,7 +7,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
 
 use super::retry::Attempt;
-use super::upload::Upload;
+use super::upload::{Batch, Upload};
 use super::{Failure, HttpSink, Row, join_url};
 
 /// Keys copied into `object_ids` of an overflow request, in the Python SDK's order.
@@ -26,12 +26,12 @@ impl HttpSink {
     pub(super) async fn post_overflow(
         &self,
         upload: &Upload,
-        batch: &[String],
-        body: String,
+        batch: &Batch,
     ) -> Result<(), Failure> {
+        let body = &batch.body;
         let overflow_url = join_url(&upload.api_url, "logs3/overflow");
         let logs3_url = join_url(&upload.api_url, "logs3");
-        let request = overflow_request(batch, body.len()).to_string();
+        let request = overflow_request(batch).to_string();
         let attempts = self.inner.config.num_retries.saturating_add(1);
         let mut key: Option<String> = None;
         let mut last = String::new();
@@ -51,7 +51,7 @@ impl HttpSink {
                         error: format!("POST {overflow_url} answered with {detail}"),
                         retry_after: None,
                     })?;
-                    self.upload_signed(&target, &body).await?;
+                    self.upload_signed(&target, body).await?;
                     key = Some(target.key);
                 }
                 let reference = reference_body(key.as_deref().unwrap_or_default(), body.len());
@@ -91,7 +91,7 @@ impl HttpSink {
 
     /// Uploads the payload to a signed URL: `PUT` with the given headers or multipart `POST`
     /// with the given fields. Any failure is worth a new attempt (a fresh signed URL).
-    async fn upload_signed(&self, target: &SignedUpload, body: &str) -> Result<(), Attempt> {
+    async fn upload_signed(&self, target: &SignedUpload, body: &[u8]) -> Result<(), Attempt> {
         let what = format!("{} {}", target.method_name(), strip_query(&target.url));
         let request = match &target.method {
             UploadMethod::Put(headers) => {
@@ -193,11 +193,11 @@ fn reference_body(key: &str, size: usize) -> String {
 }
 
 /// The `/logs3/overflow` request body: per-row object ids and sizes (§7).
-fn overflow_request(batch: &[String], size: usize) -> Value {
+fn overflow_request(batch: &Batch) -> Value {
     let rows: Vec<Value> = batch
-        .iter()
+        .row_texts()
         .map(|text| {
-            let row: Row = serde_json::from_str(text).unwrap_or_default();
+            let row: Row = serde_json::from_slice(text).unwrap_or_default();
             let object_ids: Row = OBJECT_ID_KEYS
                 .iter()
                 .filter_map(|k| row.get(*k).map(|v| ((*k).to_owned(), v.clone())))
@@ -210,11 +210,11 @@ fn overflow_request(batch: &[String], size: usize) -> Value {
             })
         })
         .collect();
-    json!({ "content_type": "application/json", "size_bytes": size, "rows": rows })
+    json!({ "content_type": "application/json", "size_bytes": batch.body.len(), "rows": rows })
 }
 
 /// A multipart/form-data body: the fields, then the payload as file `logs3.json`.
-fn multipart_body(boundary: &str, fields: &[(String, String)], payload: &str) -> Vec<u8> {
+fn multipart_body(boundary: &str, fields: &[(String, String)], payload: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(payload.len() + 512);
     for (name, value) in fields {
         body.extend_from_slice(
@@ -232,7 +232,7 @@ fn multipart_body(boundary: &str, fields: &[(String, String)], payload: &str) ->
         )
         .as_bytes(),
     );
-    body.extend_from_slice(payload.as_bytes());
+    body.extend_from_slice(payload);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     body
 }
@@ -350,7 +350,7 @@ mod tests {
     fn multipart_and_signed_upload_answers() {
         let fields = vec![("key".to_owned(), "k1".to_owned())];
         let body =
-            String::from_utf8(multipart_body("B", &fields, "{\"rows\": []}")).unwrap_or_default();
+            String::from_utf8(multipart_body("B", &fields, b"{\"rows\": []}")).unwrap_or_default();
         assert_eq!(
             body,
             "--B\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nk1\r\n--B\r\n\

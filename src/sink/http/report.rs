@@ -4,21 +4,21 @@
 
 use std::sync::atomic::Ordering;
 
-use super::upload::frame;
+use super::upload::Batch;
 use super::{Failure, HttpSink, Row, SendOutcome};
 use crate::diag;
 
 impl HttpSink {
     /// Rows that never reached an upload: report, dump, hand back.
     pub(super) fn give_up(&self, rows: Vec<Row>, failure: &Failure, outcome: &mut SendOutcome) {
-        let texts: Vec<String> = rows
+        let texts: Vec<Vec<u8>> = rows
             .iter()
-            .filter_map(|r| serde_json::to_string(r).ok())
+            .filter_map(|r| serde_json::to_vec(r).ok())
             .collect();
         let dumped = if texts.is_empty() {
             String::new()
         } else {
-            self.dump_failed(&frame(&texts))
+            self.dump_failed(&Batch::of(texts.iter().map(Vec::as_slice)).body)
         };
         if matches!(failure, Failure::Auth { .. }) {
             outcome.auth_error = true;

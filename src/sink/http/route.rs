@@ -1,13 +1,18 @@
 //! Routing: which project each row goes to. A row that names its own object keeps it; the
 //! others get the configured project, or the one named by `_bt_project_name`, as
-//! `project_id` + `log_id: "g"`. This runs the session steps the rows need.
+//! `project_id` + `log_id: "g"`. This runs the session steps the rows need, then serialises
+//! each row once, straight into the body of its batch, adding those two fields as it writes
+//! (the row itself is not modified).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use serde_json::Value;
 
+use super::json_out;
 use super::session::Limits;
+use super::upload::{Batch, Batcher};
 use super::{Failure, HttpSink, Row, SendOutcome};
 
 /// Internal row key naming the project a row should go to instead of the default one.
@@ -20,6 +25,34 @@ const ROUTED_KEYS: [&str; 4] = [
     "dataset_id",
     "prompt_session_id",
 ];
+
+/// Where `row` goes; removes its `_bt_project_name`. One walk over the row's sorted keys, up
+/// to the last one that matters, instead of a lookup per key.
+fn destination(row: &mut Row) -> Dest {
+    let mut named = false;
+    let mut keep = false;
+    for key in row.keys() {
+        let key = key.as_str();
+        if key > LAST_ROUTING_KEY {
+            break;
+        }
+        if key == ROUTE_KEY {
+            named = true;
+        } else if ROUTED_KEYS.contains(&key) {
+            keep = true;
+        }
+    }
+    let name = if named { row.remove(ROUTE_KEY) } else { None };
+    match name {
+        _ if keep => Dest::Keep,
+        Some(Value::String(name)) => Dest::Named(name),
+        _ => Dest::Default,
+    }
+}
+
+/// The greatest of [`ROUTE_KEY`] and [`ROUTED_KEYS`]: keys sort, so the walk in
+/// [`destination`] stops after it.
+const LAST_ROUTING_KEY: &str = "prompt_session_id";
 
 /// Where a row goes.
 enum Dest {
@@ -38,7 +71,7 @@ impl HttpSink {
         rows: Vec<Row>,
         started: Instant,
         outcome: &mut SendOutcome,
-    ) -> Option<(String, Limits, Vec<String>)> {
+    ) -> Option<(String, Limits, Vec<Batch>)> {
         let mut setup = self.inner.setup.lock().await;
         let login = match self.login(&mut setup, started).await {
             Ok(login) => login,
@@ -48,18 +81,10 @@ impl HttpSink {
                 return None;
             }
         };
-        let mut routed: Vec<(Row, Dest)> = rows
+        let routed: Vec<(Row, Dest)> = rows
             .into_iter()
             .map(|mut row| {
-                let name = row.remove(ROUTE_KEY);
-                let dest = if ROUTED_KEYS.iter().any(|k| row.contains_key(*k)) {
-                    Dest::Keep
-                } else {
-                    match name {
-                        Some(Value::String(name)) => Dest::Named(name),
-                        _ => Dest::Default,
-                    }
-                };
+                let dest = destination(&mut row);
                 (row, dest)
             })
             .collect();
@@ -101,41 +126,12 @@ impl HttpSink {
         };
         drop(setup);
 
-        let mut ready = Vec::with_capacity(routed.len());
-        let mut unroutable: Vec<(Row, Failure)> = Vec::new();
-        for (mut row, dest) in routed.drain(..) {
-            let key = match dest {
-                Dest::Keep => None,
-                Dest::Default => Some(None),
-                Dest::Named(name) => Some(Some(name)),
-            };
-            if let Some(key) = key {
-                match ids.get(&key) {
-                    Some(Ok(id)) => {
-                        row.insert("project_id".into(), Value::String(id.clone()));
-                        row.insert("log_id".into(), Value::String("g".into()));
-                    }
-                    Some(Err(failure)) => {
-                        if let Some(name) = key {
-                            row.insert(ROUTE_KEY.into(), Value::String(name));
-                        }
-                        unroutable.push((row, failure.clone()));
-                        continue;
-                    }
-                    None => {
-                        let failure = Failure::Setup("internal: project id missing".into());
-                        unroutable.push((row, failure));
-                        continue;
-                    }
-                }
-            }
-            match serde_json::to_string(&row) {
-                Ok(text) => ready.push(text),
-                Err(e) => {
-                    let failure = Failure::Setup(format!("a row cannot be serialised: {e}"));
-                    unroutable.push((row, failure));
-                }
-            }
+        let max_rows = self.inner.config.batch_size;
+        let max_bytes = limits.max_request_size;
+        let capacity = self.inner.body_hint.load(Ordering::Relaxed);
+        let (batches, unroutable) = build_batches(routed, &ids, max_rows, max_bytes, capacity);
+        if let Some(largest) = batches.iter().map(|b| b.body.len()).max() {
+            self.inner.body_hint.store(largest, Ordering::Relaxed);
         }
         // One message per distinct cause, not per row.
         let mut groups: Vec<(String, Failure, Vec<Row>)> = Vec::new();
@@ -149,8 +145,95 @@ impl HttpSink {
         for (_, failure, rows) in groups {
             self.give_up(rows, &failure, outcome);
         }
-        Some((login.api_url, limits, ready))
+        Some((login.api_url, limits, batches))
     }
+}
+
+/// Serialises routed rows into batches (§5.4), adding `project_id` and `log_id` from `ids`;
+/// rows whose project could not be resolved come back with the reason. `capacity` is the
+/// size to reserve for the first body.
+fn build_batches(
+    routed: Vec<(Row, Dest)>,
+    ids: &HashMap<Option<String>, Result<String, Failure>>,
+    max_rows: usize,
+    max_bytes: usize,
+    capacity: usize,
+) -> (Vec<Batch>, Vec<(Row, Failure)>) {
+    let mut batcher = Batcher::new(max_rows, max_bytes, capacity);
+    let mut unroutable: Vec<(Row, Failure)> = Vec::new();
+    for (mut row, dest) in routed {
+        let key = match dest {
+            Dest::Keep => None,
+            Dest::Default => Some(None),
+            Dest::Named(name) => Some(Some(name)),
+        };
+        let mut project = None;
+        if let Some(key) = key {
+            match ids.get(&key) {
+                Some(Ok(id)) => project = Some(id.as_str()),
+                Some(Err(failure)) => {
+                    if let Some(name) = key {
+                        row.insert(ROUTE_KEY.into(), Value::String(name));
+                    }
+                    unroutable.push((row, failure.clone()));
+                    continue;
+                }
+                None => {
+                    let failure = Failure::Setup("internal: project id missing".into());
+                    unroutable.push((row, failure));
+                    continue;
+                }
+            }
+        }
+        batcher.push(|out| write_row(out, &row, project));
+    }
+    (batcher.finish(), unroutable)
+}
+
+/// The key naming a row's project.
+const PROJECT_ID: &str = "project_id";
+
+/// The key naming the log of a project (always [`PROJECT_LOGS`] here).
+const LOG_ID: &str = "log_id";
+
+/// The `log_id` of a project's logs.
+const PROJECT_LOGS: &str = "g";
+
+/// Appends `row` as compact JSON with sorted keys, byte for byte as `serde_json` prints a
+/// [`Row`]; with `project`, as if `project_id: <project>` and `log_id: "g"` had been inserted
+/// first (replacing a `log_id` of the row's own).
+fn write_row(out: &mut Vec<u8>, row: &Row, project: Option<&str>) {
+    // Sorted, as the row's own keys: "log_id" < "project_id".
+    let extra = project.map(|id| [(LOG_ID, PROJECT_LOGS), (PROJECT_ID, id)]);
+    let mut extra = extra.iter().flatten().peekable();
+    let mut first = true;
+    out.push(b'{');
+    for (key, value) in row {
+        while let Some((name, text)) = extra.next_if(|(name, _)| *name < key.as_str()) {
+            write_key(out, &mut first, name);
+            json_out::write_str(out, text);
+        }
+        if extra.peek().is_some_and(|(name, _)| *name == key.as_str()) {
+            // Replaced by the added field, written next.
+            continue;
+        }
+        write_key(out, &mut first, key);
+        json_out::write_value(out, value);
+    }
+    for (name, text) in extra {
+        write_key(out, &mut first, name);
+        json_out::write_str(out, text);
+    }
+    out.push(b'}');
+}
+
+/// `"key":` (after a comma unless it is the object's first key).
+fn write_key(out: &mut Vec<u8>, first: &mut bool, key: &str) {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    json_out::write_str(out, key);
+    out.push(b':');
 }
 
 #[cfg(test)]
@@ -204,5 +287,107 @@ mod tests {
             .map(|r| r.json().unwrap_or_default()["name"].clone())
             .collect();
         assert_eq!(names, [json!(PROJECT), json!("other-project")]);
+    }
+
+    /// What `write_row` must print: the row with the two fields inserted, as serde prints it.
+    fn inserted(row: &Row, project: Option<&str>) -> String {
+        let mut row = row.clone();
+        if let Some(id) = project {
+            row.insert(PROJECT_ID.into(), json!(id));
+            row.insert(LOG_ID.into(), json!(PROJECT_LOGS));
+        }
+        serde_json::to_string(&row).unwrap_or_default()
+    }
+
+    #[test]
+    fn rows_are_written_as_serde_writes_them_with_the_project_added() {
+        let keys = [
+            "",
+            "a",
+            "id",
+            "log",
+            "log_id",
+            "log_idx",
+            "m",
+            "metadata",
+            "p",
+            "project",
+            "project_id",
+            "project_ids",
+            "q",
+            "z",
+            "\u{e9}t\u{e9}",
+            "quo\"te",
+            "\n",
+        ];
+        let mut cases: Vec<Row> = vec![Row::new(), row("r", 3)];
+        // Every subset of a few keys around the added ones, with odd values.
+        for mask in 0u32..(1 << 9) {
+            let mut r = Row::new();
+            for (i, key) in keys
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << (i % 9)) != 0)
+            {
+                let value = match i % 4 {
+                    0 => json!(i),
+                    1 => json!({"nested": [1.5, null, "x\u{2603}"], "log_id": "inner"}),
+                    2 => json!(format!("v\"{i}\\")),
+                    _ => json!([true, {"project_id": 1}]),
+                };
+                r.insert((*key).to_owned(), value);
+            }
+            cases.push(r);
+        }
+        for r in &cases {
+            for project in [None, Some("p-1"), Some("odd \"id\"")] {
+                let mut out = b"prefix,".to_vec();
+                write_row(&mut out, r, project);
+                let expected = format!("prefix,{}", inserted(r, project));
+                assert_eq!(String::from_utf8_lossy(&out), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn destinations_are_found_in_one_walk() {
+        assert!(ROUTED_KEYS.iter().all(|k| *k <= LAST_ROUTING_KEY));
+        assert!(ROUTE_KEY <= LAST_ROUTING_KEY && ROUTED_KEYS.contains(&LAST_ROUTING_KEY));
+        let make = |pairs: &[(&str, Value)]| -> Row {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .chain([("id".to_owned(), json!("x")), ("zzz".to_owned(), json!(1))])
+                .collect()
+        };
+        let cases: Vec<(Row, &str)> = vec![
+            (make(&[]), "default"),
+            (make(&[("project", json!("p"))]), "default"),
+            (make(&[(ROUTE_KEY, json!("other"))]), "named:other"),
+            (make(&[(ROUTE_KEY, json!(7))]), "default"),
+            (
+                make(&[(ROUTE_KEY, json!("x")), ("project_id", json!("p"))]),
+                "keep",
+            ),
+            (make(&[("experiment_id", json!("e"))]), "keep"),
+            (make(&[("dataset_id", json!(null))]), "keep"),
+            (
+                make(&[("prompt_session_id", json!("s")), ("Z", json!(0))]),
+                "keep",
+            ),
+            (make(&[("project_ids", json!("p"))]), "default"),
+        ];
+        for (mut row, expected) in cases {
+            let before = row.len();
+            let had_route = row.contains_key(ROUTE_KEY);
+            let got = match destination(&mut row) {
+                Dest::Keep => "keep".to_owned(),
+                Dest::Default => "default".to_owned(),
+                Dest::Named(name) => format!("named:{name}"),
+            };
+            assert_eq!(got, expected, "{row:?}");
+            assert!(!row.contains_key(ROUTE_KEY));
+            assert_eq!(row.len(), before - usize::from(had_route));
+        }
     }
 }

@@ -1,11 +1,17 @@
 //! Uploading: rows in batches of at most `batch_size` rows and `max_request_size` bytes,
 //! framed exactly as the Python SDK frames them, posted by up to `max_in_flight` lanes. A
 //! batch refused with 413 is split in halves down to single rows.
+//!
+//! Rows are serialised once, straight into the body of the batch they belong to
+//! ([`Batcher`]); a body is handed to the HTTP client without a copy, and every retry of it
+//! shares those bytes.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Mutex as StdMutex;
 
 use reqwest::header::CONTENT_TYPE;
+use reqwest::{Request, RequestBuilder};
 use serde_json::Value;
 
 use super::session::Limits;
@@ -21,11 +27,177 @@ pub(super) const FRAME_CLOSE: &str = "], \"api_version\": 2}";
 /// Bytes of an empty frame, `{"rows": [], "api_version": 2}`.
 pub(super) const FRAME_OVERHEAD: usize = FRAME_OPEN.len() + FRAME_CLOSE.len();
 
+/// Least capacity of the first body a [`Batcher`] opens; later ones start a little above the
+/// size of the previous body.
+const MIN_BODY_CAPACITY: usize = 16 * 1024;
+
+/// Most bytes a [`Batcher`] reserves up front for a body (a larger one grows as needed), so
+/// that one huge row does not make later bodies reserve as much.
+const MAX_BODY_CAPACITY: usize = 1024 * 1024;
+
+/// Most rows a [`Batcher`] makes room for up front in a batch.
+const MAX_ROWS_CAPACITY: usize = 1024;
+
 /// Shared by the upload lanes of one `send`.
 pub(super) struct Upload {
     pub(super) api_url: String,
     pub(super) limits: Limits,
-    pub(super) queue: StdMutex<VecDeque<Vec<String>>>,
+    pub(super) queue: StdMutex<VecDeque<Batch>>,
+}
+
+/// One request's rows: the framed body, `{"rows": [r1,r2], "api_version": 2}`, and where
+/// each serialised row sits in it.
+#[derive(Debug, Default)]
+pub(super) struct Batch {
+    /// The whole `/logs3` body (UTF-8 JSON).
+    pub(super) body: Vec<u8>,
+    /// Byte range of each row in `body`, in order.
+    pub(super) rows: Vec<Range<usize>>,
+}
+
+impl Batch {
+    /// The frame of a batch of the given serialised rows.
+    pub(super) fn of<'a>(rows: impl IntoIterator<Item = &'a [u8]>) -> Batch {
+        let mut batch = Batch::open(0, 0);
+        for row in rows {
+            if !batch.rows.is_empty() {
+                batch.body.push(b',');
+            }
+            let start = batch.body.len();
+            batch.body.extend_from_slice(row);
+            batch.rows.push(start..batch.body.len());
+        }
+        batch.close();
+        batch
+    }
+
+    /// An open frame (`{"rows": [`) with room for `capacity` bytes and `rows` rows.
+    fn open(capacity: usize, rows: usize) -> Batch {
+        let mut body = Vec::with_capacity(capacity.max(FRAME_OVERHEAD));
+        body.extend_from_slice(FRAME_OPEN.as_bytes());
+        Batch {
+            body,
+            rows: Vec::with_capacity(rows),
+        }
+    }
+
+    fn close(&mut self) {
+        self.body.extend_from_slice(FRAME_CLOSE.as_bytes());
+    }
+
+    /// Number of rows.
+    pub(super) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The serialised rows, in order.
+    pub(super) fn row_texts(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.rows
+            .iter()
+            .map(|range| self.body.get(range.clone()).unwrap_or_default())
+    }
+
+    /// The rows parsed back, for rows that are given up on.
+    fn parse_rows(&self) -> Vec<Row> {
+        self.row_texts()
+            .filter_map(|text| serde_json::from_slice(text).ok())
+            .collect()
+    }
+
+    /// The first half of the rows and the second, each in its own frame.
+    fn split(self) -> (Batch, Batch) {
+        let half = self.rows.len() / 2;
+        let first = Batch::of(self.row_texts().take(half));
+        let second = Batch::of(self.row_texts().skip(half));
+        (first, second)
+    }
+}
+
+/// Cuts serialised rows into batches as the Python SDK does (§5.4): at most `max_rows` rows
+/// and a body of at most `max_bytes` (each row costs its length plus one for the comma,
+/// against a budget of `max_bytes − 30 + 1`); a row too large on its own forms its own batch.
+/// Rows are written straight into the body of their batch.
+pub(super) struct Batcher {
+    max_rows: usize,
+    budget: usize,
+    /// Bytes of the rows in `current`, each counted with its comma.
+    bytes: usize,
+    current: Batch,
+    done: Vec<Batch>,
+}
+
+impl Batcher {
+    /// A batcher whose first body has room for `capacity` bytes (at least
+    /// [`MIN_BODY_CAPACITY`], at most [`MAX_BODY_CAPACITY`] and `max_bytes`).
+    pub(super) fn new(max_rows: usize, max_bytes: usize, capacity: usize) -> Self {
+        let max_rows = max_rows.max(1);
+        Batcher {
+            max_rows,
+            budget: max_bytes.saturating_sub(FRAME_OVERHEAD) + 1,
+            bytes: 0,
+            current: Batch::open(
+                capacity
+                    .clamp(MIN_BODY_CAPACITY, MAX_BODY_CAPACITY)
+                    .min(max_bytes),
+                max_rows.min(MAX_ROWS_CAPACITY),
+            ),
+            done: Vec::new(),
+        }
+    }
+
+    /// Appends one row, serialised by `write` at the end of the given buffer.
+    pub(super) fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        if self.current.len() >= self.max_rows {
+            self.next_batch();
+        }
+        let had_rows = !self.current.rows.is_empty();
+        let body = &mut self.current.body;
+        let mark = body.len();
+        if had_rows {
+            body.push(b',');
+        }
+        let start = body.len();
+        write(body);
+        let cost = body.len() - start + 1;
+        if had_rows && self.bytes + cost > self.budget {
+            // Over the byte budget: the row opens the next batch.
+            let row = body.split_off(start);
+            body.truncate(mark);
+            self.next_batch();
+            let start = self.current.body.len();
+            self.current.body.extend_from_slice(&row);
+            self.current.rows.push(start..self.current.body.len());
+            self.bytes = cost;
+        } else {
+            self.current.rows.push(start..body.len());
+            self.bytes += cost;
+        }
+    }
+
+    /// Closes the current batch and opens an empty one of about the same size.
+    fn next_batch(&mut self) {
+        let full_size = self.current.body.len() + FRAME_CLOSE.len();
+        let next = Batch::open(
+            full_size
+                .saturating_add(full_size / 8)
+                .min(self.budget + FRAME_OVERHEAD)
+                .min(MAX_BODY_CAPACITY),
+            self.max_rows.min(MAX_ROWS_CAPACITY),
+        );
+        let mut full = std::mem::replace(&mut self.current, next);
+        full.close();
+        self.done.push(full);
+        self.bytes = 0;
+    }
+
+    /// Every batch, in order; none when no row was pushed.
+    pub(super) fn finish(mut self) -> Vec<Batch> {
+        if !self.current.rows.is_empty() {
+            self.current.close();
+            self.done.push(self.current);
+        }
+        self.done
+    }
 }
 
 /// What one upload lane achieved.
@@ -41,118 +213,112 @@ impl HttpSink {
     pub(super) async fn lane(&self, upload: &Upload) -> LaneOutcome {
         let mut outcome = LaneOutcome::default();
         while let Some(batch) = pop(&upload.queue) {
-            match self.post_batch(upload, &batch).await {
-                Ok(()) => outcome.sent += batch.len() as u64,
-                Err(Failure::TooLarge { .. }) if batch.len() > 1 => {
-                    let mut first = batch;
-                    let second = first.split_off(first.len() / 2);
-                    let mut queue = upload.queue.lock().unwrap_or_else(|e| e.into_inner());
-                    queue.push_front(second);
-                    queue.push_front(first);
+            let rows = batch.len() as u64;
+            let (failure, batch) = match self.post_batch(upload, batch).await {
+                Ok(()) => {
+                    outcome.sent += rows;
+                    continue;
                 }
-                Err(failure) => {
-                    let body = frame(&batch);
-                    let dumped = self.dump_failed(&body);
-                    if matches!(failure, Failure::Auth { .. }) {
-                        outcome.auth_error = true;
-                        self.report_auth(&failure);
-                    } else if let (Failure::TooLarge { .. }, Some(row)) = (&failure, batch.first())
-                    {
-                        diag::warn(
-                            "http-oversize",
-                            self.scrub(format!(
-                                "{}{}",
-                                oversize_message(row, upload.limits.max_request_size),
-                                dumped
-                            )),
-                        );
-                    } else {
-                        diag::warn(
-                            "http-logs3",
-                            self.scrub(format!("giving up on {} rows (spooled if a spool directory is set, else counted as failed): {failure}{dumped}", batch.len())),
-                        );
-                    }
-                    outcome.failed.extend(parse_rows(&batch));
-                }
+                Err(failed) => failed,
+            };
+            if matches!(failure, Failure::TooLarge { .. }) && batch.len() > 1 {
+                let (first, second) = batch.split();
+                let mut queue = upload.queue.lock().unwrap_or_else(|e| e.into_inner());
+                queue.push_front(second);
+                queue.push_front(first);
+                continue;
             }
+            let dumped = self.dump_failed(&batch.body);
+            if matches!(failure, Failure::Auth { .. }) {
+                outcome.auth_error = true;
+                self.report_auth(&failure);
+            } else if let (Failure::TooLarge { .. }, Some(row)) =
+                (&failure, batch.row_texts().next())
+            {
+                diag::warn(
+                    "http-oversize",
+                    self.scrub(format!(
+                        "{}{}",
+                        oversize_message(row, upload.limits.max_request_size),
+                        dumped
+                    )),
+                );
+            } else {
+                diag::warn(
+                    "http-logs3",
+                    self.scrub(format!("giving up on {} rows (spooled if a spool directory is set, else counted as failed): {failure}{dumped}", batch.len())),
+                );
+            }
+            outcome.failed.extend(batch.parse_rows());
         }
         outcome
     }
 
-    /// Posts one batch (with retries), through the overflow path when it is too large.
-    async fn post_batch(&self, upload: &Upload, batch: &[String]) -> Result<(), Failure> {
-        let body = frame(batch);
-        self.dump_all(&body);
-        if upload.limits.overflow && body.len() > upload.limits.max_request_size {
-            return self.post_overflow(upload, batch, body).await;
+    /// Posts one batch (with retries), through the overflow path when it is too large. On
+    /// failure the batch comes back with the reason.
+    async fn post_batch(&self, upload: &Upload, batch: Batch) -> Result<(), (Failure, Batch)> {
+        self.dump_all(&batch.body);
+        if upload.limits.overflow && batch.body.len() > upload.limits.max_request_size {
+            return match self.post_overflow(upload, &batch).await {
+                Ok(()) => Ok(()),
+                Err(failure) => Err((failure, batch)),
+            };
         }
         let url = join_url(&upload.api_url, "logs3");
-        self.with_retries(&format!("POST {url}"), false, || {
-            self.authed(self.inner.client.post(&url))
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.clone())
-        })
-        .await
-        .map(|_| ())
+        let what = format!("POST {url}");
+        let Batch { body, rows } = batch;
+        let mut template = match self
+            .authed(self.inner.client.post(&url))
+            .header(CONTENT_TYPE, "application/json")
+            .build()
+        {
+            Ok(request) => request,
+            Err(e) => {
+                let failure = Failure::Setup(format!(
+                    "{what} could not be built: {}",
+                    super::error_chain(&e)
+                ));
+                return Err((failure, Batch { body, rows }));
+            }
+        };
+        // The body becomes shared bytes: every attempt reuses them without a copy.
+        *template.body_mut() = Some(body.into());
+        let result = self
+            .with_retries(&what, false, || self.attempt(&template))
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(failure) => {
+                let body = template
+                    .body()
+                    .and_then(reqwest::Body::as_bytes)
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default();
+                Err((failure, Batch { body, rows }))
+            }
+        }
+    }
+
+    /// A fresh attempt of a prepared request, sharing its body.
+    fn attempt(&self, template: &Request) -> RequestBuilder {
+        let request = template.try_clone().unwrap_or_else(|| {
+            // Not reached: the body is in memory, which always clones. Without one the
+            // server refuses the request and the batch is reported as failed.
+            let mut request = Request::new(template.method().clone(), template.url().clone());
+            *request.headers_mut() = template.headers().clone();
+            request
+        });
+        RequestBuilder::from_parts(self.inner.client.clone(), request)
     }
 }
 
-fn pop(queue: &StdMutex<VecDeque<Vec<String>>>) -> Option<Vec<String>> {
+fn pop(queue: &StdMutex<VecDeque<Batch>>) -> Option<Batch> {
     queue.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
 }
 
-/// Splits serialised rows into batches as the Python SDK does (§5.4): at most `max_rows` rows
-/// and a body of at most `max_bytes`; a row too large on its own forms its own batch.
-pub(super) fn make_batches(
-    rows: Vec<String>,
-    max_rows: usize,
-    max_bytes: usize,
-) -> Vec<Vec<String>> {
-    let max_rows = max_rows.max(1);
-    let budget = max_bytes.saturating_sub(FRAME_OVERHEAD) + 1;
-    let mut batches = Vec::new();
-    let mut current: Vec<String> = Vec::new();
-    let mut bytes = 0usize;
-    for row in rows {
-        let cost = row.len() + 1;
-        if !current.is_empty() && (current.len() >= max_rows || bytes + cost > budget) {
-            batches.push(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        bytes += cost;
-        current.push(row);
-    }
-    if !current.is_empty() {
-        batches.push(current);
-    }
-    batches
-}
-
-/// `{"rows": [r1,r2], "api_version": 2}`, byte for byte as the Python SDK builds it.
-pub(super) fn frame(rows: &[String]) -> String {
-    let len = rows.iter().map(|r| r.len() + 1).sum::<usize>() + FRAME_OVERHEAD;
-    let mut body = String::with_capacity(len);
-    body.push_str(FRAME_OPEN);
-    for (i, row) in rows.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str(row);
-    }
-    body.push_str(FRAME_CLOSE);
-    body
-}
-
-fn parse_rows(batch: &[String]) -> Vec<Row> {
-    batch
-        .iter()
-        .filter_map(|text| serde_json::from_str(text).ok())
-        .collect()
-}
-
 /// The message for a single row the server will not take.
-fn oversize_message(row: &str, limit: usize) -> String {
-    let value: Row = serde_json::from_str(row).unwrap_or_default();
+fn oversize_message(row: &[u8], limit: usize) -> String {
+    let value: Row = serde_json::from_slice(row).unwrap_or_default();
     let name = value
         .get("span_attributes")
         .and_then(|a| a.get("name"))
@@ -274,27 +440,78 @@ mod tests {
         );
         assert!(!server.rows_by_id().contains_key("huge"));
         let message = oversize_message(
-            &serde_json::to_string(&row("huge", 5000)).unwrap_or_default(),
+            &serde_json::to_vec(&row("huge", 5000)).unwrap_or_default(),
             2000,
         );
         assert!(message.contains("span 'span-huge'") && message.contains("bytes"));
     }
 
+    /// Batches of the given row texts, through a [`Batcher`].
+    fn batches(rows: &[String], max_rows: usize, max_bytes: usize) -> Vec<Batch> {
+        let mut batcher = Batcher::new(max_rows, max_bytes, 0);
+        for row in rows {
+            batcher.push(|out| out.extend_from_slice(row.as_bytes()));
+        }
+        batcher.finish()
+    }
+
+    fn sizes(batches: &[Batch]) -> Vec<usize> {
+        batches.iter().map(Batch::len).collect()
+    }
+
     #[test]
     fn batches_follow_the_python_budget() {
-        assert_eq!(frame(&[]), "{\"rows\": [], \"api_version\": 2}");
-        assert_eq!(frame(&[]).len(), FRAME_OVERHEAD);
+        let empty = Batch::of(std::iter::empty());
+        assert_eq!(empty.body, b"{\"rows\": [], \"api_version\": 2}");
+        assert_eq!(empty.body.len(), FRAME_OVERHEAD);
         let row = |n: usize| "x".repeat(n);
         // Two rows of 10 bytes fit 30 + 10 + 1 + 10 = 51 exactly.
-        let batches = make_batches(vec![row(10), row(10), row(10)], 100, 51);
-        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1]);
-        assert!(batches.iter().all(|b| frame(b).len() <= 51));
+        let cut = batches(&[row(10), row(10), row(10)], 100, 51);
+        assert_eq!(sizes(&cut), [2, 1]);
+        assert!(cut.iter().all(|b| b.body.len() <= 51));
         // An oversize row travels alone.
-        let batches = make_batches(vec![row(5), row(500), row(5)], 100, 100);
-        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1, 1]);
+        let cut = batches(&[row(5), row(500), row(5)], 100, 100);
+        assert_eq!(sizes(&cut), [1, 1, 1]);
         // Count limit, and degenerate limits never loop or panic.
-        assert_eq!(make_batches(vec![row(1); 5], 2, 1000).len(), 3);
-        assert_eq!(make_batches(vec![row(1); 3], 0, 0).len(), 3);
-        assert!(make_batches(Vec::new(), 100, 100).is_empty());
+        assert_eq!(batches(&vec![row(1); 5], 2, 1000).len(), 3);
+        assert_eq!(batches(&vec![row(1); 3], 0, 0).len(), 3);
+        assert!(batches(&[], 100, 100).is_empty());
+    }
+
+    #[test]
+    fn batch_bodies_are_the_python_frame_and_know_their_rows() {
+        let rows: Vec<String> = (0..7).map(|i| format!("{{\"id\":\"r{i}\"}}")).collect();
+        for (max_rows, max_bytes) in [(100, 1 << 20), (3, 1 << 20), (100, 60), (2, 45)] {
+            let cut = batches(&rows, max_rows, max_bytes);
+            let mut seen = Vec::new();
+            for batch in &cut {
+                let texts: Vec<String> = batch
+                    .row_texts()
+                    .map(|t| String::from_utf8_lossy(t).into_owned())
+                    .collect();
+                let framed = format!("{FRAME_OPEN}{}{FRAME_CLOSE}", texts.join(","));
+                assert_eq!(String::from_utf8_lossy(&batch.body), framed);
+                assert!(batch.len() <= max_rows.max(1));
+                assert!(batch.len() == 1 || batch.body.len() <= max_bytes);
+                assert_eq!(Batch::of(batch.row_texts()).body, batch.body);
+                seen.extend(texts);
+            }
+            assert_eq!(seen, rows, "every row once, in order");
+        }
+    }
+
+    #[test]
+    fn split_halves_keep_every_row() {
+        let rows: Vec<String> = (0..5).map(|i| format!("[{i}]")).collect();
+        let batch = batches(&rows, 100, 1000).remove(0);
+        let (first, second) = batch.split();
+        assert_eq!(first.body, b"{\"rows\": [[0],[1]], \"api_version\": 2}");
+        assert_eq!(
+            second.body,
+            b"{\"rows\": [[2],[3],[4]], \"api_version\": 2}"
+        );
+        let parsed = Batch::of([&b"{\"id\":\"a\"}"[..], b"not json"]).parse_rows();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0]["id"], "a");
     }
 }

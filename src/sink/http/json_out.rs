@@ -1,0 +1,291 @@
+//! Compact JSON text of rows, byte for byte as `serde_json` prints them (sorted keys, no
+//! spaces, the same string escapes, numbers through `serde_json` itself), appended straight
+//! to a request body.
+//!
+//! It exists for speed: every row is serialised once on the upload path, and going through
+//! `serde::Serializer` costs a few hundred instructions per string. Strings are copied in runs
+//! between the bytes that need an escape, found eight bytes at a time.
+
+use serde_json::{Number, Value};
+
+/// Nesting up to which values are written here; deeper subtrees are handed to `serde_json`
+/// (which prints the same text), so the recursion stays shallow whatever the input.
+const MAX_DEPTH: usize = 64;
+
+/// Appends `value` as compact JSON.
+pub(super) fn write_value(out: &mut Vec<u8>, value: &Value) {
+    write_nested(out, value, 0);
+}
+
+fn write_nested(out: &mut Vec<u8>, value: &Value, depth: usize) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(number) => write_number(out, number),
+        Value::String(text) => write_str(out, text),
+        Value::Array(_) | Value::Object(_) if depth >= MAX_DEPTH => {
+            if serde_json::to_writer(&mut *out, value).is_err() {
+                // Not reached: a `Value` always serialises into memory.
+                out.extend_from_slice(b"null");
+            }
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_nested(out, item, depth + 1);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            out.push(b'{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, key);
+                out.push(b':');
+                write_nested(out, item, depth + 1);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Integers directly; floats through `serde_json` (shortest round-trip form).
+fn write_number(out: &mut Vec<u8>, number: &Number) {
+    if let Some(n) = number.as_u64() {
+        write_u64(out, n);
+    } else if let Some(n) = number.as_i64() {
+        out.push(b'-');
+        write_u64(out, n.unsigned_abs());
+    } else if serde_json::to_writer(&mut *out, number).is_err() {
+        // Not reached: a number always serialises into memory.
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        // `n % 10` is below 10, so the cast is exact.
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// Appends `text` as a JSON string with `serde_json`'s escapes: `\"`, `\\`, `\b`, `\f`, `\n`,
+/// `\r`, `\t`, and `\u00xx` (lower-case hex) for the other control characters; everything
+/// else (including non-ASCII) as it is.
+pub(super) fn write_str(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    match plain_prefix(bytes) {
+        None => out.extend_from_slice(bytes),
+        Some(plain) => {
+            let (head, tail) = bytes.split_at(plain);
+            out.extend_from_slice(head);
+            write_escaped(out, tail);
+        }
+    }
+    out.push(b'"');
+}
+
+/// `None` when no byte of `bytes` needs an escape; otherwise a length, a multiple of eight,
+/// before which none does. Looks at eight bytes at a time.
+fn plain_prefix(bytes: &[u8]) -> Option<usize> {
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        // Always eight bytes; the fallback (all escapes) would only slow the string down.
+        let word = <[u8; 8]>::try_from(chunk).unwrap_or([0; 8]);
+        if needs_escape(u64::from_le_bytes(word)) {
+            return Some(at);
+        }
+        at += 8;
+    }
+    let rest = chunks.remainder();
+    rest.iter()
+        .any(|&byte| ESCAPE[usize::from(byte)] != 0)
+        .then_some(at)
+}
+
+/// The byte-wise escaping loop, for the part of a string from its first special byte on.
+fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut start = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        let escape = ESCAPE[usize::from(byte)];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..at]);
+        if escape == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0xf)]);
+        } else {
+            out.push(b'\\');
+            out.push(escape);
+        }
+        start = at + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// Whether any of the eight bytes is a control character, `"` or `\`. Exact: the classic
+/// "has a byte less than n" and "has a zero byte" word tests, merged into one.
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    // Bytes of 0x80 and above have their high bit set, so `!x` clears it and they never count.
+    let control = word.wrapping_sub(ONES * 0x20) & !word;
+    let quote = quote.wrapping_sub(ONES) & !quote;
+    let backslash = backslash.wrapping_sub(ONES) & !backslash;
+    (control | quote | backslash) & HIGHS != 0
+}
+
+const HEX: [u8; 16] = *b"0123456789abcdef";
+
+/// For each byte: 0 when it is written as it is, else the letter after the backslash
+/// (`u` for `\u00xx`).
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        table[i] = b'u';
+        i += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn ours(value: &Value) -> String {
+        let mut out = Vec::new();
+        write_value(&mut out, value);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn values_print_as_serde_json_prints_them() {
+        let all_bytes: String = (0u8..=127).map(char::from).collect();
+        let values = [
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(-1),
+            json!(1.5),
+            json!(-0.0),
+            json!(1e300),
+            json!(5e-324),
+            json!(0.1),
+            json!(1795257076.8747487),
+            json!(""),
+            json!(all_bytes),
+            json!("caf\u{e9} \u{2603} \u{1f600} \u{7f}\u{80}\u{ff}"),
+            json!("exactly8"),
+            json!("sixteen bytes!!!\""),
+            json!([]),
+            json!({}),
+            json!({"b": [1, {"z": null, "a": "x\ny"}], "a": {"\"k\"": 2.25}, "": []}),
+        ];
+        for value in &values {
+            assert_eq!(ours(value), value.to_string(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn deep_values_are_handed_to_serde_json_and_print_the_same() {
+        let mut deep = json!("leaf");
+        for i in 0..(MAX_DEPTH * 2) {
+            deep = if i % 2 == 0 {
+                json!([deep, 1])
+            } else {
+                json!({ "k": deep })
+            };
+        }
+        assert_eq!(ours(&deep), deep.to_string());
+    }
+
+    #[test]
+    fn escape_test_matches_a_byte_wise_check() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let word = state;
+            let bytewise = word
+                .to_le_bytes()
+                .iter()
+                .any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+            assert_eq!(needs_escape(word), bytewise, "{word:#x}");
+        }
+        assert!(!needs_escape(u64::from_le_bytes(*b"abcdefgh")));
+        assert!(!needs_escape(u64::from_le_bytes([
+            0xe2, 0x98, 0x83, 0x80, 0xff, 0x7f, b' ', b'~'
+        ])));
+        for special in [0u8, 0x1f, b'"', b'\\', b'\n'] {
+            for at in 0..8 {
+                let mut bytes = *b"plaintxt";
+                bytes[at] = special;
+                assert!(needs_escape(u64::from_le_bytes(bytes)));
+            }
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| json!(f)),
+            any::<String>().prop_map(Value::String),
+            "[ -~\\x00-\\x1f\"\\\\é☃]{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(any::<String>(), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn any_value_prints_as_serde_json_prints_it(value in json_value()) {
+            prop_assert_eq!(ours(&value), value.to_string());
+        }
+    }
+}
