@@ -239,11 +239,15 @@ impl Worker {
     /// goes on serving later rows.
     fn accept(&mut self, msg: Message) -> Option<Control> {
         let is_row = matches!(msg, Message::Close(_) | Message::Event(_));
+        if is_row {
+            // Counted as soon as it leaves the queue: a report taken while the row is being
+            // built (a shutdown that ran out of time) still includes it.
+            self.counters.received.fetch_add(1, Ordering::Relaxed);
+        }
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.accept_inner(msg))) {
             Ok(control) => control,
             Err(_) => {
                 if is_row {
-                    self.counters.received.fetch_add(1, Ordering::Relaxed);
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 }
                 diag::warn(
@@ -287,11 +291,9 @@ impl Worker {
                 if self.live && opened.is_some() {
                     row.insert("_is_merge".into(), true.into());
                 }
-                self.counters.received.fetch_add(1, Ordering::Relaxed);
                 self.pending.push(row);
             }
             Message::Event(event) => {
-                self.counters.received.fetch_add(1, Ordering::Relaxed);
                 self.pending.push(event_row(&self.settings, &event));
             }
             Message::Flush(reply) => return Some(Control::Flush(reply)),
