@@ -18,6 +18,9 @@
 //!   (the per-span cost under contention, independent of how 4 threads share the cores).
 //! - `lifecycle_4t_wall`: the same, wall time of the whole run divided by the spans of all
 //!   4 threads (amortized throughput; on 2 cores the ideal is half the 1-thread time).
+//! - `lifecycle_parts`: workload 1 taken apart, under the registry and this layer only:
+//!   `full` (workload 1), `no_input` (without the JSON `input`), `no_records` (without the
+//!   2 records after creation), `bare` (a span with no fields).
 //! - `events20`: a span with 20 INFO events; time per span (with its events).
 //! - `nested100`: a root with 100 nested children; time per trace (101 spans).
 //! - `filtered_warn`: workload 1 with the layer behind `with_filter(LevelFilter::WARN)`
@@ -61,7 +64,10 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkGroup, Criterion, measurement::WallTime};
 use serde_json::Value;
 
-use common::{Kind, Setup, nested_trace, small_input, span_lifecycle, span_with_events};
+use common::{
+    Kind, Setup, nested_trace, small_input, span_bare, span_lifecycle, span_lifecycle_no_input,
+    span_lifecycle_no_records, span_with_events,
+};
 
 /// Threads of the contended groups.
 const THREADS: usize = 4;
@@ -203,6 +209,30 @@ fn lifecycle_4t(c: &mut Criterion) {
     group.finish();
 }
 
+/// Workload 1 taken apart: each part's cost is a difference between two of these.
+fn lifecycle_parts(c: &mut Criterion) {
+    let input = small_input();
+    let full = || span_lifecycle(&input);
+    let no_records = || span_lifecycle_no_records(&input);
+    let parts: [(&str, &(dyn Fn() -> u64 + Sync)); 4] = [
+        ("full", &full),
+        ("no_input", &span_lifecycle_no_input),
+        ("no_records", &no_records),
+        ("bare", &span_bare),
+    ];
+    let mut group = c.benchmark_group("lifecycle_parts");
+    for kind in [Kind::Registry, Kind::Braintrust] {
+        let setup = Setup::new(kind, false);
+        for (name, work) in parts {
+            group.bench_function(format!("{}/{name}", kind.name()), |b| {
+                b.iter_custom(|iters| run_single(&setup, iters, work));
+            });
+        }
+        eprintln!("  [parts] {}", setup.finish());
+    }
+    group.finish();
+}
+
 fn events20(c: &mut Criterion) {
     let mut group = c.benchmark_group("events20");
     each_baseline(&mut group, false, |b, setup| {
@@ -252,6 +282,7 @@ fn main() {
     lifecycle_1t(&mut c);
     lifecycle_1t_idle(&mut c);
     lifecycle_4t(&mut c);
+    lifecycle_parts(&mut c);
     events20(&mut c);
     nested100(&mut c);
     filtered_warn(&mut c);

@@ -300,6 +300,57 @@ pub(crate) fn span_lifecycle(input: &Value) -> u64 {
     1
 }
 
+/// Workload 1 without its `input` (the 3 other fields and the 2 records): what the JSON
+/// input costs is the difference.
+#[inline(never)]
+pub(crate) fn span_lifecycle_no_input() -> u64 {
+    let span = tracing::info_span!(
+        "chat",
+        llm.model = "gpt-4o-mini",
+        llm.provider = "openai",
+        llm.prompt_tokens = 12u64,
+        output = Empty,
+        llm.completion_tokens = Empty,
+    );
+    span.record("output", "Paris");
+    span.record("llm.completion_tokens", 5u64);
+    {
+        let _entered = span.enter();
+    }
+    drop(span);
+    1
+}
+
+/// Workload 1 without the 2 records after creation.
+#[inline(never)]
+pub(crate) fn span_lifecycle_no_records(input: &Value) -> u64 {
+    let span = tracing::info_span!(
+        "chat",
+        input = tracing_braintrust::json(input),
+        llm.model = "gpt-4o-mini",
+        llm.provider = "openai",
+        llm.prompt_tokens = 12u64,
+        output = Empty,
+        llm.completion_tokens = Empty,
+    );
+    {
+        let _entered = span.enter();
+    }
+    drop(span);
+    1
+}
+
+/// A span with no fields, entered, exited and closed.
+#[inline(never)]
+pub(crate) fn span_bare() -> u64 {
+    let span = tracing::info_span!("bare");
+    {
+        let _entered = span.enter();
+    }
+    drop(span);
+    1
+}
+
 /// Workload 2a: one span holding 20 INFO events. Returns spans created (1).
 #[inline(never)]
 pub(crate) fn span_with_events() -> u64 {
