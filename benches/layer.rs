@@ -45,16 +45,18 @@
 //!
 //! | group | registry | fmt_sink | otel_batch_noop | braintrust | vs registry | vs otel |
 //! |---|---|---|---|---|---|---|
-//! | lifecycle_1t | 172 ns | 1.96 µs | 3.76 µs | 1.49 µs | 8.6x | 0.40x |
-//! | lifecycle_1t_idle | 1.07 µs | 8.11 µs | 10.3 µs | 5.90 µs | 5.5x | 0.57x |
-//! | lifecycle_4t_cpu | 632 ns | 4.72 µs | 4.73 µs | 1.58 µs | 2.5x | 0.33x |
-//! | lifecycle_4t_wall | 355 ns | 3.76 µs | 2.19 µs | 786 ns | 2.2x | 0.36x |
-//! | events20 | 521 ns | 28.0 µs | 24.6 µs | 12.0 µs | 23x | 0.49x |
-//! | nested100 | 28.4 µs | 55.0 µs | 213 µs | 77.2 µs | 2.7x | 0.36x |
-//! | filtered_warn | 161 ns | 10.3 ns | 10.8 ns | 10.5 ns | 0.07x | 0.98x |
+//! | lifecycle_1t | 123 ns | 1.87 µs | 3.11 µs | 1.06 µs | 8.6x | 0.34x |
+//! | lifecycle_1t_idle | 676 ns | 6.96 µs | 8.77 µs | 8.56 µs | 12.7x | 0.98x |
+//! | lifecycle_4t_cpu | 334 ns | 3.68 µs | 3.54 µs | 1.41 µs | 4.2x | 0.40x |
+//! | lifecycle_4t_wall | 176 ns | 2.25 µs | 2.18 µs | 598 ns | 3.4x | 0.27x |
+//! | events20 | 351 ns | 30.3 µs | 25.6 µs | 7.34 µs | 21x | 0.29x |
+//! | nested100 | 20.4 µs | 63.7 µs | 237 µs | 86.0 µs | 4.2x | 0.36x |
+//! | filtered_warn | 136 ns | 10.2 ns | 10.4 ns | 10.5 ns | 0.08x | 1.01x |
 //!
-//! In `filtered_warn`, `registry+noop_layer` is 101 ns, `+noop_layer` (filtered) 214 ns and
-//! `+braintrust` (filtered) 208 ns: per-layer filtering itself costs the difference.
+//! In `filtered_warn`, `registry+noop_layer` is 107 ns, `+noop_layer` (filtered) 230 ns and
+//! `+braintrust` (filtered) 259 ns: per-layer filtering itself costs most of the difference.
+//! `lifecycle_parts` (registry / braintrust): `bare` 149 ns / 436 ns, `no_input` 171 ns /
+//! 1.00 µs, `no_records` 152 ns / 1.15 µs, `full` 170 ns / 1.32 µs.
 
 mod common;
 
