@@ -238,11 +238,20 @@ impl BraintrustGuard {
     /// few of the last ones itself; those it counts as received).
     fn drop_queued(&self) {
         let mut rows = 0u64;
+        let mut control = Vec::new();
         while let Ok(msg) = self.rx.try_recv() {
-            if matches!(msg, Message::Close(_) | Message::Event(_)) {
-                rows += 1;
+            match msg {
+                Message::Close(_) | Message::Event(_) => rows += 1,
+                Message::Open(_) => {}
+                // The worker still has to see these (its own shutdown among them).
+                other => control.push(other),
             }
         }
+        for msg in control {
+            // The queue was just emptied: there is room.
+            let _ = self.tx.try_send(msg);
+        }
+        self.signal.wake.notify_one();
         if rows > 0 {
             self.counters.dropped.fetch_add(rows, Ordering::Relaxed);
             diag::warn(

@@ -242,7 +242,12 @@ impl TextWriter<'_> {
 
 impl fmt::Write for TextWriter<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let room = self.max.saturating_sub(self.written());
+        // Once a piece was cut, nothing more is kept: the text stays a prefix.
+        let room = if self.skipped > 0 {
+            0
+        } else {
+            self.max.saturating_sub(self.written())
+        };
         if s.len() <= room {
             self.fields.buf.extend_from_slice(s.as_bytes());
         } else {
@@ -561,6 +566,19 @@ mod tests {
         };
         assert_eq!(t, "01234567...[truncated 9992 bytes]");
         assert_eq!(back[2].1, FieldValue::Str("short".into()));
+
+        // A cut piece ends the kept text: later, shorter pieces are not written after it.
+        let mut fields = Fields::new();
+        let mut out = fields.begin_text("p", TAG_TEXT, 3);
+        for piece in ["[\"", "é", "\",\"", "b", "\"]"] {
+            let _ = out.write_str(piece);
+        }
+        out.finish();
+        let back = round_trip(&fields);
+        assert_eq!(
+            back[0].1,
+            FieldValue::Text("[\"...[truncated 8 bytes]".into())
+        );
     }
 
     #[test]

@@ -344,3 +344,68 @@ fn ten_thousand_spans_from_eight_threads() {
     roots.dedup();
     assert_eq!(roots.len(), THREADS * ROOTS);
 }
+
+/// Floats spread over the whole range of `f64`, and ordinary ones in `[0, 1000)`.
+fn test_floats() -> Vec<f64> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut values = Vec::new();
+    for i in 0..4000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let f = if i % 2 == 0 {
+            f64::from_bits(state)
+        } else {
+            (state >> 11) as f64 / (1u64 << 53) as f64 * 1000.0
+        };
+        if f.is_finite() {
+            values.push(f);
+        }
+    }
+    values
+}
+
+#[test]
+fn floats_in_json_values_arrive_exactly() {
+    use tracing_braintrust::BraintrustSpanExt;
+    let values = test_floats();
+    let (rows, _) = capture(|| {
+        let span = tracing::info_span!(
+            "floats",
+            input = json(&values),
+            output = tracing::field::Empty
+        );
+        span.record_json("output", &values);
+    });
+    let row = by_name(&rows, "floats");
+    for key in ["input", "output"] {
+        let got = row[key].as_array().expect("an array");
+        assert_eq!(got.len(), values.len());
+        let changed: Vec<_> = values
+            .iter()
+            .zip(got)
+            .filter(|(sent, arrived)| arrived.as_f64() != Some(**sent))
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "{key}: {} changed, e.g. {:?}",
+            changed.len(),
+            &changed[..changed.len().min(3)]
+        );
+    }
+}
+
+#[test]
+fn cut_debug_text_is_a_prefix_of_the_whole() {
+    let v = vec!["é", "b"];
+    let (rows, _) = capture_with(BraintrustLayer::builder().with_max_field_bytes(3), || {
+        tracing::info_span!("cut", metadata.v = ?v).in_scope(|| {});
+    });
+    let text = by_name(&rows, "cut")["metadata"]["v"]
+        .as_str()
+        .expect("a string")
+        .to_owned();
+    let kept = text.split("...[truncated").next().unwrap_or_default();
+    assert!(format!("{v:?}").starts_with(kept), "{text:?}");
+    assert!(text.ends_with("bytes]"), "{text:?}");
+}

@@ -26,33 +26,15 @@ const ROUTED_KEYS: [&str; 4] = [
     "prompt_session_id",
 ];
 
-/// Where `row` goes; removes its `_bt_project_name`. One walk over the row's sorted keys, up
-/// to the last one that matters, instead of a lookup per key.
+/// Where `row` goes; removes its `_bt_project_name`.
 fn destination(row: &mut Row) -> Dest {
-    let mut named = false;
-    let mut keep = false;
-    for key in row.keys() {
-        let key = key.as_str();
-        if key > LAST_ROUTING_KEY {
-            break;
-        }
-        if key == ROUTE_KEY {
-            named = true;
-        } else if ROUTED_KEYS.contains(&key) {
-            keep = true;
-        }
-    }
-    let name = if named { row.remove(ROUTE_KEY) } else { None };
-    match name {
+    let keep = ROUTED_KEYS.iter().any(|key| row.contains_key(*key));
+    match row.remove(ROUTE_KEY) {
         _ if keep => Dest::Keep,
         Some(Value::String(name)) => Dest::Named(name),
         _ => Dest::Default,
     }
 }
-
-/// The greatest of [`ROUTE_KEY`] and [`ROUTED_KEYS`]: keys sort, so the walk in
-/// [`destination`] stops after it.
-const LAST_ROUTING_KEY: &str = "prompt_session_id";
 
 /// Where a row goes.
 enum Dest {
@@ -203,6 +185,17 @@ const PROJECT_LOGS: &str = "g";
 /// [`Row`]; with `project`, as if `project_id: <project>` and `log_id: "g"` had been inserted
 /// first (replacing a `log_id` of the row's own).
 fn write_row(out: &mut Vec<u8>, row: &Row, project: Option<&str>) {
+    if !maps_sort_keys() {
+        // serde_json's `preserve_order` is on somewhere in the build: keys keep their
+        // insertion order, so insert the fields and write the map as it iterates.
+        let mut row = row.clone();
+        if let Some(id) = project {
+            row.insert(PROJECT_ID.into(), id.into());
+            row.insert(LOG_ID.into(), PROJECT_LOGS.into());
+        }
+        json_out::write_value(out, &Value::Object(row));
+        return;
+    }
     // Sorted, as the row's own keys: "log_id" < "project_id".
     let extra = project.map(|id| [(LOG_ID, PROJECT_LOGS), (PROJECT_ID, id)]);
     let mut extra = extra.iter().flatten().peekable();
@@ -225,6 +218,18 @@ fn write_row(out: &mut Vec<u8>, row: &Row, project: Option<&str>) {
         json_out::write_str(out, text);
     }
     out.push(b'}');
+}
+
+/// Whether a [`Row`] iterates its keys in sorted order (serde_json's default). Cargo unifies
+/// features, so any crate in the build can turn on `preserve_order`.
+fn maps_sort_keys() -> bool {
+    static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SORTED.get_or_init(|| {
+        let mut probe = Row::new();
+        probe.insert("b".into(), Value::Null);
+        probe.insert("a".into(), Value::Null);
+        probe.keys().next().map(String::as_str) == Some("a")
+    })
 }
 
 /// `"key":` (after a comma unless it is the object's first key).
@@ -350,9 +355,7 @@ mod tests {
     }
 
     #[test]
-    fn destinations_are_found_in_one_walk() {
-        assert!(ROUTED_KEYS.iter().all(|k| *k <= LAST_ROUTING_KEY));
-        assert!(ROUTE_KEY <= LAST_ROUTING_KEY && ROUTED_KEYS.contains(&LAST_ROUTING_KEY));
+    fn destinations_are_found_whatever_the_key_order() {
         let make = |pairs: &[(&str, Value)]| -> Row {
             pairs
                 .iter()
