@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::diag;
 use crate::layer::Links;
-use crate::worker::{Counters, Message, Signal};
+use crate::worker::{Counters, Message, Signal, drain_undelivered};
 
 /// Counts of what happened to the rows, returned by [`BraintrustGuard::flush`] and
 /// [`BraintrustGuard::shutdown`]. Counts are totals since the layer was built, in rows: one
@@ -237,16 +237,8 @@ impl BraintrustGuard {
     /// in it as dropped, so that the report accounts for them (the worker may still take a
     /// few of the last ones itself; those it counts as received).
     fn drop_queued(&self) {
-        let mut rows = 0u64;
-        let mut control = Vec::new();
-        while let Ok(msg) = self.rx.try_recv() {
-            match msg {
-                Message::Close(_) | Message::Event(_) => rows += 1,
-                Message::Open(_) => {}
-                // The worker still has to see these (its own shutdown among them).
-                other => control.push(other),
-            }
-        }
+        let (rows, control) = drain_undelivered(&self.rx);
+        // The worker still has to see the control messages (its own shutdown among them).
         for msg in control {
             // The queue was just emptied: there is room.
             let _ = self.tx.try_send(msg);

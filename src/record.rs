@@ -123,15 +123,12 @@ impl Fields {
     /// Appends a field.
     pub(crate) fn push(&mut self, name: &str, value: &FieldValue) {
         match value {
-            FieldValue::Bool(b) => {
-                self.push_head(name, TAG_BOOL);
-                self.buf.push(u8::from(*b));
-            }
-            FieldValue::I64(v) => self.push_number(name, TAG_I64, &v.to_le_bytes()),
-            FieldValue::U64(v) => self.push_number(name, TAG_U64, &v.to_le_bytes()),
-            FieldValue::I128(v) => self.push_number(name, TAG_I128, &v.to_le_bytes()),
-            FieldValue::U128(v) => self.push_number(name, TAG_U128, &v.to_le_bytes()),
-            FieldValue::F64(v) => self.push_number(name, TAG_F64, &v.to_le_bytes()),
+            FieldValue::Bool(b) => self.push_fixed(name, TAG_BOOL, &[u8::from(*b)]),
+            FieldValue::I64(v) => self.push_fixed(name, TAG_I64, &v.to_le_bytes()),
+            FieldValue::U64(v) => self.push_fixed(name, TAG_U64, &v.to_le_bytes()),
+            FieldValue::I128(v) => self.push_fixed(name, TAG_I128, &v.to_le_bytes()),
+            FieldValue::U128(v) => self.push_fixed(name, TAG_U128, &v.to_le_bytes()),
+            FieldValue::F64(v) => self.push_fixed(name, TAG_F64, &v.to_le_bytes()),
             FieldValue::Str(s) => self.push_text(name, TAG_STR, s),
             FieldValue::Text(s) => self.push_text(name, TAG_TEXT, s),
             FieldValue::Json(v) => {
@@ -141,7 +138,7 @@ impl Fields {
         }
     }
 
-    fn push_number(&mut self, name: &str, tag: u8, bytes: &[u8]) {
+    fn push_fixed(&mut self, name: &str, tag: u8, bytes: &[u8]) {
         self.push_head(name, tag);
         self.buf.extend_from_slice(bytes);
     }
@@ -422,30 +419,29 @@ pub(crate) struct FieldVisitor<'a> {
 }
 
 impl FieldVisitor<'_> {
-    fn number(&mut self, field: &Field, tag: u8, bytes: &[u8]) {
-        self.fields.push_number(field.name(), tag, bytes);
+    fn fixed(&mut self, field: &Field, tag: u8, bytes: &[u8]) {
+        self.fields.push_fixed(field.name(), tag, bytes);
     }
 }
 
 impl Visit for FieldVisitor<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.number(field, TAG_F64, &value.to_le_bytes());
+        self.fixed(field, TAG_F64, &value.to_le_bytes());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.number(field, TAG_I64, &value.to_le_bytes());
+        self.fixed(field, TAG_I64, &value.to_le_bytes());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.number(field, TAG_U64, &value.to_le_bytes());
+        self.fixed(field, TAG_U64, &value.to_le_bytes());
     }
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.number(field, TAG_I128, &value.to_le_bytes());
+        self.fixed(field, TAG_I128, &value.to_le_bytes());
     }
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.number(field, TAG_U128, &value.to_le_bytes());
+        self.fixed(field, TAG_U128, &value.to_le_bytes());
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.fields.push_head(field.name(), TAG_BOOL);
-        self.fields.buf.push(u8::from(value));
+        self.fixed(field, TAG_BOOL, &[u8::from(value)]);
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.fields

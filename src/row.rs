@@ -229,15 +229,12 @@ fn add_estimated_cost(settings: &RowSettings, parts: &mut RowParts) {
             .iter()
             .filter_map(|(k, v)| v.as_f64().map(|f| (k.as_str(), f))),
     );
-    let price = {
-        let mut cache = settings.price_cache.borrow_mut();
-        if cache.len() > PRICE_CACHE_ENTRIES {
-            cache.clear();
-        }
-        *cache
-            .entry(model.clone())
-            .or_insert_with(|| prices.lookup(model).copied())
-    };
+    let price = cached(
+        &settings.price_cache,
+        PRICE_CACHE_ENTRIES,
+        model.clone(),
+        || prices.lookup(model).copied(),
+    );
     if let Some(cost) = price.and_then(|p| estimate_cost_with(&p, &usage)) {
         parts.metrics.insert("estimated_cost".into(), float(cost));
     }
@@ -316,14 +313,24 @@ const CONTEXT_CACHE_ENTRIES: usize = 4096;
 /// `context` of a row from callsite `meta`: built once per callsite, then copied.
 fn context(settings: &RowSettings, meta: &'static Metadata<'static>, is_span: bool) -> Value {
     let key = (std::ptr::from_ref(meta) as usize, is_span);
-    let mut cache = settings.context_cache.borrow_mut();
-    if cache.len() > CONTEXT_CACHE_ENTRIES {
+    cached(&settings.context_cache, CONTEXT_CACHE_ENTRIES, key, || {
+        build_context(settings, meta, is_span.then(|| meta.name()))
+    })
+}
+
+/// A copy of the value cached under `key`, made by `make` when missing. A cache holding
+/// more than `max` entries starts over.
+fn cached<K: std::hash::Hash + Eq, V: Clone>(
+    cache: &RefCell<HashMap<K, V>>,
+    max: usize,
+    key: K,
+    make: impl FnOnce() -> V,
+) -> V {
+    let mut cache = cache.borrow_mut();
+    if cache.len() > max {
         cache.clear();
     }
-    cache
-        .entry(key)
-        .or_insert_with(|| build_context(settings, meta, is_span.then(|| meta.name())))
-        .clone()
+    cache.entry(key).or_insert_with(make).clone()
 }
 
 fn build_context(settings: &RowSettings, meta: &Metadata<'_>, function: Option<&str>) -> Value {

@@ -48,6 +48,21 @@ pub(crate) struct ClosedSpan {
     pub(crate) open_delivered: bool,
 }
 
+/// Empties the queue without delivering anything: how many rows (span closes and events)
+/// it held, and the control messages it held, in order (open messages are left out).
+pub(crate) fn drain_undelivered(rx: &crossbeam_channel::Receiver<Message>) -> (u64, Vec<Message>) {
+    let mut rows = 0;
+    let mut control = Vec::new();
+    while let Ok(msg) = rx.try_recv() {
+        match msg {
+            Message::Close(_) | Message::Event(_) => rows += 1,
+            Message::Open(_) => {}
+            other => control.push(other),
+        }
+    }
+    (rows, control)
+}
+
 /// Counters shared by the layer, the worker and the guard. Rows are logical rows: one per
 /// span and one per event (a live-mode start row sent on its own is not counted).
 #[derive(Debug, Default)]
@@ -352,17 +367,12 @@ impl Worker {
             self.dispatcher.abandon();
         }
         // Rows that arrived while shutting down are not delivered: count them.
-        while let Ok(msg) = self.rx.try_recv() {
-            match msg {
-                Message::Close(_) | Message::Event(_) => {
-                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                Message::Flush(r) | Message::Checkpoint(r) | Message::Shutdown(r, _) => {
-                    replies.push(r);
-                }
-                Message::Open(_) => {}
-            }
-        }
+        let (rows, control) = drain_undelivered(&self.rx);
+        self.counters.dropped.fetch_add(rows, Ordering::Relaxed);
+        replies.extend(control.into_iter().filter_map(|msg| match msg {
+            Message::Flush(r) | Message::Checkpoint(r) | Message::Shutdown(r, _) => Some(r),
+            _ => None,
+        }));
         self.report_drops();
         self.dispatcher.close();
         for reply in replies {
