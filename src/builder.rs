@@ -465,6 +465,7 @@ impl Builder {
             resolver,
         });
         let counters = Arc::new(Counters::default());
+        let pool = Arc::new(crate::record::BufferPool::new());
         // A span takes two messages (open and close): the queue holds `queue_size` spans.
         let (tx, rx) = crossbeam_channel::bounded(config.queue_size.saturating_mul(2));
         let rx_for_guard = rx.clone();
@@ -495,6 +496,7 @@ impl Builder {
                 },
                 live: config.live,
                 dispatch_rows: config.batch_size.saturating_mul(config.max_in_flight),
+                pool: Arc::clone(&pool),
             },
             Arc::clone(&signal),
         )
@@ -505,7 +507,9 @@ impl Builder {
                 tx: tx.clone(),
                 orphans: orphan_tx,
                 counters: Arc::clone(&counters),
+                pool,
                 exec_counter: AtomicU64::new(0),
+                sampled_out_open: std::sync::atomic::AtomicUsize::new(0),
                 event_level: config.event_level,
                 orphan_event_level: config.orphan_event_level,
                 max_field_bytes: config.max_field_bytes,

@@ -138,15 +138,19 @@ impl Dispatcher {
             // The sink runs in a task of its own: if it panics (a bug), its rows count as
             // failed (or spooled) and the worker goes on.
             let outcome = tokio::spawn(delivery).await;
-            let Some(mine) = copies.lock().ok().and_then(|mut m| m.remove(&batch)) else {
-                // Already accounted for by a shutdown that stopped waiting.
+            // Taken under the lock `abandon` drains with, so a batch is accounted for
+            // exactly once: here, or by a shutdown that stopped waiting.
+            let mine = copies.lock().ok().and_then(|mut m| {
+                if abandoned.load(Ordering::Acquire) {
+                    None
+                } else {
+                    m.remove(&batch)
+                }
+            });
+            let Some(mine) = mine else {
                 drop(permit);
                 return;
             };
-            if abandoned.load(Ordering::Acquire) {
-                drop(permit);
-                return;
-            }
             let failed = match outcome {
                 Ok(done) => done.failed,
                 Err(_) => {
@@ -318,10 +322,17 @@ impl Dispatcher {
     /// At a shutdown that ran out of time: accounts for every batch still in flight
     /// (spooled with a spool, failed otherwise) and stops counting late deliveries.
     pub(crate) fn abandon(&mut self) {
-        self.abandoned.store(true, Ordering::Release);
         let mut batches: Vec<(u64, Batch)> = match self.in_flight.lock() {
-            Ok(mut map) => map.drain().collect(),
-            Err(_) => return,
+            Ok(mut map) => {
+                // Set while holding the lock: a delivery that finishes now either took its
+                // batch already (and counts it) or sees the flag (and leaves it to us).
+                self.abandoned.store(true, Ordering::Release);
+                map.drain().collect()
+            }
+            Err(_) => {
+                self.abandoned.store(true, Ordering::Release);
+                return;
+            }
         };
         batches.sort_by_key(|(id, _)| *id);
         match &self.spool {

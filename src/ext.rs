@@ -143,6 +143,9 @@ fn apply_parent(layer: &BraintrustLayer, data: &mut SpanData, parent: RemotePare
         // The worker already holds its open message: make it forget the span.
         layer.inner.forget_open(data.header.span_id);
     }
+    layer
+        .inner
+        .sampling_changed(Some(data.sampled), Some(sampled));
     data.sampled = sampled;
 }
 

@@ -5,7 +5,7 @@
 //! the extensions are locked.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use tracing_core::span::{Attributes, Id, Record};
@@ -14,7 +14,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::ids::{SpanId, TraceId, new_row_id, new_span_id};
-use crate::record::{FieldVisitor, Fields, Route, RouteTarget, SpanData, SpanHeader};
+use crate::record::{BufferPool, FieldVisitor, Fields, Route, RouteTarget, SpanData, SpanHeader};
 use crate::row::EventRecord;
 use crate::worker::{ClosedSpan, Counters, Message, OpenSpan};
 
@@ -133,7 +133,12 @@ pub(crate) struct LayerInner {
     pub(crate) tx: crossbeam_channel::Sender<Message>,
     pub(crate) orphans: crossbeam_channel::Sender<u64>,
     pub(crate) counters: Arc<Counters>,
+    /// Field buffers the worker hands back for reuse.
+    pub(crate) pool: Arc<BufferPool>,
     pub(crate) exec_counter: AtomicU64,
+    /// Open spans whose trace is sampled out. While there are none, a record needs no look
+    /// at its span before the values are formatted.
+    pub(crate) sampled_out_open: AtomicUsize,
     pub(crate) event_level: Option<Level>,
     pub(crate) orphan_event_level: Option<Level>,
     pub(crate) max_field_bytes: usize,
@@ -156,15 +161,14 @@ impl LayerInner {
         self.exec_counter.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// The fields `record` visits, as an exact-size copy (one allocation, none when there
-    /// are no fields).
+    /// The fields `record` visits, copied into a buffer from the pool.
     fn capture(&self, record: impl FnOnce(&mut FieldVisitor<'_>)) -> Fields {
         with_scratch(|buf| {
             record(&mut FieldVisitor {
                 fields: buf,
                 max_bytes: self.max_field_bytes,
             });
-            buf.to_compact()
+            buf.to_pooled(&self.pool)
         })
     }
 
@@ -219,6 +223,20 @@ impl LayerInner {
                 p.route.clone(),
             ),
             None => (TraceId::random(), None, None),
+        }
+    }
+
+    /// Keeps [`LayerInner::sampled_out_open`] right when a span's sampling decision is
+    /// taken (`was` is `None` for a new span) or dropped (`now` is `None` when it closes).
+    pub(crate) fn sampling_changed(&self, was: Option<bool>, now: Option<bool>) {
+        match (was, now) {
+            (None | Some(true), Some(false)) => {
+                self.sampled_out_open.fetch_add(1, Ordering::Relaxed);
+            }
+            (Some(false), None | Some(true)) => {
+                self.sampled_out_open.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
     }
 
@@ -280,6 +298,7 @@ where
                 (true, None) => inner.capture(|v| attrs.record(v)),
                 (false, _) => Fields::new(),
             };
+            inner.sampling_changed(None, Some(false));
             span.extensions_mut().insert(SpanData {
                 header,
                 fields,
@@ -312,10 +331,14 @@ where
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        if !span
-            .extensions()
-            .get::<SpanData>()
-            .is_some_and(|d| d.sampled)
+        let inner = &*self.inner;
+        // Values of a sampled-out span are not formatted; while no such span is open (the
+        // usual case) the span's data need not be looked at first.
+        if inner.sampled_out_open.load(Ordering::Relaxed) != 0
+            && !span
+                .extensions()
+                .get::<SpanData>()
+                .is_some_and(|d| d.sampled)
         {
             return;
         }
@@ -324,11 +347,13 @@ where
         with_scratch(|buf| {
             values.record(&mut FieldVisitor {
                 fields: buf,
-                max_bytes: self.inner.max_field_bytes,
+                max_bytes: inner.max_field_bytes,
             });
             if !buf.is_empty() {
                 if let Some(data) = span.extensions_mut().get_mut::<SpanData>() {
-                    data.fields.extend_from(buf);
+                    if data.sampled {
+                        data.fields.extend_pooled(buf, &inner.pool);
+                    }
                 }
             }
         });
@@ -406,6 +431,7 @@ where
             return;
         };
         if !data.sampled {
+            self.inner.sampling_changed(Some(false), None);
             self.close_sampled_out(data);
             return;
         }
@@ -472,4 +498,56 @@ fn explicit_parent(fields: &mut Fields) -> Option<RemoteParent> {
     let parent = crate::propagation::parse_parent(text.trim_matches('"')).ok()?;
     fields.take(PARENT_FIELD);
     Some(parent)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::Ordering;
+
+    use tracing_subscriber::prelude::*;
+
+    use crate::{BraintrustLayer, BraintrustSpanExt, MemorySink};
+
+    const UNSAMPLED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+
+    #[test]
+    fn sampled_out_spans_are_counted_while_open() {
+        let sink = MemorySink::new();
+        let (layer, guard) = BraintrustLayer::builder()
+            .with_memory_sink(sink.clone())
+            .build()
+            .expect("layer");
+        let inner = std::sync::Arc::clone(&layer.inner);
+        let open = || inner.sampled_out_open.load(Ordering::Relaxed);
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            let kept = tracing::info_span!("kept", output = tracing::field::Empty);
+            assert_eq!(open(), 0);
+            // Taken out of its trace after creation: counted until it closes.
+            let mut headers = HashMap::new();
+            headers.insert("traceparent".to_owned(), UNSAMPLED.to_owned());
+            let dropped = tracing::info_span!("dropped", output = tracing::field::Empty);
+            assert!(
+                dropped
+                    .set_braintrust_parent_from_headers(&headers)
+                    .expect("valid")
+            );
+            assert_eq!(open(), 1);
+            // A child of a sampled-out span is sampled out from the start.
+            let child = dropped.in_scope(|| tracing::info_span!("child"));
+            assert_eq!(open(), 2);
+            // Records on the kept span arrive while sampled-out spans are open...
+            kept.record("output", "while others are dropped");
+            dropped.record("output", "never sent");
+            drop(child);
+            drop(dropped);
+            assert_eq!(open(), 0);
+            drop(kept);
+        });
+        guard.flush();
+        let row = sink.span("kept").expect("kept row");
+        assert_eq!(row["output"], "while others are dropped");
+        assert!(sink.span("dropped").is_none());
+    }
 }

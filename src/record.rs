@@ -74,11 +74,14 @@ impl Fields {
         self.buf.clear();
     }
 
-    /// An exact-size copy (one allocation; none when empty).
-    pub(crate) fn to_compact(&self) -> Fields {
-        Fields {
-            buf: self.buf.as_slice().to_vec(),
+    /// A copy in a buffer from `pool` (an allocation only when the pool is empty).
+    pub(crate) fn to_pooled(&self, pool: &BufferPool) -> Fields {
+        if self.buf.is_empty() {
+            return Fields::new();
         }
+        let mut buf = pool.take();
+        buf.extend_from_slice(&self.buf);
+        Fields { buf }
     }
 
     /// Appends every field of `other`, after the existing ones.
@@ -87,6 +90,14 @@ impl Fields {
             self.buf.reserve(other.buf.len().max(FIRST_RECORD_CAPACITY));
         }
         self.buf.extend_from_slice(&other.buf);
+    }
+
+    /// Like [`Fields::extend_from`], taking the buffer from `pool` when there is none yet.
+    pub(crate) fn extend_pooled(&mut self, other: &Fields, pool: &BufferPool) {
+        if self.buf.capacity() == 0 {
+            self.buf = pool.take();
+        }
+        self.extend_from(other);
     }
 
     /// Releases the buffer when one huge value grew it past `max` bytes.
@@ -286,6 +297,46 @@ impl<'a> FromIterator<(&'a str, FieldValue)> for Fields {
             fields.push(name, &value);
         }
         fields
+    }
+}
+
+/// Buffers the worker has decoded, handed back for the application threads to fill again:
+/// capturing fields then rarely calls the allocator, and memory allocated on one thread is
+/// not freed on another (which the system allocator makes slow for both).
+///
+/// Bounded twice: at most [`BufferPool::SLOTS`] buffers are kept, and only buffers no
+/// bigger than [`BufferPool::MAX_CAPACITY`] (a queued message holds at most that much more
+/// than it needs).
+#[derive(Debug)]
+pub(crate) struct BufferPool {
+    tx: crossbeam_channel::Sender<Vec<u8>>,
+    rx: crossbeam_channel::Receiver<Vec<u8>>,
+}
+
+impl BufferPool {
+    /// How many buffers the pool keeps.
+    pub(crate) const SLOTS: usize = 8192;
+    /// The biggest buffer kept.
+    pub(crate) const MAX_CAPACITY: usize = 512;
+
+    pub(crate) fn new() -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(Self::SLOTS);
+        BufferPool { tx, rx }
+    }
+
+    /// An empty buffer: a returned one, or a new one (no allocation yet) if none is left.
+    pub(crate) fn take(&self) -> Vec<u8> {
+        self.rx.try_recv().unwrap_or_default()
+    }
+
+    /// Hands back the buffer of `fields` (dropped instead when it is too big, or the pool
+    /// is full).
+    pub(crate) fn give(&self, fields: Fields) {
+        let mut buf = fields.buf;
+        if (1..=Self::MAX_CAPACITY).contains(&buf.capacity()) {
+            buf.clear();
+            let _ = self.tx.try_send(buf);
+        }
     }
 }
 
@@ -524,19 +575,55 @@ mod tests {
     }
 
     #[test]
-    fn extending_keeps_order_and_copies_are_compact() {
+    fn extending_keeps_order_and_copies_reuse_pooled_buffers() {
+        let pool = BufferPool::new();
         let mut recorded = Fields::new();
         let first: Fields = [("a", FieldValue::U64(1))].into_iter().collect();
         let second: Fields = [("b", FieldValue::Str("two".into()))].into_iter().collect();
-        recorded.extend_from(&first);
+        recorded.extend_pooled(&first, &pool);
         let capacity = recorded.buf.capacity();
-        recorded.extend_from(&second);
+        recorded.extend_pooled(&second, &pool);
         assert_eq!(recorded.buf.capacity(), capacity, "one allocation for both");
         let names: Vec<_> = recorded.iter().map(|(n, _)| n.to_owned()).collect();
         assert_eq!(names, ["a", "b"]);
-        let compact = recorded.to_compact();
-        assert_eq!(compact.buf.capacity(), compact.buf.len());
-        assert_eq!(compact, recorded);
+
+        // A buffer handed back is the one the next copy fills, emptied first.
+        let copy = recorded.to_pooled(&pool);
+        assert_eq!(copy, recorded);
+        let address = recorded.buf.as_ptr();
+        pool.give(recorded);
+        let again = second.to_pooled(&pool);
+        assert_eq!(again.buf.as_ptr(), address, "the returned buffer is reused");
+        assert_eq!(again, second);
+        assert!(
+            Fields::new().to_pooled(&pool).buf.capacity() == 0,
+            "empty: no buffer"
+        );
+    }
+
+    #[test]
+    fn the_pool_keeps_only_small_buffers_and_a_bounded_number() {
+        let pool = BufferPool::new();
+        let big = Fields {
+            buf: Vec::with_capacity(BufferPool::MAX_CAPACITY + 1),
+        };
+        pool.give(big);
+        pool.give(Fields::new());
+        assert_eq!(
+            pool.take().capacity(),
+            0,
+            "neither a big nor an empty buffer is kept"
+        );
+        for _ in 0..BufferPool::SLOTS + 10 {
+            pool.give(Fields {
+                buf: Vec::with_capacity(16),
+            });
+        }
+        let mut kept = 0;
+        while pool.take().capacity() > 0 {
+            kept += 1;
+        }
+        assert_eq!(kept, BufferPool::SLOTS);
     }
 
     #[test]

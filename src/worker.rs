@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::delivery::Dispatcher;
 use crate::diag;
-use crate::record::{Fields, SpanHeader};
+use crate::record::{BufferPool, Fields, SpanHeader};
 use crate::row::{EventRecord, RowSettings, event_row, span_row};
 use crate::sink::Row;
 
@@ -113,6 +113,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) rows: RowSettings,
     pub(crate) live: bool,
     pub(crate) dispatch_rows: usize,
+    /// Where decoded field buffers go back to, for the layer to reuse.
+    pub(crate) pool: Arc<BufferPool>,
 }
 
 pub(crate) struct Worker {
@@ -128,6 +130,7 @@ pub(crate) struct Worker {
     /// Spans whose close message was dropped before their open message was accepted.
     orphaned: HashSet<u64>,
     pending: Vec<Row>,
+    pool: Arc<BufferPool>,
     dropped_reported: u64,
 }
 
@@ -160,6 +163,7 @@ impl Worker {
             orphaned: HashSet::new(),
             pending: Vec::new(),
             dropped_reported: 0,
+            pool: settings.pool,
         }
     }
 
@@ -307,9 +311,17 @@ impl Worker {
                     row.insert("_is_merge".into(), true.into());
                 }
                 self.pending.push(row);
+                if let Some(opened) = opened {
+                    self.pool.give(opened.fields);
+                }
+                self.pool.give(close.fields);
+                if let Some(error) = close.error {
+                    self.pool.give(error);
+                }
             }
             Message::Event(event) => {
                 self.pending.push(event_row(&self.settings, &event));
+                self.pool.give(event.fields);
             }
             Message::Flush(reply) => return Some(Control::Flush(reply)),
             Message::Checkpoint(reply) => return Some(Control::Checkpoint(reply)),
@@ -500,6 +512,7 @@ mod tests {
             rows: RowSettings::new(None),
             live: false,
             dispatch_rows: 100,
+            pool: Arc::new(BufferPool::new()),
         };
         let handle = Worker::new(
             rx,
