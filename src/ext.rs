@@ -232,8 +232,13 @@ impl BraintrustSpanExt for Span {
     fn record_json<T: Serialize + ?Sized>(&self, field: &str, value: &T) {
         // Serialise before touching the span: `Serialize` impls are user code.
         let mut fields = Fields::new();
-        match serde_json::to_string(&crate::sanitize::Sanitized(value)) {
-            Ok(text) => fields.push_json(field, &text),
+        let mut text = Vec::new();
+        match crate::json::write_sanitized(&mut text, value) {
+            // serde_json and the fast writer only write UTF-8.
+            Ok(()) => match std::str::from_utf8(&text) {
+                Ok(text) => fields.push_json(field, text),
+                Err(e) => fields.push(field, &FieldValue::Str(format!("<unserializable: {e}>"))),
+            },
             Err(e) => fields.push(field, &FieldValue::Str(format!("<unserializable: {e}>"))),
         }
         with_data(self, |_, data| data.fields.extend_from(&fields));

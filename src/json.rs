@@ -25,7 +25,7 @@ impl<T: Serialize> fmt::Debug for Json<T> {
         let buffered = JSON_BUFFER.try_with(|cell| match cell.try_borrow_mut() {
             Ok(mut buffer) => {
                 buffer.clear();
-                let result = serde_json::to_writer(&mut *buffer, &Sanitized(&self.0));
+                let result = write_sanitized(&mut buffer, &self.0);
                 let out = write_result(f, result.map(|()| buffer.as_slice()));
                 if buffer.capacity() > MAX_KEPT_BUFFER {
                     *buffer = Vec::new();
@@ -39,11 +39,31 @@ impl<T: Serialize> fmt::Debug for Json<T> {
             Ok(Some(out)) => out,
             // Busy, or gone (thread exit): a buffer of its own.
             _ => {
-                let result = serde_json::to_vec(&Sanitized(&self.0));
+                let mut buffer = Vec::new();
+                let result = write_sanitized(&mut buffer, &self.0).map(|()| buffer);
                 write_result(f, result.as_deref().map_err(clone_error))
             }
         }
     }
+}
+
+/// Appends the compact JSON of `value`, sanitised (see [`Sanitized`]), to `out`: through the
+/// fast writer, or through serde_json (the same text, and the same error message) for what
+/// the fast writer does not take. On error `out` is left as it was.
+pub(crate) fn write_sanitized<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), serde_json::Error> {
+    let start = out.len();
+    if crate::json_ser::to_writer(out, value).is_ok() {
+        return Ok(());
+    }
+    out.truncate(start);
+    let result = serde_json::to_writer(&mut *out, &Sanitized(value));
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
 }
 
 thread_local! {

@@ -83,6 +83,7 @@ mod fields;
 mod guard;
 mod ids;
 mod json;
+mod json_ser;
 mod layer;
 mod llm;
 mod mask;

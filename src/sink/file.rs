@@ -65,10 +65,7 @@ impl FileSink {
         let mut out = BufWriter::with_capacity(64 * 1024, file);
         for row in rows {
             line.clear();
-            if serde_json::to_writer(&mut line, &row).is_err() {
-                delivery.failed.push(row);
-                continue;
-            }
+            crate::sink::http::json_out::write_row(&mut line, &row);
             line.push(b'\n');
             match out.write_all(&line) {
                 Ok(()) => delivery.sent += 1,

@@ -1,12 +1,14 @@
 //! Compact JSON text of rows, byte for byte as `serde_json` prints them (sorted keys, no
 //! spaces, the same string escapes, numbers through `serde_json` itself), appended straight
-//! to a request body.
+//! to a request body or a line of the local file.
 //!
 //! It exists for speed: every row is serialised once on the upload path, and going through
 //! `serde::Serializer` costs a few hundred instructions per string. Strings are copied in runs
-//! between the bytes that need an escape, found eight bytes at a time.
+//! between the bytes that need an escape, found eight bytes at a time, also after an escape
+//! (prompts have a newline every line). [`write_str`] is shared with the application
+//! thread's JSON writer (`crate::json_ser`).
 
-use serde_json::{Number, Value};
+use serde_json::{Map, Number, Value};
 
 /// Nesting up to which values are written here; deeper subtrees are handed to `serde_json`
 /// (which prints the same text), so the recursion stays shallow whatever the input.
@@ -40,19 +42,26 @@ fn write_nested(out: &mut Vec<u8>, value: &Value, depth: usize) {
             }
             out.push(b']');
         }
-        Value::Object(map) => {
-            out.push(b'{');
-            for (i, (key, item)) in map.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, key);
-                out.push(b':');
-                write_nested(out, item, depth + 1);
-            }
-            out.push(b'}');
-        }
+        Value::Object(map) => write_object(out, map, depth),
     }
+}
+
+/// Appends `row` (a JSON object) as compact JSON.
+pub(crate) fn write_row(out: &mut Vec<u8>, row: &Map<String, Value>) {
+    write_object(out, row, 0);
+}
+
+fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>, depth: usize) {
+    out.push(b'{');
+    for (i, (key, item)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, key);
+        out.push(b':');
+        write_nested(out, item, depth + 1);
+    }
+    out.push(b'}');
 }
 
 /// Integers directly; floats through `serde_json` (shortest round-trip form).
@@ -86,74 +95,83 @@ fn write_u64(out: &mut Vec<u8>, mut n: u64) {
 /// Appends `text` as a JSON string with `serde_json`'s escapes: `\"`, `\\`, `\b`, `\f`, `\n`,
 /// `\r`, `\t`, and `\u00xx` (lower-case hex) for the other control characters; everything
 /// else (including non-ASCII) as it is.
-pub(super) fn write_str(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
-    out.reserve(bytes.len() + 2);
+    let len = bytes.len();
+    out.reserve(len + 2);
     out.push(b'"');
-    match plain_prefix(bytes) {
-        None => out.extend_from_slice(bytes),
-        Some(plain) => {
-            let (head, tail) = bytes.split_at(plain);
-            out.extend_from_slice(head);
-            write_escaped(out, tail);
-        }
-    }
-    out.push(b'"');
-}
-
-/// `None` when no byte of `bytes` needs an escape; otherwise a length, a multiple of eight,
-/// before which none does. Looks at eight bytes at a time.
-fn plain_prefix(bytes: &[u8]) -> Option<usize> {
-    let mut chunks = bytes.chunks_exact(8);
-    let mut at = 0;
-    for chunk in &mut chunks {
-        // Always eight bytes; the fallback (all escapes) would only slow the string down.
-        let word = <[u8; 8]>::try_from(chunk).unwrap_or([0; 8]);
-        if needs_escape(u64::from_le_bytes(word)) {
-            return Some(at);
-        }
-        at += 8;
-    }
-    let rest = chunks.remainder();
-    rest.iter()
-        .any(|&byte| ESCAPE[usize::from(byte)] != 0)
-        .then_some(at)
-}
-
-/// The byte-wise escaping loop, for the part of a string from its first special byte on.
-fn write_escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+    // `bytes[start..at]` is plain and not yet copied.
     let mut start = 0;
-    for (at, &byte) in bytes.iter().enumerate() {
-        let escape = ESCAPE[usize::from(byte)];
-        if escape == 0 {
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).unwrap_or([0; 8]));
+        let mask = escape_mask(word);
+        if mask == 0 {
+            at += 8;
             continue;
         }
-        out.extend_from_slice(&bytes[start..at]);
-        if escape == b'u' {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(byte >> 4)]);
-            out.push(HEX[usize::from(byte & 0xf)]);
-        } else {
-            out.push(b'\\');
-            out.push(escape);
+        // The lowest flagged byte is exact (borrows only run upwards).
+        let special = at + (mask.trailing_zeros() / 8) as usize;
+        out.extend_from_slice(&bytes[start..special]);
+        write_escape(out, bytes[special]);
+        start = special + 1;
+        at = start;
+    }
+    let rest = len - at;
+    if rest > 0 {
+        // The last eight bytes, overlapping what was scanned: none flagged in the new part
+        // means none there (a flag could only be too many, never too few).
+        let clean = len >= 8 && {
+            let word = bytes
+                .get(len - 8..)
+                .and_then(|last| <[u8; 8]>::try_from(last).ok())
+                .map_or(u64::MAX, u64::from_le_bytes);
+            escape_mask(word) >> (8 * (8 - rest)) == 0
+        };
+        if !clean {
+            while let Some(&byte) = bytes.get(at) {
+                if ESCAPE[usize::from(byte)] != 0 {
+                    out.extend_from_slice(&bytes[start..at]);
+                    write_escape(out, byte);
+                    start = at + 1;
+                }
+                at += 1;
+            }
         }
-        start = at + 1;
     }
     out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
-/// Whether any of the eight bytes is a control character, `"` or `\`. Exact: the classic
-/// "has a byte less than n" and "has a zero byte" word tests, merged into one.
-fn needs_escape(word: u64) -> bool {
+#[inline(never)]
+fn write_escape(out: &mut Vec<u8>, byte: u8) {
+    let escape = ESCAPE[usize::from(byte)];
+    if escape == b'u' {
+        out.extend_from_slice(&[
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(byte >> 4)],
+            HEX[usize::from(byte & 0xf)],
+        ]);
+    } else {
+        out.extend_from_slice(&[b'\\', escape]);
+    }
+}
+
+/// The high bit of each of the eight bytes that is a control character, `"` or `\\` (the
+/// classic "has a byte less than n" and "has a zero byte" word tests, merged into one). The
+/// lowest flagged byte is always exact; a borrow can flag bytes above a special one.
+fn escape_mask(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let quote = word ^ (ONES * u64::from(b'"'));
     let backslash = word ^ (ONES * u64::from(b'\\'));
-    // Bytes of 0x80 and above have their high bit set, so `!x` clears it and they never count.
     let control = word.wrapping_sub(ONES * 0x20) & !word;
     let quote = quote.wrapping_sub(ONES) & !quote;
     let backslash = backslash.wrapping_sub(ONES) & !backslash;
-    (control | quote | backslash) & HIGHS != 0
+    (control | quote | backslash) & HIGHS
 }
 
 const HEX: [u8; 16] = *b"0123456789abcdef";
@@ -234,6 +252,34 @@ mod tests {
     }
 
     #[test]
+    fn strings_with_escapes_anywhere_print_as_serde_json_prints_them() {
+        // Every length up to three words and a bit, with one or two special bytes at every
+        // pair of positions, among plain ASCII and multi-byte characters.
+        for len in 0..30 {
+            for base in ["a", "é"] {
+                let plain: Vec<char> = base.repeat(len).chars().collect();
+                for i in 0..len {
+                    for j in i..len {
+                        for (x, y) in [('\n', '"'), ('\\', '\u{1}'), ('\u{1f}', '\t')] {
+                            let mut chars = plain.clone();
+                            chars[i] = x;
+                            chars[j] = y;
+                            let text: String = chars.into_iter().collect();
+                            let mut out = Vec::new();
+                            write_str(&mut out, &text);
+                            assert_eq!(
+                                String::from_utf8(out).expect("utf-8"),
+                                Value::String(text.clone()).to_string(),
+                                "{text:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn escape_test_matches_a_byte_wise_check() {
         let mut state = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..20_000 {
@@ -241,21 +287,29 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             let word = state;
-            let bytewise = word
+            let first = word
                 .to_le_bytes()
                 .iter()
-                .any(|&b| b < 0x20 || b == b'"' || b == b'\\');
-            assert_eq!(needs_escape(word), bytewise, "{word:#x}");
+                .position(|&b| b < 0x20 || b == b'"' || b == b'\\');
+            let mask = escape_mask(word);
+            assert_eq!(mask != 0, first.is_some(), "{word:#x}");
+            if let Some(first) = first {
+                // The lowest flagged byte is exact; only bytes above it may be flagged wrongly.
+                assert_eq!((mask.trailing_zeros() / 8) as usize, first, "{word:#x}");
+            }
         }
-        assert!(!needs_escape(u64::from_le_bytes(*b"abcdefgh")));
-        assert!(!needs_escape(u64::from_le_bytes([
-            0xe2, 0x98, 0x83, 0x80, 0xff, 0x7f, b' ', b'~'
-        ])));
+        assert_eq!(escape_mask(u64::from_le_bytes(*b"abcdefgh")), 0);
+        assert_eq!(
+            0,
+            escape_mask(u64::from_le_bytes([
+                0xe2, 0x98, 0x83, 0x80, 0xff, 0x7f, b' ', b'~'
+            ]))
+        );
         for special in [0u8, 0x1f, b'"', b'\\', b'\n'] {
             for at in 0..8 {
                 let mut bytes = *b"plaintxt";
                 bytes[at] = special;
-                assert!(needs_escape(u64::from_le_bytes(bytes)));
+                assert_ne!(escape_mask(u64::from_le_bytes(bytes)), 0);
             }
         }
     }

@@ -38,7 +38,7 @@ use serde_json::{Map, Value};
 use crate::diag;
 
 mod dump;
-mod json_out;
+pub(crate) mod json_out;
 mod overflow;
 mod report;
 mod retry;
