@@ -45,18 +45,20 @@
 //!
 //! | group | registry | fmt_sink | otel_batch_noop | braintrust | vs registry | vs otel |
 //! |---|---|---|---|---|---|---|
-//! | lifecycle_1t | 123 ns | 1.87 µs | 3.11 µs | 1.06 µs | 8.6x | 0.34x |
-//! | lifecycle_1t_idle | 676 ns | 6.96 µs | 8.77 µs | 8.56 µs | 12.7x | 0.98x |
-//! | lifecycle_4t_cpu | 334 ns | 3.68 µs | 3.54 µs | 1.41 µs | 4.2x | 0.40x |
-//! | lifecycle_4t_wall | 176 ns | 2.25 µs | 2.18 µs | 598 ns | 3.4x | 0.27x |
-//! | events20 | 351 ns | 30.3 µs | 25.6 µs | 7.34 µs | 21x | 0.29x |
-//! | nested100 | 20.4 µs | 63.7 µs | 237 µs | 86.0 µs | 4.2x | 0.36x |
-//! | filtered_warn | 136 ns | 10.2 ns | 10.4 ns | 10.5 ns | 0.08x | 1.01x |
+//! | lifecycle_1t | 169 ns | 2.03 µs | 4.57 µs | 1.62 µs | 9.6x | 0.35x |
+//! | lifecycle_1t_idle | 925 ns | 9.14 µs | 11.8 µs | 8.03 µs | 8.7x | 0.68x |
+//! | lifecycle_4t_cpu | 318 ns | 3.74 µs | 3.70 µs | 1.32 µs | 4.2x | 0.36x |
+//! | lifecycle_4t_wall | 180 ns | 2.40 µs | 2.10 µs | 887 ns | 4.9x | 0.42x |
+//! | events20 | 472 ns | 38.5 µs | 25.9 µs | 7.11 µs | 15x | 0.27x |
+//! | nested100 | 20.2 µs | 65.5 µs | 292 µs | 87.3 µs | 4.3x | 0.30x |
+//! | filtered_warn | 146 ns | 10.5 ns | 10.5 ns | 10.6 ns | 0.07x | 1.00x |
 //!
-//! In `filtered_warn`, `registry+noop_layer` is 107 ns, `+noop_layer` (filtered) 230 ns and
-//! `+braintrust` (filtered) 259 ns: per-layer filtering itself costs most of the difference.
-//! `lifecycle_parts` (registry / braintrust): `bare` 149 ns / 436 ns, `no_input` 171 ns /
-//! 1.00 µs, `no_records` 152 ns / 1.15 µs, `full` 170 ns / 1.32 µs.
+//! Two more runs of `lifecycle_1t` alone, just after: braintrust 1.45 µs (8.6x registry,
+//! 0.28x otel) and 1.43 µs (12.0x, 0.31x); the machine's noise is that large.
+//! In `filtered_warn`, `registry+noop_layer` is 104 ns, `+noop_layer` (filtered) 267 ns and
+//! `+braintrust` (filtered) 270 ns: per-layer filtering itself costs the difference.
+//! `lifecycle_parts` (registry / braintrust): `bare` 144 ns / 480 ns, `no_input` 165 ns /
+//! 983 ns, `no_records` 145 ns / 1.17 µs, `full` 150 ns / 1.53 µs.
 
 mod common;
 

@@ -315,7 +315,7 @@ pub(crate) struct BufferPool {
 
 impl BufferPool {
     /// How many buffers the pool keeps.
-    pub(crate) const SLOTS: usize = 8192;
+    pub(crate) const SLOTS: usize = 1024;
     /// The biggest buffer kept.
     pub(crate) const MAX_CAPACITY: usize = 512;
 
