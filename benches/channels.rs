@@ -23,6 +23,8 @@
 //!
 //! `cargo bench --bench channels -- --measurement-time 2`
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,19 +85,6 @@ impl Tx {
             Tx::Std(tx) => tx.try_send(m).is_ok(),
         }
     }
-}
-
-fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Duration::ZERO;
-    }
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// One sample: a fresh channel and consumer, `producers` threads sending `iters` messages
@@ -192,13 +181,13 @@ fn run(
                         }
                         timed
                     } else {
-                        let cpu0 = thread_cpu_time();
+                        let cpu0 = common::thread_cpu_time();
                         for i in 0..iters {
                             if !tx.try_send(Msg([i; 25])) {
                                 lost += 1;
                             }
                         }
-                        thread_cpu_time().saturating_sub(cpu0)
+                        common::thread_cpu_time().saturating_sub(cpu0)
                     };
                     failed.fetch_add(lost, Ordering::Relaxed);
                     cpu

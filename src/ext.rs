@@ -233,15 +233,17 @@ impl BraintrustSpanExt for Span {
         // Serialise before touching the span: `Serialize` impls are user code.
         let mut fields = Fields::new();
         let mut text = Vec::new();
-        match crate::json::write_sanitized(&mut text, value) {
-            // serde_json and the fast writer only write UTF-8.
-            Ok(()) => match std::str::from_utf8(&text) {
-                Ok(text) => fields.push_json(field, text),
-                Err(e) => fields.push(field, &FieldValue::Str(format!("<unserializable: {e}>"))),
-            },
+        // serde_json and the fast writer only write UTF-8.
+        let written = crate::json::write_sanitized(&mut text, value)
+            .map_err(|e| e.to_string())
+            .and_then(|()| String::from_utf8(text).map_err(|e| e.to_string()));
+        match written {
+            Ok(text) => fields.push_json(field, &text),
             Err(e) => fields.push(field, &FieldValue::Str(format!("<unserializable: {e}>"))),
         }
-        with_data(self, |_, data| data.fields.extend_from(&fields));
+        with_data(self, |layer, data| {
+            data.fields.extend_from(&fields, &layer.inner.pool)
+        });
     }
 }
 

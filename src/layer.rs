@@ -352,7 +352,7 @@ where
             if !buf.is_empty() {
                 if let Some(data) = span.extensions_mut().get_mut::<SpanData>() {
                     if data.sampled {
-                        data.fields.extend_pooled(buf, &inner.pool);
+                        data.fields.extend_from(buf, &inner.pool);
                     }
                 }
             }

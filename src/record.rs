@@ -84,20 +84,14 @@ impl Fields {
         Fields { buf }
     }
 
-    /// Appends every field of `other`, after the existing ones.
-    pub(crate) fn extend_from(&mut self, other: &Fields) {
+    /// Appends every field of `other`, after the existing ones, taking the buffer from
+    /// `pool` when there is none yet.
+    pub(crate) fn extend_from(&mut self, other: &Fields, pool: &BufferPool) {
         if self.buf.capacity() == 0 {
+            self.buf = pool.take();
             self.buf.reserve(other.buf.len().max(FIRST_RECORD_CAPACITY));
         }
         self.buf.extend_from_slice(&other.buf);
-    }
-
-    /// Like [`Fields::extend_from`], taking the buffer from `pool` when there is none yet.
-    pub(crate) fn extend_pooled(&mut self, other: &Fields, pool: &BufferPool) {
-        if self.buf.capacity() == 0 {
-            self.buf = pool.take();
-        }
-        self.extend_from(other);
     }
 
     /// Releases the buffer when one huge value grew it past `max` bytes.
@@ -580,9 +574,9 @@ mod tests {
         let mut recorded = Fields::new();
         let first: Fields = [("a", FieldValue::U64(1))].into_iter().collect();
         let second: Fields = [("b", FieldValue::Str("two".into()))].into_iter().collect();
-        recorded.extend_pooled(&first, &pool);
+        recorded.extend_from(&first, &pool);
         let capacity = recorded.buf.capacity();
-        recorded.extend_pooled(&second, &pool);
+        recorded.extend_from(&second, &pool);
         assert_eq!(recorded.buf.capacity(), capacity, "one allocation for both");
         let names: Vec<_> = recorded.iter().map(|(n, _)| n.to_owned()).collect();
         assert_eq!(names, ["a", "b"]);
