@@ -99,6 +99,18 @@ pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     let len = bytes.len();
     out.reserve(len + 2);
+    if len < 8 {
+        // Keys and short values, the most common strings: one padded word tells whether
+        // any byte needs an escape (a space needs none).
+        let mut padded = [b' '; 8];
+        padded[..len].copy_from_slice(bytes);
+        if escape_mask(u64::from_le_bytes(padded)) == 0 {
+            out.push(b'"');
+            out.extend_from_slice(bytes);
+            out.push(b'"');
+            return;
+        }
+    }
     out.push(b'"');
     // `bytes[start..at]` is plain and not yet copied.
     let mut start = 0;
