@@ -413,7 +413,10 @@ impl Builder {
     /// A directory where rows that cannot be delivered are kept (`BRAINTRUST_SPOOL_DIR`,
     /// default none): rows that failed after every retry, and rows still undelivered when
     /// shutdown runs out of time. The next process started with the same directory sends
-    /// them first, in order, and removes them once the server acknowledged them. Files are
+    /// them first, in order, and removes them once the server acknowledged them. A running
+    /// process tries them again too, when the uploader is idle: first after the maximum
+    /// retry delay ([`with_retry_delays`](Self::with_retry_delays), 30 s by default), then
+    /// with doubling waits up to 16 times that while the server still fails. Files are
     /// JSON Lines in the local row format; a line torn by a crash is skipped and counted.
     pub fn with_spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.spool_dir = Some(dir.into());
@@ -483,7 +486,8 @@ impl Builder {
             config.spill,
             config.max_in_flight,
             Arc::clone(&signal),
-        );
+        )
+        .retry_spool_after(config.max_retry_delay);
         let worker = Worker::new(
             rx,
             orphan_rx,

@@ -2,8 +2,10 @@
 //! spool for what cannot be delivered.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -12,6 +14,81 @@ use crate::mask::MaskFn;
 use crate::sink::{Row, Sink};
 use crate::spool::Spool;
 use crate::worker::{Counters, Signal};
+
+/// How long spooled rows wait before they are tried again while the process runs, unless
+/// configured (the retry delays' maximum).
+const DEFAULT_REPLAY_RETRY: Duration = Duration::from_secs(30);
+
+/// The shortest wait between tries of the spooled rows.
+const MIN_REPLAY_RETRY: Duration = Duration::from_millis(10);
+
+/// The longest wait between tries, as a multiple of the first.
+const MAX_REPLAY_BACKOFF_FACTOR: u32 = 16;
+
+/// Outcomes of a try of the spool.
+const REPLAY_NONE: u8 = 0;
+const REPLAY_DONE: u8 = 1;
+const REPLAY_FAILED: u8 = 2;
+
+/// Segments claimed from the spool and not yet delivered: given back when dropped, also
+/// when a try stops early or its task is cancelled, so the next try finds them.
+struct Claimed {
+    spool: Arc<Spool>,
+    rest: std::collections::VecDeque<(PathBuf, PathBuf)>,
+}
+
+impl Claimed {
+    fn new(spool: Arc<Spool>, segments: Vec<(PathBuf, PathBuf)>) -> Self {
+        Claimed {
+            spool,
+            rest: segments.into(),
+        }
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        for (claimed, original) in self.rest.drain(..) {
+            self.spool.unclaim(&claimed, &original);
+        }
+    }
+}
+
+/// Sends the claimed segments in order, removing each once the server took all its rows.
+/// Returns whether every one was delivered; stops at the first failure, or when `stop`
+/// resolves.
+async fn send_claimed(
+    mut claimed: Claimed,
+    sink: &dyn Sink,
+    counters: &Counters,
+    stop: impl std::future::Future<Output = ()>,
+) -> bool {
+    let mut stop = std::pin::pin!(stop);
+    while let Some((path, _)) = claimed.rest.front().cloned() {
+        let segment = Spool::read(path);
+        counters
+            .replay_torn
+            .fetch_add(segment.torn, Ordering::Relaxed);
+        if !segment.rows.is_empty() {
+            let done = tokio::select! {
+                done = sink.send(segment.rows.clone()) => done,
+                // Out of time: this segment waits for the next run.
+                () = stop.as_mut() => return false,
+            };
+            if !done.failed.is_empty() {
+                // Rows already acknowledged are sent again next time: full rows replace
+                // themselves by id, so that is harmless.
+                return false;
+            }
+            counters
+                .replayed
+                .fetch_add(logical(&segment.rows), Ordering::Relaxed);
+        }
+        claimed.rest.pop_front();
+        claimed.spool.done(&segment);
+    }
+    true
+}
 
 /// A live-mode start row sent on its own: a progress update, not counted as a row of its
 /// own (its span's final row is).
@@ -49,6 +126,15 @@ pub(crate) struct Dispatcher {
     next_batch: u64,
     /// Rows were spilled to the spool under pressure and wait to be replayed.
     spilled: bool,
+    /// Set by a delivery that put failed rows in the spool.
+    spooled: Arc<AtomicBool>,
+    /// When spooled rows are next tried while the process runs (`None`: nothing waits).
+    next_replay: Option<Instant>,
+    /// The wait before the next try after a failed one: from `replay_retry`, doubling.
+    replay_backoff: Duration,
+    replay_retry: Duration,
+    /// How the last try of the spool ended ([`REPLAY_NONE`] once taken).
+    replay_outcome: Arc<AtomicU8>,
     /// Set when shutdown gave up waiting: late deliveries are no longer counted.
     abandoned: Arc<AtomicBool>,
 }
@@ -76,8 +162,23 @@ impl Dispatcher {
             slots: Arc::new(Semaphore::new(max_in_flight)),
             next_batch: 0,
             spilled: false,
+            spooled: Arc::new(AtomicBool::new(false)),
+            next_replay: None,
+            replay_backoff: DEFAULT_REPLAY_RETRY,
+            replay_retry: DEFAULT_REPLAY_RETRY,
+            replay_outcome: Arc::new(AtomicU8::new(REPLAY_NONE)),
             abandoned: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Spooled rows are tried again `after` this long while the process runs, then with
+    /// doubling waits (up to [`MAX_REPLAY_BACKOFF_FACTOR`] times as long) while the server
+    /// still fails.
+    pub(crate) fn retry_spool_after(mut self, after: Duration) -> Self {
+        let after = after.max(MIN_REPLAY_RETRY);
+        self.replay_retry = after;
+        self.replay_backoff = after;
+        self
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -132,6 +233,7 @@ impl Dispatcher {
         let delivery = self.sink.send(rows);
         let counters = Arc::clone(&self.counters);
         let spool = self.spool.clone();
+        let spooled_flag = Arc::clone(&self.spooled);
         let copies = Arc::clone(&self.in_flight);
         let abandoned = Arc::clone(&self.abandoned);
         tokio::spawn(async move {
@@ -179,6 +281,9 @@ impl Dispatcher {
                 None => 0,
             };
             counters.spooled.fetch_add(spooled, Ordering::Relaxed);
+            if spooled > 0 {
+                spooled_flag.store(true, Ordering::Release);
+            }
             counters
                 .failed
                 .fetch_add(failed_logical - spooled, Ordering::Relaxed);
@@ -231,55 +336,82 @@ impl Dispatcher {
         self.slots.available_permits() == self.max_in_flight
     }
 
-    /// Whether spilled rows wait to be replayed.
-    pub(crate) fn has_spilled(&self) -> bool {
-        self.spilled
-    }
-
-    /// Re-sends spooled rows, oldest segment first, removing each segment once all its
-    /// rows are acknowledged and giving it back otherwise.
-    pub(crate) async fn replay(&mut self) {
-        let Some(spool) = self.spool.clone() else {
-            return;
+    /// Whether spooled rows should be tried now: rows were spilled under pressure (tried as
+    /// soon as the uploader is idle), or rows that failed are due for another try. Also
+    /// takes the outcome of the last background try, to schedule the next one.
+    pub(crate) fn replay_due(&mut self) -> bool {
+        let Some(spool) = &self.spool else {
+            return false;
         };
-        self.spilled = false;
-        spool.rotate();
-        for (claimed, original) in spool.claim_all() {
-            let segment = Spool::read(claimed, original);
-            self.counters
-                .replay_torn
-                .fetch_add(segment.torn, Ordering::Relaxed);
-            if segment.rows.is_empty() {
-                spool.done(&segment);
-                continue;
-            }
-            let done = tokio::select! {
-                done = self.sink.send(segment.rows.clone()) => done,
-                () = self.shutdown_deadline_passed() => {
-                    // Out of time: this segment waits for the next run.
-                    spool.give_back(&segment);
-                    return;
-                }
-            };
-            if done.failed.is_empty() {
-                self.counters
-                    .replayed
-                    .fetch_add(logical(&segment.rows), Ordering::Relaxed);
-                spool.done(&segment);
-            } else {
-                // Rows already acknowledged are sent again next time: full rows replace
-                // themselves by id, so that is harmless.
-                spool.give_back(&segment);
+        let now = Instant::now();
+        match self.replay_outcome.swap(REPLAY_NONE, Ordering::AcqRel) {
+            REPLAY_FAILED => {
                 crate::diag::warn(
                     "replay-failed",
                     format_args!(
-                        "spooled rows in {} could not be delivered yet; they stay in the spool",
-                        spool.dir().display()
+                        "spooled rows in {} could not be delivered yet; they stay in the spool and are tried again in {}",
+                        spool.dir().display(),
+                        humantime::format_duration(self.replay_backoff)
                     ),
                 );
-                break;
+                self.next_replay = Some(now + self.replay_backoff);
+                self.replay_backoff =
+                    (self.replay_backoff * 2).min(self.replay_retry * MAX_REPLAY_BACKOFF_FACTOR);
             }
+            REPLAY_DONE => self.replay_backoff = self.replay_retry,
+            _ => {}
         }
+        if self.spooled.swap(false, Ordering::AcqRel) && self.next_replay.is_none() {
+            self.next_replay = Some(now + self.replay_backoff);
+        }
+        self.spilled || self.next_replay.is_some_and(|at| now >= at)
+    }
+
+    /// Sends the rows an earlier run spooled, oldest segment first, before anything else,
+    /// removing each segment once all its rows are acknowledged. Stops at the first failure
+    /// (the rest is tried again later in this run) or when a shutdown's deadline passes.
+    pub(crate) async fn replay_first(&mut self) {
+        let Some(spool) = self.spool.clone() else {
+            return;
+        };
+        spool.rotate();
+        let claimed = Claimed::new(Arc::clone(&spool), spool.claim_all());
+        let done = send_claimed(
+            claimed,
+            &*self.sink,
+            &self.counters,
+            self.shutdown_deadline_passed(),
+        )
+        .await;
+        if !done {
+            self.replay_outcome.store(REPLAY_FAILED, Ordering::Release);
+        }
+    }
+
+    /// Starts sending what is in the spool in the background, on one upload slot, so the
+    /// queue is still drained meanwhile. Nothing happens while every slot is busy.
+    pub(crate) fn start_replay(&mut self) {
+        let Some(spool) = self.spool.clone() else {
+            return;
+        };
+        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+            return;
+        };
+        self.spilled = false;
+        self.next_replay = None;
+        spool.rotate();
+        let claimed = Claimed::new(Arc::clone(&spool), spool.claim_all());
+        let sink = Arc::clone(&self.sink);
+        let counters = Arc::clone(&self.counters);
+        let outcome = Arc::clone(&self.replay_outcome);
+        tokio::spawn(async move {
+            let done = send_claimed(claimed, &*sink, &counters, std::future::pending()).await;
+            outcome.store(
+                if done { REPLAY_DONE } else { REPLAY_FAILED },
+                Ordering::Release,
+            );
+            drop(permit);
+        });
     }
 
     /// A free upload slot, waiting as long as needed, but not past a shutdown's deadline
@@ -377,4 +509,74 @@ fn spool_and_count(spool: &Spool, rows: &[Row]) -> u64 {
         .zip(written)
         .filter(|(row, ok)| *ok && !is_progress(row))
         .count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemorySink;
+
+    fn dispatcher(retry: Duration) -> Dispatcher {
+        let dir = std::env::temp_dir().join(format!(
+            "tb-delivery-replay-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        Dispatcher::new(
+            Arc::new(MemorySink::new()),
+            Arc::new(Counters::default()),
+            None,
+            Some(Arc::new(Spool::new(dir, 1 << 20))),
+            false,
+            1,
+            Arc::new(Signal::default()),
+        )
+        .retry_spool_after(retry)
+    }
+
+    #[test]
+    fn failed_tries_of_the_spool_wait_longer_each_time_up_to_a_cap() {
+        let retry = Duration::from_secs(10);
+        let mut d = dispatcher(retry);
+        assert!(!d.replay_due(), "nothing spooled, nothing to try");
+        // Rows failed and were spooled: tried after the first wait, not at once.
+        d.spooled.store(true, Ordering::Release);
+        assert!(!d.replay_due());
+        let first = d.next_replay.expect("scheduled");
+        assert!(first >= Instant::now() + retry - Duration::from_secs(1));
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            d.next_replay = None;
+            d.replay_outcome.store(REPLAY_FAILED, Ordering::Release);
+            let before = Instant::now();
+            assert!(!d.replay_due());
+            let at = d.next_replay.expect("scheduled again");
+            waits.push((at - before).as_secs_f64().round() as u64);
+        }
+        assert_eq!(waits, [10, 20, 40, 80, 160, 160, 160]);
+        // A try that delivered everything starts the waits over.
+        d.replay_outcome.store(REPLAY_DONE, Ordering::Release);
+        d.next_replay = None;
+        assert!(!d.replay_due());
+        assert_eq!(d.replay_backoff, retry);
+        // Rows spilled under pressure are tried as soon as the uploader is idle.
+        d.spilled = true;
+        assert!(d.replay_due());
+    }
+
+    #[test]
+    fn without_a_spool_nothing_is_ever_due() {
+        let mut d = Dispatcher::new(
+            Arc::new(MemorySink::new()),
+            Arc::new(Counters::default()),
+            None,
+            None,
+            false,
+            1,
+            Arc::new(Signal::default()),
+        );
+        d.spooled.store(true, Ordering::Release);
+        d.spilled = true;
+        assert!(!d.replay_due());
+    }
 }

@@ -29,8 +29,6 @@ const STALE_CLAIM: Duration = Duration::from_secs(60);
 pub(crate) struct Segment {
     /// The claimed file.
     pub(crate) claimed: PathBuf,
-    /// Its name before the claim, to give it back.
-    pub(crate) original: PathBuf,
     /// Its rows, in order.
     pub(crate) rows: Vec<Row>,
     /// Lines skipped because they did not parse (a torn last line after a crash).
@@ -235,10 +233,9 @@ impl Spool {
     }
 
     /// Reads a claimed segment.
-    pub(crate) fn read(claimed: PathBuf, original: PathBuf) -> Segment {
+    pub(crate) fn read(claimed: PathBuf) -> Segment {
         let mut segment = Segment {
             claimed,
-            original,
             rows: Vec::new(),
             torn: 0,
         };
@@ -274,9 +271,10 @@ impl Spool {
         }
     }
 
-    /// Gives a segment back for a later run.
-    pub(crate) fn give_back(&self, segment: &Segment) {
-        let _ = fs::rename(&segment.claimed, &segment.original);
+    /// Gives back a segment claimed by [`Spool::claim_all`] (under its `original` name),
+    /// for a later replay.
+    pub(crate) fn unclaim(&self, claimed: &Path, original: &Path) {
+        let _ = fs::rename(claimed, original);
     }
 }
 
@@ -328,8 +326,8 @@ mod tests {
         assert_eq!(claimed.len(), 2);
         let ids: Vec<String> = claimed
             .into_iter()
-            .flat_map(|(c, o)| {
-                let seg = Spool::read(c, o);
+            .flat_map(|(c, _)| {
+                let seg = Spool::read(c);
                 next.done(&seg);
                 seg.rows
             })
@@ -356,11 +354,12 @@ mod tests {
         f.write_all(br#"{"id": "r3", "inp"#).expect("write");
         drop(f);
         let claimed = spool.claim_all();
-        let seg = Spool::read(claimed[0].0.clone(), claimed[0].1.clone());
+        let (path, original) = &claimed[0];
+        let seg = Spool::read(path.clone());
         assert_eq!(seg.rows.len(), 2);
         assert_eq!(seg.torn, 1);
-        spool.give_back(&seg);
-        assert!(seg.original.exists());
+        spool.unclaim(path, original);
+        assert!(original.exists());
         let _ = fs::remove_dir_all(dir);
     }
 
@@ -401,7 +400,7 @@ mod tests {
         writer.close();
         let claimed = other.claim_all();
         assert_eq!(claimed.len(), 1);
-        let seg = Spool::read(claimed[0].0.clone(), claimed[0].1.clone());
+        let seg = Spool::read(claimed[0].0.clone());
         assert_eq!(seg.rows.len(), 2);
         let _ = fs::remove_dir_all(dir);
     }

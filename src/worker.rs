@@ -187,7 +187,7 @@ impl Worker {
     async fn run(mut self) {
         diag::warn_once("destination", self.dispatcher.describe());
         // Rows an earlier run could not deliver go first.
-        self.dispatcher.replay().await;
+        self.dispatcher.replay_first().await;
         let mut idle_rounds = 0u32;
         loop {
             // The worker polls the queue instead of waiting on it, so that sending a row
@@ -201,10 +201,10 @@ impl Worker {
                     return;
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => {
-                    if self.dispatcher.has_spilled() && self.dispatcher.idle() {
-                        // The pressure is over: send what was spilled to the spool.
-                        self.dispatcher.replay().await;
-                        continue;
+                    if self.dispatcher.idle() && self.dispatcher.replay_due() {
+                        // The pressure is over, or the server may be back: send what is
+                        // in the spool, in the background.
+                        self.dispatcher.start_replay();
                     }
                     let pause = if idle_rounds < IDLE_ROUNDS {
                         LINGER
@@ -233,7 +233,7 @@ impl Worker {
             self.dispatch().await;
             self.report_drops();
             match control {
-                // Spilled rows are replayed when the queue is next found empty (above).
+                // Spooled rows are replayed when the queue is next found empty (above).
                 None => {}
                 Some(Control::Flush(reply)) => {
                     self.dispatcher.wait_idle_unless_shutdown().await;

@@ -434,6 +434,44 @@ fn spilled_rows_are_sent_when_the_pressure_is_over() {
 }
 
 #[test]
+fn spooled_rows_are_tried_again_while_the_process_runs() {
+    let server = FakeServer::start();
+    server.set_down(true);
+    let dir = temp_dir("spool-retry-in-run");
+    let (layer, guard) = builder(server.url(), server.api_key(), &dir)
+        .build()
+        .expect("valid");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..OLD {
+            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
+        }
+    });
+    // Every row fails after its retries and waits in the spool.
+    guard.flush();
+    assert_eq!(spooled_indices(&dir), (0..OLD).collect::<Vec<_>>());
+    // It stays there while the server is down, tried again with growing waits (the first
+    // after the maximum retry delay, 300 ms here).
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(spooled_indices(&dir), (0..OLD).collect::<Vec<_>>());
+    // The server is back: no new row and no restart needed.
+    server.set_down(false);
+    assert!(
+        server.wait_for_rows(OLD as usize, Duration::from_secs(30)),
+        "{} rows arrived",
+        server.rows().len()
+    );
+    let report = guard.shutdown();
+    assert_accounted(&report);
+    assert_eq!(
+        (report.spooled, report.replayed, report.failed, report.sent),
+        (OLD, OLD, 0, 0),
+        "{report:?}"
+    );
+    assert_each_once(&server, 0..OLD);
+    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+}
+
+#[test]
 fn a_flush_stuck_on_a_slow_server_does_not_hold_up_shutdown() {
     let server = FakeServer::start();
     server.set_latency(Duration::from_secs(3));
