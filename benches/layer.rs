@@ -45,20 +45,20 @@
 //!
 //! | group | registry | fmt_sink | otel_batch_noop | braintrust | vs registry | vs otel |
 //! |---|---|---|---|---|---|---|
-//! | lifecycle_1t | 169 ns | 2.03 µs | 4.57 µs | 1.62 µs | 9.6x | 0.35x |
-//! | lifecycle_1t_idle | 925 ns | 9.14 µs | 11.8 µs | 8.03 µs | 8.7x | 0.68x |
-//! | lifecycle_4t_cpu | 318 ns | 3.74 µs | 3.70 µs | 1.32 µs | 4.2x | 0.36x |
-//! | lifecycle_4t_wall | 180 ns | 2.40 µs | 2.10 µs | 887 ns | 4.9x | 0.42x |
-//! | events20 | 472 ns | 38.5 µs | 25.9 µs | 7.11 µs | 15x | 0.27x |
-//! | nested100 | 20.2 µs | 65.5 µs | 292 µs | 87.3 µs | 4.3x | 0.30x |
-//! | filtered_warn | 146 ns | 10.5 ns | 10.5 ns | 10.6 ns | 0.07x | 1.00x |
+//! | lifecycle_1t | 175 ns | 2.37 µs | 4.00 µs | 1.53 µs | 8.8x | 0.38x |
+//! | lifecycle_1t_idle | 900 ns | 11.0 µs | 14.3 µs | 8.46 µs | 9.4x | 0.59x |
+//! | lifecycle_4t_cpu | 427 ns | 4.82 µs | 3.78 µs | 1.50 µs | 3.5x | 0.40x |
+//! | lifecycle_4t_wall | 181 ns | 3.79 µs | 2.71 µs | 824 ns | 4.6x | 0.30x |
+//! | events20 | 448 ns | 46.2 µs | 26.9 µs | 7.54 µs | 17x | 0.28x |
+//! | nested100 | 20.4 µs | 85.6 µs | 379 µs | 87.6 µs | 4.3x | 0.23x |
+//! | filtered_warn | 174 ns | 10.8 ns | 10.1 ns | 10.1 ns | 0.06x | 1.00x |
 //!
-//! Two more runs of `lifecycle_1t` alone, just after: braintrust 1.45 µs (8.6x registry,
-//! 0.28x otel) and 1.43 µs (12.0x, 0.31x); the machine's noise is that large.
-//! In `filtered_warn`, `registry+noop_layer` is 104 ns, `+noop_layer` (filtered) 267 ns and
-//! `+braintrust` (filtered) 270 ns: per-layer filtering itself costs the difference.
-//! `lifecycle_parts` (registry / braintrust): `bare` 144 ns / 480 ns, `no_input` 165 ns /
-//! 983 ns, `no_records` 145 ns / 1.17 µs, `full` 150 ns / 1.53 µs.
+//! Earlier runs of the same code gave `lifecycle_1t` braintrust 1.43 µs to 1.62 µs (8.6x to
+//! 12x registry, 0.28x to 0.35x otel); the machine's noise is that large.
+//! In `filtered_warn`, `registry+noop_layer` is 99 ns, `+noop_layer` (filtered) 233 ns and
+//! `+braintrust` (filtered) 291 ns: per-layer filtering itself costs most of the difference.
+//! `lifecycle_parts` (registry / braintrust): `bare` 144 ns / 545 ns, `no_input` 176 ns /
+//! 1.03 µs, `no_records` 148 ns / 1.39 µs, `full` 143 ns / 1.41 µs.
 
 mod common;
 
