@@ -66,9 +66,6 @@ async fn send_claimed(
     let mut stop = std::pin::pin!(stop);
     while let Some((path, _)) = claimed.rest.front().cloned() {
         let segment = Spool::read(path);
-        counters
-            .replay_torn
-            .fetch_add(segment.torn, Ordering::Relaxed);
         if !segment.rows.is_empty() {
             let done = tokio::select! {
                 done = sink.send(segment.rows.clone()) => done,
@@ -84,6 +81,10 @@ async fn send_claimed(
                 .replayed
                 .fetch_add(logical(&segment.rows), Ordering::Relaxed);
         }
+        // Torn lines are counted once, when their segment is removed.
+        counters
+            .replay_torn
+            .fetch_add(segment.torn, Ordering::Relaxed);
         claimed.rest.pop_front();
         claimed.spool.done(&segment);
     }
