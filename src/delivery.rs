@@ -73,8 +73,21 @@ async fn send_claimed(
                 () = stop.as_mut() => return false,
             };
             if !done.failed.is_empty() {
-                // Rows already acknowledged are sent again next time: full rows replace
-                // themselves by id, so that is harmless.
+                // Only the rows the server did not take stay in the segment. Should that
+                // rewrite fail, the whole segment stays: rows already taken are then sent
+                // again (full rows replace themselves by id), none is lost.
+                let taken = logical(&segment.rows).saturating_sub(logical(&done.failed));
+                if taken > 0
+                    && claimed
+                        .spool
+                        .rewrite(&segment.claimed, &done.failed)
+                        .is_ok()
+                {
+                    counters.replayed.fetch_add(taken, Ordering::Relaxed);
+                    counters
+                        .replay_torn
+                        .fetch_add(segment.torn, Ordering::Relaxed);
+                }
                 return false;
             }
             counters

@@ -271,6 +271,34 @@ impl Spool {
         }
     }
 
+    /// Replaces the rows of a claimed segment with `rows` (what is left of it after a
+    /// partly delivered try), through a temporary file renamed over it: a crash leaves
+    /// either the old rows or the new ones. The temporary name is one that
+    /// [`Spool::claim_all`] never takes.
+    pub(crate) fn rewrite(&self, claimed: &Path, rows: &[Row]) -> std::io::Result<()> {
+        let name = claimed
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| std::io::Error::other("spool segment without a name"))?;
+        let temp = self.dir.join(format!(".rewrite-{name}"));
+        let mut out = Vec::with_capacity(rows.len() * 512);
+        for row in rows {
+            serde_json::to_writer(&mut out, row)?;
+            out.push(b'\n');
+        }
+        let mut file = File::create(&temp)?;
+        file.write_all(&out)?;
+        file.sync_data()?;
+        drop(file);
+        fs::rename(&temp, claimed).inspect_err(|_| {
+            let _ = fs::remove_file(&temp);
+        })?;
+        if let Ok(mut w) = self.writer.lock() {
+            w.dir_bytes = None;
+        }
+        Ok(())
+    }
+
     /// Gives back a segment claimed by [`Spool::claim_all`] (under its `original` name),
     /// for a later replay.
     pub(crate) fn unclaim(&self, claimed: &Path, original: &Path) {
@@ -413,5 +441,30 @@ mod tests {
         );
         assert_eq!(spool.append(&[row(1)]), [false]);
         assert!(spool.claim_all().is_empty());
+    }
+
+    #[test]
+    fn a_rewritten_segment_holds_only_the_rows_left() {
+        let dir = temp_dir("rewrite");
+        let spool = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        spool.append(&[row(1), row(2), row(3)]);
+        spool.rotate();
+        let claimed = spool.claim_all();
+        assert_eq!(claimed.len(), 1);
+        let (path, original) = &claimed[0];
+        spool.rewrite(path, &[row(2)]).expect("rewrite");
+        spool.unclaim(path, original);
+        let again = spool.claim_all();
+        let seg = Spool::read(again[0].0.clone());
+        assert_eq!(seg.rows, vec![row(2)]);
+        assert_eq!(seg.torn, 0);
+        // No temporary file is left behind.
+        let names: Vec<String> = fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let _ = fs::remove_dir_all(dir);
     }
 }

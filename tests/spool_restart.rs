@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    FakeServer, HANG, assert_accounted, assert_each_once, child_report, emit, files_in, index,
-    run_child, server_builder, shutdown_in_time, temp_dir,
+    FakeServer, HANG, Reply, assert_accounted, assert_each_once, child_report, emit, files_in,
+    index, logs3_statuses, run_child, server_builder, shutdown_in_time, temp_dir,
 };
 use tracing_braintrust::{Builder, FlushReport};
 use tracing_subscriber::layer::SubscriberExt;
@@ -468,6 +468,47 @@ fn spooled_rows_are_tried_again_while_the_process_runs() {
         "{report:?}"
     );
     assert_each_once(&server, 0..OLD);
+    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+}
+
+#[test]
+fn a_partly_delivered_try_keeps_only_the_rows_the_server_did_not_take() {
+    let server = FakeServer::start();
+    server.set_down(true);
+    let dir = temp_dir("spool-partial-try");
+    let (layer, guard) = builder(server.url(), server.api_key(), &dir)
+        .with_batch_size(5)
+        .with_max_in_flight(1)
+        .build()
+        .expect("valid");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..10u64 {
+            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
+        }
+    });
+    guard.flush();
+    assert_eq!(spooled_indices(&dir), (0..10).collect::<Vec<_>>());
+    // The server is back, but refuses the second request of the next try (and its retry).
+    server.push_logs3(Reply::status(200));
+    server.push_logs3(Reply::status(500));
+    server.push_logs3(Reply::status(500));
+    server.set_down(false);
+    assert!(
+        server.wait_for_rows(10, Duration::from_secs(30)),
+        "{} rows arrived",
+        server.rows().len()
+    );
+    let report = guard.shutdown();
+    assert_accounted(&report);
+    assert_eq!(
+        (report.spooled, report.replayed, report.failed),
+        (10, 10, 0),
+        "{report:?}"
+    );
+    // The five rows taken by the first request were not sent again.
+    assert_each_once(&server, 0..10);
+    let statuses = logs3_statuses(&server);
+    assert!(statuses.contains(&Some(500)), "{statuses:?}");
     assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
 }
 
