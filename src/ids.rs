@@ -42,7 +42,11 @@ impl TraceId {
     /// The id as it appears in rows.
     pub(crate) fn to_wire(&self) -> String {
         match self {
-            TraceId::Hex(v) => format!("{v:032x}"),
+            TraceId::Hex(v) => {
+                let mut out = String::with_capacity(32);
+                push_hex(&mut out, *v, 32);
+                out
+            }
             TraceId::Str(s) => s.to_string(),
         }
     }
@@ -92,13 +96,36 @@ fn nonzero_u128() -> u128 {
 
 /// 16 lowercase hex characters.
 pub(crate) fn span_id_hex(v: u64) -> String {
-    format!("{v:016x}")
+    let mut out = String::with_capacity(16);
+    push_hex(&mut out, u128::from(v), 16);
+    out
+}
+
+/// Appends the last `digits` hex digits of `v`, lower case and zero-padded (what
+/// `format!("{v:0digits$x}")` prints, without the formatting machinery: ids are written
+/// for every row).
+fn push_hex(out: &mut String, v: u128, digits: u32) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for at in (0..digits).rev() {
+        out.push(char::from(HEX[((v >> (4 * at)) & 0xF) as usize]));
+    }
 }
 
 /// Formats random bits as a version 4, RFC 4122 variant UUID string.
 pub(crate) fn uuid_string(bits: u128) -> String {
     let v4 = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    uuid::Uuid::from_u128(v4).hyphenated().to_string()
+    // 8-4-4-4-12 hex digits, as `uuid::Uuid::hyphenated` prints them.
+    let mut out = String::with_capacity(36);
+    push_hex(&mut out, v4 >> 96, 8);
+    out.push('-');
+    push_hex(&mut out, v4 >> 80, 4);
+    out.push('-');
+    push_hex(&mut out, v4 >> 64, 4);
+    out.push('-');
+    push_hex(&mut out, v4 >> 48, 4);
+    out.push('-');
+    push_hex(&mut out, v4, 12);
+    out
 }
 
 /// Parses exactly 16 hex characters (either case).
@@ -122,6 +149,23 @@ pub(crate) fn parse_hex_u128(s: &str) -> Option<u128> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_print_as_the_formatting_machinery_prints_them() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut values = vec![0u128, 1, u128::MAX, u128::from(u64::MAX)];
+        values.extend((0..10_000).map(|_| rng.u128(..)));
+        for v in values {
+            assert_eq!(TraceId::Hex(v).to_wire(), format!("{v:032x}"));
+            let low = v as u64;
+            assert_eq!(span_id_hex(low), format!("{low:016x}"));
+            let v4 = (v & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+            assert_eq!(
+                uuid_string(v),
+                uuid::Uuid::from_u128(v4).hyphenated().to_string()
+            );
+        }
+    }
 
     #[test]
     fn span_ids_are_16_lowercase_hex() {

@@ -75,12 +75,64 @@ pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
 }
 
 /// ISO-8601 with microseconds and `+00:00`, as the Python SDK writes `created`.
+///
+/// A clock set before 1970 gives `1970-01-01T00:00:00.000000+00:00`, and one past the
+/// year 9999 the last microsecond of 9999: the format has room for nothing else.
 pub(crate) fn iso_time(t: SystemTime) -> String {
-    let s = humantime::format_rfc3339_micros(t).to_string();
-    match s.strip_suffix('Z') {
-        Some(base) => format!("{base}+00:00"),
-        None => s,
+    let (year, month, day, secs, micros) = civil_utc(t);
+    let mut out = String::with_capacity(32);
+    push_digits(&mut out, year, 4);
+    out.push('-');
+    push_digits(&mut out, month, 2);
+    out.push('-');
+    push_digits(&mut out, day, 2);
+    out.push('T');
+    push_digits(&mut out, secs / 3600, 2);
+    out.push(':');
+    push_digits(&mut out, secs / 60 % 60, 2);
+    out.push(':');
+    push_digits(&mut out, secs % 60, 2);
+    out.push('.');
+    push_digits(&mut out, micros, 6);
+    out.push_str("+00:00");
+    out
+}
+
+/// Appends the last `width` decimal digits of `n`, zero-padded.
+fn push_digits(out: &mut String, n: u64, width: u32) {
+    for shift in (0..width).rev() {
+        let digit = (n / 10u64.pow(shift) % 10) as u32;
+        // A digit below 10 always has a character.
+        out.push(char::from_digit(digit, 10).unwrap_or('0'));
     }
+}
+
+/// Year, month, day, second of the day and microseconds of `t` in UTC, clamped to the
+/// years 1970 to 9999 (civil-from-days, after Howard Hinnant's algorithm).
+fn civil_utc(t: SystemTime) -> (u64, u64, u64, u64, u64) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = secs / 86_400;
+    // Days since 0000-03-01, so that the leap day ends the (March-based) year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    if year > 9999 {
+        return (9999, 12, 31, 86_399, 999_999);
+    }
+    (
+        year,
+        month,
+        day,
+        secs % 86_400,
+        u64::from(since.subsec_micros()),
+    )
 }
 
 /// Builds the full row of a span from its header and all its fields in recording order.
@@ -229,12 +281,17 @@ fn add_estimated_cost(settings: &RowSettings, parts: &mut RowParts) {
             .iter()
             .filter_map(|(k, v)| v.as_f64().map(|f| (k.as_str(), f))),
     );
-    let price = cached(
-        &settings.price_cache,
-        PRICE_CACHE_ENTRIES,
-        model.clone(),
-        || prices.lookup(model).copied(),
-    );
+    // Looked up by `&str` first: only a model not seen yet costs a copy of its name.
+    let known = settings.price_cache.borrow().get(model.as_str()).copied();
+    let price = match known {
+        Some(price) => price,
+        None => cached(
+            &settings.price_cache,
+            PRICE_CACHE_ENTRIES,
+            model.clone(),
+            || prices.lookup(model).copied(),
+        ),
+    };
     if let Some(cost) = price.and_then(|p| estimate_cost_with(&p, &usage)) {
         parts.metrics.insert("estimated_cost".into(), float(cost));
     }
@@ -404,6 +461,51 @@ fn route(row: &mut Row, settings: &RowSettings, route: Option<&Route>) {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The text `humantime` gives (which panics outside 1970 to 9999).
+    fn iso_time_slow(t: SystemTime) -> String {
+        let s = humantime::format_rfc3339_micros(t).to_string();
+        match s.strip_suffix('Z') {
+            Some(base) => format!("{base}+00:00"),
+            None => s,
+        }
+    }
+
+    #[test]
+    fn created_is_the_same_text_as_through_humantime() {
+        let mut times: Vec<SystemTime> = [
+            0u64,
+            59,
+            86_399,
+            86_400,
+            // 2000-02-29, 2000-03-01, 2100-02-28, 2100-03-01 (no leap day in 2100).
+            951_782_400,
+            951_868_800,
+            4_107_456_000,
+            4_107_542_400,
+            // The last second of 9999.
+            253_402_300_799,
+        ]
+        .iter()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(*s))
+        .collect();
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            // Up to the end of 9999 (about 13.7 times u64::MAX nanoseconds).
+            let t = UNIX_EPOCH + Duration::from_nanos(rng.u64(..)) * rng.u32(1..14);
+            if t < UNIX_EPOCH + Duration::from_secs(253_402_300_800) {
+                times.push(t);
+            }
+        }
+        for t in times {
+            assert_eq!(iso_time(t), iso_time_slow(t), "{t:?}");
+        }
+        // A clock outside what the format holds is clamped, not a panic.
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(iso_time(before), "1970-01-01T00:00:00.000000+00:00");
+        let after = UNIX_EPOCH + Duration::from_secs(253_402_300_800 + 86_400 * 400);
+        assert_eq!(iso_time(after), "9999-12-31T23:59:59.999999+00:00");
+    }
 
     #[test]
     fn created_matches_python_format() {
