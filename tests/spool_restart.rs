@@ -513,6 +513,45 @@ fn a_partly_delivered_try_keeps_only_the_rows_the_server_did_not_take() {
 }
 
 #[test]
+fn a_shutdown_during_a_try_of_the_spool_returns_on_time_and_keeps_the_rows() {
+    let server = FakeServer::start();
+    server.set_down(true);
+    let dir = temp_dir("spool-try-at-shutdown");
+    let (layer, guard) = builder(server.url(), server.api_key(), &dir)
+        .with_shutdown_timeout(Duration::from_millis(500))
+        .build()
+        .expect("valid");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        for i in 0..OLD {
+            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
+        }
+    });
+    guard.flush();
+    assert_eq!(spooled_indices(&dir), (0..OLD).collect::<Vec<_>>());
+    // The server is back but hangs: the next try of the spool (after 300 ms) is still in
+    // flight when the shutdown comes.
+    server.set_latency(Duration::from_secs(20));
+    server.set_down(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.requests().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!server.requests().is_empty(), "the spool was not tried");
+    let started = Instant::now();
+    let report = guard.shutdown();
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2500), "shutdown took {took:?}");
+    assert_accounted(&report);
+    assert_eq!((report.spooled, report.replayed), (OLD, 0), "{report:?}");
+    // The rows are back in the spool (not claimed), and the next process sends them.
+    assert_eq!(spooled_indices(&dir), (0..OLD).collect::<Vec<_>>());
+    server.set_latency(Duration::ZERO);
+    let next = run(builder(server.url(), server.api_key(), &dir), 0..0);
+    assert_eq!(next.replayed, OLD, "{next:?}");
+    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+}
+
+#[test]
 fn a_flush_stuck_on_a_slow_server_does_not_hold_up_shutdown() {
     let server = FakeServer::start();
     server.set_latency(Duration::from_secs(3));
