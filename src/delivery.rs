@@ -140,8 +140,8 @@ pub(crate) struct Dispatcher {
     next_batch: u64,
     /// Rows were spilled to the spool under pressure and wait to be replayed.
     spilled: bool,
-    /// Set by a delivery that put failed rows in the spool.
-    spooled: Arc<AtomicBool>,
+    /// `counters.spooled` when last looked at: a change means failed rows went to the spool.
+    spooled_seen: u64,
     /// When spooled rows are next tried while the process runs (`None`: nothing waits).
     next_replay: Option<Instant>,
     /// The wait before the next try after a failed one: from `replay_retry`, doubling.
@@ -176,7 +176,7 @@ impl Dispatcher {
             slots: Arc::new(Semaphore::new(max_in_flight)),
             next_batch: 0,
             spilled: false,
-            spooled: Arc::new(AtomicBool::new(false)),
+            spooled_seen: 0,
             next_replay: None,
             replay_backoff: DEFAULT_REPLAY_RETRY,
             replay_retry: DEFAULT_REPLAY_RETRY,
@@ -247,7 +247,6 @@ impl Dispatcher {
         let delivery = self.sink.send(rows);
         let counters = Arc::clone(&self.counters);
         let spool = self.spool.clone();
-        let spooled_flag = Arc::clone(&self.spooled);
         let copies = Arc::clone(&self.in_flight);
         let abandoned = Arc::clone(&self.abandoned);
         tokio::spawn(async move {
@@ -295,9 +294,6 @@ impl Dispatcher {
                 None => 0,
             };
             counters.spooled.fetch_add(spooled, Ordering::Relaxed);
-            if spooled > 0 {
-                spooled_flag.store(true, Ordering::Release);
-            }
             counters
                 .failed
                 .fetch_add(failed_logical - spooled, Ordering::Relaxed);
@@ -375,7 +371,10 @@ impl Dispatcher {
             REPLAY_DONE => self.replay_backoff = self.replay_retry,
             _ => {}
         }
-        if self.spooled.swap(false, Ordering::AcqRel) && self.next_replay.is_none() {
+        let spooled = self.counters.spooled.load(Ordering::Acquire);
+        if spooled != std::mem::replace(&mut self.spooled_seen, spooled)
+            && self.next_replay.is_none()
+        {
             self.next_replay = Some(now + self.replay_backoff);
         }
         self.spilled || self.next_replay.is_some_and(|at| now >= at)
@@ -554,7 +553,7 @@ mod tests {
         let mut d = dispatcher(retry);
         assert!(!d.replay_due(), "nothing spooled, nothing to try");
         // Rows failed and were spooled: tried after the first wait, not at once.
-        d.spooled.store(true, Ordering::Release);
+        d.counters.spooled.fetch_add(1, Ordering::Relaxed);
         assert!(!d.replay_due());
         let first = d.next_replay.expect("scheduled");
         assert!(first >= Instant::now() + retry - Duration::from_secs(1));
@@ -589,7 +588,7 @@ mod tests {
             1,
             Arc::new(Signal::default()),
         );
-        d.spooled.store(true, Ordering::Release);
+        d.counters.spooled.fetch_add(1, Ordering::Relaxed);
         d.spilled = true;
         assert!(!d.replay_due());
     }

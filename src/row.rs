@@ -281,17 +281,12 @@ fn add_estimated_cost(settings: &RowSettings, parts: &mut RowParts) {
             .iter()
             .filter_map(|(k, v)| v.as_f64().map(|f| (k.as_str(), f))),
     );
-    // Looked up by `&str` first: only a model not seen yet costs a copy of its name.
-    let known = settings.price_cache.borrow().get(model.as_str()).copied();
-    let price = match known {
-        Some(price) => price,
-        None => cached(
-            &settings.price_cache,
-            PRICE_CACHE_ENTRIES,
-            model.clone(),
-            || prices.lookup(model).copied(),
-        ),
-    };
+    let price = cached(
+        &settings.price_cache,
+        PRICE_CACHE_ENTRIES,
+        model.as_str(),
+        || prices.lookup(model).copied(),
+    );
     if let Some(cost) = price.and_then(|p| estimate_cost_with(&p, &usage)) {
         parts.metrics.insert("estimated_cost".into(), float(cost));
     }
@@ -370,24 +365,34 @@ const CONTEXT_CACHE_ENTRIES: usize = 4096;
 /// `context` of a row from callsite `meta`: built once per callsite, then copied.
 fn context(settings: &RowSettings, meta: &'static Metadata<'static>, is_span: bool) -> Value {
     let key = (std::ptr::from_ref(meta) as usize, is_span);
-    cached(&settings.context_cache, CONTEXT_CACHE_ENTRIES, key, || {
+    cached(&settings.context_cache, CONTEXT_CACHE_ENTRIES, &key, || {
         build_context(settings, meta, is_span.then(|| meta.name()))
     })
 }
 
-/// A copy of the value cached under `key`, made by `make` when missing. A cache holding
-/// more than `max` entries starts over.
-fn cached<K: std::hash::Hash + Eq, V: Clone>(
+/// A copy of the value cached under `key`, made by `make` when missing (only then is the
+/// key copied). A cache holding more than `max` entries starts over.
+fn cached<K, Q, V>(
     cache: &RefCell<HashMap<K, V>>,
     max: usize,
-    key: K,
+    key: &Q,
     make: impl FnOnce() -> V,
-) -> V {
+) -> V
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    V: Clone,
+{
     let mut cache = cache.borrow_mut();
+    if let Some(value) = cache.get(key) {
+        return value.clone();
+    }
     if cache.len() > max {
         cache.clear();
     }
-    cache.entry(key).or_insert_with(make).clone()
+    let value = make();
+    cache.insert(key.to_owned(), value.clone());
+    value
 }
 
 fn build_context(settings: &RowSettings, meta: &Metadata<'_>, function: Option<&str>) -> Value {

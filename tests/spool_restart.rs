@@ -15,7 +15,7 @@ use support::{
     FakeServer, HANG, Reply, assert_accounted, assert_each_once, child_report, emit, files_in,
     index, logs3_statuses, run_child, server_builder, shutdown_in_time, temp_dir,
 };
-use tracing_braintrust::{Builder, FlushReport};
+use tracing_braintrust::{BraintrustGuard, Builder, FlushReport};
 use tracing_subscriber::layer::SubscriberExt;
 
 /// Rows the first process cannot deliver.
@@ -433,22 +433,27 @@ fn spilled_rows_are_sent_when_the_pressure_is_over() {
     assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
 }
 
+/// With the server down, emits spans `work` with `metadata.i` in `0..n` and waits until
+/// every row failed and went to the spool in `dir`.
+fn spool_while_down(server: &FakeServer, builder: Builder, dir: &Path, n: u64) -> BraintrustGuard {
+    server.set_down(true);
+    let guard = emit(builder, 0..n);
+    guard.flush();
+    assert_eq!(spooled_indices(dir), (0..n).collect::<Vec<_>>());
+    guard
+}
+
 #[test]
 fn spooled_rows_are_tried_again_while_the_process_runs() {
     let server = FakeServer::start();
-    server.set_down(true);
     let dir = temp_dir("spool-retry-in-run");
-    let (layer, guard) = builder(server.url(), server.api_key(), &dir)
-        .build()
-        .expect("valid");
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        for i in 0..OLD {
-            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
-        }
-    });
     // Every row fails after its retries and waits in the spool.
-    guard.flush();
-    assert_eq!(spooled_indices(&dir), (0..OLD).collect::<Vec<_>>());
+    let guard = spool_while_down(
+        &server,
+        builder(server.url(), server.api_key(), &dir),
+        &dir,
+        OLD,
+    );
     // It stays there while the server is down, tried again with growing waits (the first
     // after the maximum retry delay, 300 ms here).
     std::thread::sleep(Duration::from_millis(1000));
@@ -474,20 +479,16 @@ fn spooled_rows_are_tried_again_while_the_process_runs() {
 #[test]
 fn a_partly_delivered_try_keeps_only_the_rows_the_server_did_not_take() {
     let server = FakeServer::start();
-    server.set_down(true);
     let dir = temp_dir("spool-partial-try");
-    let (layer, guard) = builder(server.url(), server.api_key(), &dir)
-        .with_batch_size(5)
-        .with_max_in_flight(1)
-        .build()
-        .expect("valid");
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        for i in 0..10u64 {
-            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
-        }
-    });
-    guard.flush();
-    assert_eq!(spooled_indices(&dir), (0..10).collect::<Vec<_>>());
+    // Every row fails after its retries and waits in the spool.
+    let guard = spool_while_down(
+        &server,
+        builder(server.url(), server.api_key(), &dir)
+            .with_batch_size(5)
+            .with_max_in_flight(1),
+        &dir,
+        10,
+    );
     // The server is back, but refuses the second request of the next try (and its retry).
     server.push_logs3(Reply::status(200));
     server.push_logs3(Reply::status(500));
@@ -515,19 +516,15 @@ fn a_partly_delivered_try_keeps_only_the_rows_the_server_did_not_take() {
 #[test]
 fn a_shutdown_during_a_try_of_the_spool_returns_on_time_and_keeps_the_rows() {
     let server = FakeServer::start();
-    server.set_down(true);
     let dir = temp_dir("spool-try-at-shutdown");
-    let (layer, guard) = builder(server.url(), server.api_key(), &dir)
-        .with_shutdown_timeout(Duration::from_millis(500))
-        .build()
-        .expect("valid");
-    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-        for i in 0..OLD {
-            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
-        }
-    });
-    guard.flush();
-    assert_eq!(spooled_indices(&dir), (0..OLD).collect::<Vec<_>>());
+    // Every row fails after its retries and waits in the spool.
+    let guard = spool_while_down(
+        &server,
+        builder(server.url(), server.api_key(), &dir)
+            .with_shutdown_timeout(Duration::from_millis(500)),
+        &dir,
+        OLD,
+    );
     // The server is back but hangs: the next try of the spool (after 300 ms) is still in
     // flight when the shutdown comes.
     server.set_latency(Duration::from_secs(20));
