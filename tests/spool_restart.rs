@@ -477,6 +477,33 @@ fn spooled_rows_are_tried_again_while_the_process_runs() {
 }
 
 #[test]
+fn a_torn_line_is_counted_once_however_many_tries_its_segment_takes() {
+    let server = FakeServer::start();
+    let dir = temp_dir("spool-torn-retried");
+    let guard = spool_while_down(
+        &server,
+        builder(server.url(), server.api_key(), &dir),
+        &dir,
+        OLD,
+    );
+    let file = files_in(&dir).into_iter().next().expect("a spool file");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .expect("open the spool file");
+    std::io::Write::write_all(&mut f, br#"{"id": "torn"#).expect("write");
+    drop(f);
+    // Several tries read the segment while the server is down (300 ms, then 600 ms).
+    std::thread::sleep(Duration::from_millis(1200));
+    server.set_down(false);
+    assert!(server.wait_for_rows(OLD as usize, Duration::from_secs(30)));
+    let report = guard.shutdown();
+    assert_eq!(report.replayed, OLD, "{report:?}");
+    assert_eq!(report.spool_lines_skipped, 1, "{report:?}");
+    assert!(files_in(&dir).is_empty(), "{:?}", files_in(&dir));
+}
+
+#[test]
 fn a_partly_delivered_try_keeps_only_the_rows_the_server_did_not_take() {
     let server = FakeServer::start();
     let dir = temp_dir("spool-partial-try");
