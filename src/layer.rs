@@ -161,15 +161,19 @@ impl LayerInner {
         self.exec_counter.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// The fields `record` visits, copied into a buffer from the pool.
+    /// The fields `record` visits, written straight into a buffer from the pool (a nested
+    /// capture, from a `Debug` impl that itself records, simply takes another buffer).
     fn capture(&self, record: impl FnOnce(&mut FieldVisitor<'_>)) -> Fields {
-        with_scratch(|buf| {
-            record(&mut FieldVisitor {
-                fields: buf,
-                max_bytes: self.max_field_bytes,
-            });
-            buf.to_pooled(&self.pool)
-        })
+        let mut fields = Fields::from_pool(&self.pool);
+        record(&mut FieldVisitor {
+            fields: &mut fields,
+            max_bytes: self.max_field_bytes,
+        });
+        if fields.is_empty() {
+            self.pool.unused(fields);
+            return Fields::new();
+        }
+        fields
     }
 
     /// Root, parent and routing for a span or event with no local parent.

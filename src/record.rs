@@ -4,6 +4,7 @@
 
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use tracing_core::Metadata;
@@ -54,6 +55,10 @@ const TAG_JSON: u8 = 8;
 /// A length below this takes one byte; longer ones take `LONG_LEN` and four bytes.
 const LONG_LEN: u8 = 0xFF;
 
+/// Room a new buffer starts with when fields are captured into it (the pool hands back
+/// buffers of up to [`BufferPool::MAX_CAPACITY`]).
+const FIRST_CAPTURE_CAPACITY: usize = 256;
+
 /// Room reserved the first time fields are appended to a span after its creation, so that
 /// a few `record` calls share one allocation.
 const FIRST_RECORD_CAPACITY: usize = 128;
@@ -74,13 +79,15 @@ impl Fields {
         self.buf.clear();
     }
 
-    /// A copy in a buffer from `pool` (an allocation only when the pool is empty).
-    pub(crate) fn to_pooled(&self, pool: &BufferPool) -> Fields {
-        if self.buf.is_empty() {
-            return Fields::new();
-        }
+    /// An empty list that writes into a buffer from `pool` (no allocation until a field is
+    /// written, and none at all when the pool had a buffer).
+    pub(crate) fn from_pool(pool: &BufferPool) -> Fields {
         let mut buf = pool.take();
-        buf.extend_from_slice(&self.buf);
+        if buf.capacity() == 0 {
+            // Room for a typical span's fields, so that capturing them grows it at most
+            // once.
+            buf.reserve_exact(FIRST_CAPTURE_CAPACITY);
+        }
         Fields { buf }
     }
 
@@ -298,39 +305,132 @@ impl<'a> FromIterator<(&'a str, FieldValue)> for Fields {
 /// capturing fields then rarely calls the allocator, and memory allocated on one thread is
 /// not freed on another (which the system allocator makes slow for both).
 ///
-/// Bounded twice: at most [`BufferPool::SLOTS`] buffers are kept, and only buffers no
-/// bigger than [`BufferPool::MAX_CAPACITY`] (a queued message holds at most that much more
-/// than it needs).
+/// Buffers travel in batches of [`BufferPool::BATCH`]: the worker gathers the ones it
+/// decoded and hands a batch over in one channel operation, and each application thread
+/// keeps the batch it took in a thread-local stash, so taking a buffer is usually a pop from
+/// that stash rather than an atomic operation per buffer.
+///
+/// Bounded three times: at most [`BufferPool::SLOTS`] buffers wait in the pool, each thread
+/// stashes at most one batch, and only buffers no bigger than [`BufferPool::MAX_CAPACITY`]
+/// are kept (a queued message holds at most that much more than it needs).
 #[derive(Debug)]
 pub(crate) struct BufferPool {
-    tx: crossbeam_channel::Sender<Vec<u8>>,
-    rx: crossbeam_channel::Receiver<Vec<u8>>,
+    tx: crossbeam_channel::Sender<Vec<Vec<u8>>>,
+    rx: crossbeam_channel::Receiver<Vec<Vec<u8>>>,
+    /// The batch the worker is filling (only the worker gives buffers back, so this lock is
+    /// never contended).
+    filling: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Batches waiting in the channel, approximately: a take that finds none skips the
+    /// channel (in a burst the pool is empty, and a failed receive costs more than this
+    /// load).
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+thread_local! {
+    /// Buffers this thread took from a pool in one batch and has not used yet. Buffers are
+    /// plain `Vec<u8>`s, so a stash filled from one layer's pool may serve another's.
+    static STASH: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl BufferPool {
     /// How many buffers the pool keeps.
     pub(crate) const SLOTS: usize = 1024;
+    /// How many buffers travel together.
+    pub(crate) const BATCH: usize = 32;
     /// The biggest buffer kept.
     pub(crate) const MAX_CAPACITY: usize = 512;
 
     pub(crate) fn new() -> Self {
-        let (tx, rx) = crossbeam_channel::bounded(Self::SLOTS);
-        BufferPool { tx, rx }
+        let (tx, rx) = crossbeam_channel::bounded(Self::SLOTS / Self::BATCH);
+        BufferPool {
+            tx,
+            rx,
+            filling: std::sync::Mutex::new(Vec::with_capacity(Self::BATCH)),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+        }
     }
 
     /// An empty buffer: a returned one, or a new one (no allocation yet) if none is left.
     pub(crate) fn take(&self) -> Vec<u8> {
-        self.rx.try_recv().unwrap_or_default()
+        STASH
+            .try_with(|stash| {
+                let mut stash = stash.try_borrow_mut().ok()?;
+                if let Some(buf) = stash.pop() {
+                    return Some(buf);
+                }
+                if self.waiting.load(Ordering::Relaxed) == 0 {
+                    return None;
+                }
+                let mut batch = self.rx.try_recv().ok()?;
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                let buf = batch.pop();
+                // Keep the batch's own allocation for the next one.
+                *stash = batch;
+                buf
+            })
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// Keeps a buffer that [`take`](BufferPool::take) gave out but that was not written to
+    /// in this thread's stash, for the next `take`.
+    pub(crate) fn unused(&self, fields: Fields) {
+        let buf = fields.buf;
+        if buf.capacity() == 0 || buf.capacity() > Self::MAX_CAPACITY {
+            return;
+        }
+        let _ = STASH.try_with(|stash| {
+            if let Ok(mut stash) = stash.try_borrow_mut() {
+                if stash.len() < Self::BATCH {
+                    stash.push(buf);
+                }
+            }
+        });
     }
 
     /// Hands back the buffer of `fields` (dropped instead when it is too big, or the pool
-    /// is full).
+    /// is full). Buffers reach the application threads a batch at a time; [`release`]
+    /// hands over a partial batch.
+    ///
+    /// [`release`]: BufferPool::release
     pub(crate) fn give(&self, fields: Fields) {
         let mut buf = fields.buf;
-        if (1..=Self::MAX_CAPACITY).contains(&buf.capacity()) {
-            buf.clear();
-            let _ = self.tx.try_send(buf);
+        if !(1..=Self::MAX_CAPACITY).contains(&buf.capacity()) {
+            return;
         }
+        buf.clear();
+        let Ok(mut filling) = self.filling.lock() else {
+            return;
+        };
+        filling.push(buf);
+        if filling.len() >= Self::BATCH {
+            let batch = std::mem::replace(&mut *filling, Vec::with_capacity(Self::BATCH));
+            drop(filling);
+            self.hand_over(batch);
+        }
+    }
+
+    fn hand_over(&self, batch: Vec<Vec<u8>>) {
+        // Counted before it can be received, so the count never drops below zero.
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        if self.tx.try_send(batch).is_err() {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands over the batch being filled, however small (the worker calls it when it has
+    /// drained the queue, so that a low span rate also gets its buffers back).
+    pub(crate) fn release(&self) {
+        let Ok(mut filling) = self.filling.lock() else {
+            return;
+        };
+        if filling.is_empty() || self.tx.is_full() {
+            return;
+        }
+        let batch = std::mem::replace(&mut *filling, Vec::with_capacity(Self::BATCH));
+        drop(filling);
+        self.hand_over(batch);
     }
 }
 
@@ -569,7 +669,7 @@ mod tests {
     }
 
     #[test]
-    fn extending_keeps_order_and_copies_reuse_pooled_buffers() {
+    fn extending_keeps_order_and_buffers_are_reused() {
         let pool = BufferPool::new();
         let mut recorded = Fields::new();
         let first: Fields = [("a", FieldValue::U64(1))].into_iter().collect();
@@ -581,18 +681,19 @@ mod tests {
         let names: Vec<_> = recorded.iter().map(|(n, _)| n.to_owned()).collect();
         assert_eq!(names, ["a", "b"]);
 
-        // A buffer handed back is the one the next copy fills, emptied first.
-        let copy = recorded.to_pooled(&pool);
-        assert_eq!(copy, recorded);
+        // A buffer handed back (here in a partial batch) is the one the next take gives out,
+        // emptied first; a buffer taken and not written to stays with this thread.
         let address = recorded.buf.as_ptr();
         pool.give(recorded);
-        let again = second.to_pooled(&pool);
+        assert_eq!(pool.take().capacity(), 0, "not handed over before release");
+        pool.release();
+        let again = Fields::from_pool(&pool);
         assert_eq!(again.buf.as_ptr(), address, "the returned buffer is reused");
-        assert_eq!(again, second);
-        assert!(
-            Fields::new().to_pooled(&pool).buf.capacity() == 0,
-            "empty: no buffer"
-        );
+        assert!(again.is_empty());
+        pool.unused(again);
+        let kept = pool.take();
+        assert_eq!(kept.as_ptr(), address, "an unused buffer is kept");
+        assert_eq!(pool.take().capacity(), 0, "each buffer is given out once");
     }
 
     #[test]
@@ -603,6 +704,7 @@ mod tests {
         };
         pool.give(big);
         pool.give(Fields::new());
+        pool.release();
         assert_eq!(
             pool.take().capacity(),
             0,
@@ -613,11 +715,23 @@ mod tests {
                 buf: Vec::with_capacity(16),
             });
         }
+        pool.release();
         let mut kept = 0;
         while pool.take().capacity() > 0 {
             kept += 1;
         }
         assert_eq!(kept, BufferPool::SLOTS);
+        // A thread stashes at most one batch of unused buffers.
+        for _ in 0..BufferPool::BATCH + 5 {
+            pool.unused(Fields {
+                buf: Vec::with_capacity(16),
+            });
+        }
+        let mut stashed = 0;
+        while pool.take().capacity() > 0 {
+            stashed += 1;
+        }
+        assert_eq!(stashed, BufferPool::BATCH);
     }
 
     #[test]

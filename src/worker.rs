@@ -231,6 +231,7 @@ impl Worker {
                 }
             }
             self.dispatch().await;
+            self.pool.release();
             self.report_drops();
             match control {
                 // Spooled rows are replayed when the queue is next found empty (above).
