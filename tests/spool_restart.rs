@@ -201,12 +201,21 @@ fn the_size_cap_fails_rows_beyond_it() {
     assert!(files_in(&spool).is_empty());
 }
 
-/// Makes `server` answer only after 5 s, and gives a builder for it with a 500 ms shutdown
-/// timeout and at most `max_in_flight` upload requests at once.
+/// The shutdown timeout of [`slow_server_builder`]. A fifth of it (400 ms) is what the worker
+/// keeps for spooling after it stops waiting for the server: enough for a write and an
+/// `fsync` on a busy machine.
+const SLOW_SHUTDOWN: Duration = Duration::from_secs(2);
+
+/// How long a shutdown against [`slow_server_builder`] may take: its timeout and some slack
+/// for a busy machine, well under the server's latency.
+const SLOW_SHUTDOWN_BOUND: Duration = Duration::from_secs(4);
+
+/// Makes `server` answer only after 8 s, and gives a builder for it with a
+/// [`SLOW_SHUTDOWN`] shutdown timeout and at most `max_in_flight` upload requests at once.
 fn slow_server_builder(server: &FakeServer, spool: &Path, max_in_flight: usize) -> Builder {
-    server.set_latency(Duration::from_secs(5));
+    server.set_latency(Duration::from_secs(8));
     builder(server.url(), server.api_key(), spool)
-        .with_shutdown_timeout(Duration::from_millis(500))
+        .with_shutdown_timeout(SLOW_SHUTDOWN)
         .with_max_in_flight(max_in_flight)
 }
 
@@ -220,7 +229,7 @@ fn a_shutdown_timeout_spools_what_a_slow_server_has_not_taken_and_drop_returns_q
     let started = Instant::now();
     drop(guard);
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(1500), "drop took {took:?}");
+    assert!(took < SLOW_SHUTDOWN_BOUND, "drop took {took:?}");
     assert_eq!(spooled_indices(&spool), (0..OLD).collect::<Vec<_>>());
 
     server.set_latency(Duration::ZERO);
@@ -240,7 +249,7 @@ fn a_shutdown_timeout_reports_the_spooled_rows() {
     let guard = emit(slow_server_builder(&server, &spool, 256), 0..OLD);
     let started = Instant::now();
     let report = guard.shutdown();
-    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert!(started.elapsed() < SLOW_SHUTDOWN_BOUND);
     assert_accounted(&report);
     assert_eq!(
         (report.enqueued, report.spooled, report.sent, report.failed),
@@ -360,7 +369,7 @@ fn a_shutdown_timeout_with_more_batches_than_upload_slots_spools_everything() {
     });
     let started = Instant::now();
     let report = guard.shutdown();
-    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert!(started.elapsed() < SLOW_SHUTDOWN_BOUND);
     assert_accounted(&report);
     assert_eq!(
         (report.enqueued, report.spooled, report.sent, report.failed),
@@ -547,8 +556,7 @@ fn a_shutdown_during_a_try_of_the_spool_returns_on_time_and_keeps_the_rows() {
     // Every row fails after its retries and waits in the spool.
     let guard = spool_while_down(
         &server,
-        builder(server.url(), server.api_key(), &dir)
-            .with_shutdown_timeout(Duration::from_millis(500)),
+        builder(server.url(), server.api_key(), &dir).with_shutdown_timeout(SLOW_SHUTDOWN),
         &dir,
         OLD,
     );
@@ -564,7 +572,7 @@ fn a_shutdown_during_a_try_of_the_spool_returns_on_time_and_keeps_the_rows() {
     let started = Instant::now();
     let report = guard.shutdown();
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(2500), "shutdown took {took:?}");
+    assert!(took < SLOW_SHUTDOWN_BOUND, "shutdown took {took:?}");
     assert_accounted(&report);
     assert_eq!((report.spooled, report.replayed), (OLD, 0), "{report:?}");
     // The rows are back in the spool (not claimed), and the next process sends them.
@@ -578,10 +586,10 @@ fn a_shutdown_during_a_try_of_the_spool_returns_on_time_and_keeps_the_rows() {
 #[test]
 fn a_flush_stuck_on_a_slow_server_does_not_hold_up_shutdown() {
     let server = FakeServer::start();
-    server.set_latency(Duration::from_secs(3));
+    server.set_latency(Duration::from_secs(8));
     let dir = temp_dir("spool-stuck-flush");
     let (layer, guard) = builder(server.url(), server.api_key(), &dir)
-        .with_shutdown_timeout(Duration::from_millis(800))
+        .with_shutdown_timeout(SLOW_SHUTDOWN)
         .build()
         .expect("valid");
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
@@ -597,7 +605,7 @@ fn a_flush_stuck_on_a_slow_server_does_not_hold_up_shutdown() {
     let started = Instant::now();
     let report = guard.shutdown();
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        started.elapsed() < SLOW_SHUTDOWN_BOUND,
         "shutdown waited {:?}",
         started.elapsed()
     );
