@@ -97,20 +97,11 @@ fn write_u64(out: &mut Vec<u8>, mut n: u64) {
 /// else (including non-ASCII) as it is.
 pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
+    if write_short(out, bytes) {
+        return;
+    }
     let len = bytes.len();
     out.reserve(len + 2);
-    if len < 8 {
-        // Keys and short values, the most common strings: one padded word tells whether
-        // any byte needs an escape (a space needs none).
-        let mut padded = [b' '; 8];
-        padded[..len].copy_from_slice(bytes);
-        if escape_mask(u64::from_le_bytes(padded)) == 0 {
-            out.push(b'"');
-            out.extend_from_slice(bytes);
-            out.push(b'"');
-            return;
-        }
-    }
     out.push(b'"');
     // `bytes[start..at]` is plain and not yet copied.
     let mut start = 0;
@@ -153,6 +144,54 @@ pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Writes a string of 4 to 16 bytes that needs no escape (keys and short values, the most
+/// common strings) with fixed-size copies only: two overlapping words cover it, are checked
+/// at once and copied one after the other, the second over the overlap. Returns `false`,
+/// having written nothing, for any other string.
+#[inline]
+fn write_short(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    let len = bytes.len();
+    if !(4..=16).contains(&len) {
+        return false;
+    }
+    out.reserve(len + 10);
+    let start = out.len();
+    if len >= 8 {
+        let (Some(head), Some(tail)) = (word8(bytes, 0), word8(bytes, len - 8)) else {
+            return false;
+        };
+        if escape_mask(u64::from_le_bytes(head)) | escape_mask(u64::from_le_bytes(tail)) != 0 {
+            return false;
+        }
+        out.push(b'"');
+        out.extend_from_slice(&head);
+        out.truncate(start + 1 + len - 8);
+        out.extend_from_slice(&tail);
+    } else {
+        let (Some(head), Some(tail)) = (word4(bytes, 0), word4(bytes, len - 4)) else {
+            return false;
+        };
+        let word = u64::from(u32::from_le_bytes(head)) | u64::from(u32::from_le_bytes(tail)) << 32;
+        if escape_mask(word) != 0 {
+            return false;
+        }
+        out.push(b'"');
+        out.extend_from_slice(&head);
+        out.truncate(start + 1 + len - 4);
+        out.extend_from_slice(&tail);
+    }
+    out.push(b'"');
+    true
+}
+
+fn word8(bytes: &[u8], at: usize) -> Option<[u8; 8]> {
+    bytes.get(at..at + 8)?.try_into().ok()
+}
+
+fn word4(bytes: &[u8], at: usize) -> Option<[u8; 4]> {
+    bytes.get(at..at + 4)?.try_into().ok()
 }
 
 #[inline(never)]
@@ -287,6 +326,25 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn plain_strings_of_every_length_are_appended_whole() {
+        // The short-string path copies overlapping words and cuts back in between: check
+        // every length around it, after text already in the buffer.
+        for len in 0..40 {
+            for base in ["a", "é", "☃"] {
+                let text: String = base.repeat(len).chars().take(len).collect();
+                let mut out = b"[1,".to_vec();
+                write_str(&mut out, &text);
+                out.push(b']');
+                assert_eq!(
+                    String::from_utf8(out).expect("utf-8"),
+                    format!("[1,{}]", Value::String(text.clone())),
+                    "{text:?}"
+                );
             }
         }
     }
