@@ -409,3 +409,56 @@ fn cut_debug_text_is_a_prefix_of_the_whole() {
     assert!(format!("{v:?}").starts_with(kept), "{text:?}");
     assert!(text.ends_with("bytes]"), "{text:?}");
 }
+
+/// A `Debug` impl that records on the span being recorded to, while it is formatted.
+struct RecordsWhileFormatted(&'static str);
+
+impl std::fmt::Debug for RecordsWhileFormatted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        tracing::Span::current().record("metadata.inner", self.0);
+        f.write_str(self.0)
+    }
+}
+
+#[test]
+fn a_debug_value_that_records_on_its_own_span_while_recorded() {
+    let (rows, _) = capture(|| {
+        let span = tracing::info_span!(
+            "reentrant",
+            output = tracing::field::Empty,
+            metadata.inner = tracing::field::Empty,
+            metadata.after = tracing::field::Empty,
+        );
+        let _entered = span.enter();
+        // A plain value, then a value whose formatting records on the same span: neither
+        // waits for the other, and every value arrives.
+        span.record("metadata.after", "first");
+        span.record(
+            "output",
+            tracing::field::debug(RecordsWhileFormatted("nested")),
+        );
+        span.record("metadata.after", 2u64);
+    });
+    let row = by_name(&rows, "reentrant");
+    assert_eq!(row["output"], "nested");
+    assert_eq!(row["metadata"]["inner"], "nested");
+    // Later values win, in the order they were recorded.
+    assert_eq!(row["metadata"]["after"], 2);
+}
+
+#[test]
+fn values_of_one_record_call_keep_their_order_around_a_debug_value() {
+    let (rows, _) = capture(|| {
+        let span = tracing::info_span!("mixed", metadata.a = tracing::field::Empty);
+        let a = span.field("metadata.a").expect("a field");
+        let debug = tracing::field::debug(RecordsWhileFormatted("x"));
+        // One `record` call giving the same field a plain value, a `Debug` value and a
+        // plain value again: the last one wins, as recorded.
+        let values: [(&tracing::field::Field, Option<&dyn tracing::Value>); 3] =
+            [(&a, Some(&1u64)), (&a, Some(&debug)), (&a, Some(&true))];
+        let metadata = span.metadata().expect("an enabled span");
+        span.record_all(&metadata.fields().value_set(&values));
+    });
+    let row = by_name(&rows, "mixed");
+    assert_eq!(row["metadata"]["a"], true);
+}
