@@ -450,6 +450,8 @@ impl Builder {
     /// created, [`Error::Worker`] when the worker thread cannot be started.
     pub fn build(self) -> Result<(BraintrustLayer, BraintrustGuard), Error> {
         let config = self.config()?;
+        // The span clock's one-time calibration happens here, not in the first span.
+        crate::clock::init();
         let mut resolver = None;
         let sink: Arc<dyn Sink> = match (&self.memory_sink, &config.api_key) {
             (Some(memory), _) => Arc::new(memory.clone()),

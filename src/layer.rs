@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::SystemTime;
 
 use tracing_core::span::{Attributes, Id, Record};
 use tracing_core::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::clock::Stamp;
 use crate::ids::{SpanId, TraceId, new_row_id, new_span_id};
 use crate::record::{BufferPool, FieldVisitor, Fields, Route, RouteTarget, SpanData, SpanHeader};
 use crate::row::EventRecord;
@@ -289,7 +289,7 @@ where
             root: lineage.root,
             parent: lineage.parent,
             exec_counter: inner.next_exec_counter(),
-            start: SystemTime::now(),
+            start: Stamp::now(),
             metadata: attrs.metadata(),
             route: lineage.route,
         };
@@ -417,7 +417,7 @@ where
             row_id: new_row_id(),
             span_id: new_span_id(),
             exec_counter: inner.next_exec_counter(),
-            time: SystemTime::now(),
+            time: Stamp::now(),
             metadata: event.metadata(),
             root,
             parent,
@@ -444,7 +444,7 @@ where
             header: data.header,
             fields: data.fields,
             error: data.error,
-            end: SystemTime::now(),
+            end: Stamp::now(),
             open_delivered: data.open_delivered,
         });
         if self.inner.tx.try_send(msg).is_err() {
@@ -479,7 +479,7 @@ impl BraintrustLayer {
             header,
             fields,
             error: Some(error),
-            end: SystemTime::now(),
+            end: Stamp::now(),
             open_delivered: false,
         });
         if inner.tx.try_send(msg).is_err() {

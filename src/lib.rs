@@ -73,6 +73,7 @@
 //! The minimum supported Rust version is 1.85.
 
 mod builder;
+mod clock;
 mod config;
 mod cost;
 mod delivery;

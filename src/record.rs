@@ -5,7 +5,6 @@
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
 
 use tracing_core::Metadata;
 use tracing_core::field::{Field, Visit};
@@ -534,7 +533,7 @@ pub(crate) struct SpanHeader {
     pub(crate) root: TraceId,
     pub(crate) parent: Option<SpanId>,
     pub(crate) exec_counter: u64,
-    pub(crate) start: SystemTime,
+    pub(crate) start: crate::clock::Stamp,
     pub(crate) metadata: &'static Metadata<'static>,
     pub(crate) route: Option<Arc<Route>>,
 }

@@ -55,7 +55,7 @@ pub(crate) struct EventRecord {
     pub(crate) row_id: u128,
     pub(crate) span_id: u64,
     pub(crate) exec_counter: u64,
-    pub(crate) time: SystemTime,
+    pub(crate) time: crate::clock::Stamp,
     pub(crate) metadata: &'static Metadata<'static>,
     /// The trace the event belongs to.
     pub(crate) root: TraceId,
@@ -143,7 +143,7 @@ pub(crate) fn span_row<'a>(
     header: &SpanHeader,
     fields: impl IntoIterator<Item = (&'a str, FieldValue)>,
     error: Option<&Fields>,
-    end: Option<SystemTime>,
+    end: Option<crate::clock::Stamp>,
 ) -> Row {
     let mut parts = RowParts::default();
     for (name, value) in fields {
@@ -181,15 +181,18 @@ pub(crate) fn span_row<'a>(
             None => Value::Null,
         },
     );
-    row.insert("created".into(), iso_time(header.start).into());
+    let start = header.start.to_system();
+    row.insert("created".into(), iso_time(start).into());
     row.insert(
         "span_attributes".into(),
         json!({"name": name, "type": span_type, "exec_counter": header.exec_counter}),
     );
     parts
         .metrics
-        .insert("start".into(), json!(unix_seconds(header.start)));
+        .insert("start".into(), json!(unix_seconds(start)));
     if let Some(end) = end {
+        // Not before the start, whatever the counters of two cores say.
+        let end = end.to_system().max(start);
         parts.metrics.insert("end".into(), json!(unix_seconds(end)));
     }
     row.insert("context".into(), context(settings, header.metadata, true));
@@ -241,7 +244,8 @@ pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
             None => Value::Null,
         },
     );
-    row.insert("created".into(), iso_time(ev.time).into());
+    let time = ev.time.to_system();
+    row.insert("created".into(), iso_time(time).into());
     row.insert(
         "span_attributes".into(),
         json!({
@@ -251,7 +255,7 @@ pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
             "exec_counter": ev.exec_counter,
         }),
     );
-    let t = unix_seconds(ev.time);
+    let t = unix_seconds(time);
     parts.metrics.insert("start".into(), json!(t));
     parts.metrics.insert("end".into(), json!(t));
     row.insert("context".into(), context(settings, ev.metadata, false));

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::delivery::Dispatcher;
 use crate::diag;
@@ -44,7 +44,7 @@ pub(crate) struct ClosedSpan {
     pub(crate) header: SpanHeader,
     pub(crate) fields: Fields,
     pub(crate) error: Option<Fields>,
-    pub(crate) end: SystemTime,
+    pub(crate) end: crate::clock::Stamp,
     pub(crate) open_delivered: bool,
 }
 
@@ -220,6 +220,7 @@ impl Worker {
                 }
             };
             idle_rounds = 0;
+            crate::clock::tick();
             let mut control = self.accept(first);
             let mut handled = 1;
             while control.is_none() && handled < DRAIN_LIMIT {
@@ -472,13 +473,13 @@ mod tests {
                 root: crate::ids::TraceId::random(),
                 parent: None,
                 exec_counter: 1,
-                start: SystemTime::now(),
+                start: crate::clock::Stamp::now(),
                 metadata: metadata(),
                 route: None,
             },
             fields,
             error: None,
-            end: SystemTime::now(),
+            end: crate::clock::Stamp::now(),
             open_delivered: false,
         })
     }
