@@ -340,6 +340,7 @@ impl Worker {
         mut replies: Vec<crossbeam_channel::Sender<()>>,
         deadline: Option<Instant>,
     ) {
+        crate::clock::tick();
         // Every hand-off below respects the shutdown deadline by itself (see
         // `Dispatcher::send`); only the final wait for in-flight deliveries is cut short.
         // What is queued now; producers that keep going cannot hold shutdown up.
@@ -397,6 +398,7 @@ impl Worker {
     /// Writes every open span as a progress row (`_is_merge: false`, not counted), keeping
     /// it open: if the span closes later, its final row replaces the progress row.
     fn checkpoint_open_spans(&mut self) {
+        crate::clock::tick();
         self.drain_orphans();
         let mut open: Vec<&OpenSpan> = self.open.values().collect();
         open.sort_by_key(|o| o.header.exec_counter);
