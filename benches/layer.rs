@@ -45,20 +45,22 @@
 //!
 //! | group | registry | fmt_sink | otel_batch_noop | braintrust | vs registry | vs otel |
 //! |---|---|---|---|---|---|---|
-//! | lifecycle_1t | 175 ns | 2.37 µs | 4.00 µs | 1.53 µs | 8.8x | 0.38x |
-//! | lifecycle_1t_idle | 900 ns | 11.0 µs | 14.3 µs | 8.46 µs | 9.4x | 0.59x |
-//! | lifecycle_4t_cpu | 427 ns | 4.82 µs | 3.78 µs | 1.50 µs | 3.5x | 0.40x |
-//! | lifecycle_4t_wall | 181 ns | 3.79 µs | 2.71 µs | 824 ns | 4.6x | 0.30x |
-//! | events20 | 448 ns | 46.2 µs | 26.9 µs | 7.54 µs | 17x | 0.28x |
-//! | nested100 | 20.4 µs | 85.6 µs | 379 µs | 87.6 µs | 4.3x | 0.23x |
-//! | filtered_warn | 174 ns | 10.8 ns | 10.1 ns | 10.1 ns | 0.06x | 1.00x |
+//! | lifecycle_1t | 173 ns | 1.31 µs | 3.45 µs | 911 ns | 5.3x | 0.26x |
+//! | lifecycle_1t_idle | 598 ns | 3.70 µs | 4.51 µs | 2.01 µs | 3.4x | 0.45x |
+//! | lifecycle_4t_cpu | 241 ns | 2.22 µs | 2.63 µs | 964 ns | 4.0x | 0.37x |
+//! | lifecycle_4t_wall | 106 ns | 1.41 µs | 1.74 µs | 709 ns | 6.7x | 0.41x |
+//! | events20 | 297 ns | 16.4 µs | 19.4 µs | 4.56 µs | 15x | 0.24x |
+//! | nested100 | 25.5 µs | 53.9 µs | 228 µs | 63.6 µs | 2.5x | 0.28x |
+//! | filtered_warn | 195 ns | 7.43 ns | 7.46 ns | 7.65 ns | 0.04x | 1.03x |
 //!
-//! Earlier runs of the same code gave `lifecycle_1t` braintrust 1.43 µs to 1.62 µs (8.6x to
-//! 12x registry, 0.28x to 0.35x otel); the machine's noise is that large.
-//! In `filtered_warn`, `registry+noop_layer` is 99 ns, `+noop_layer` (filtered) 233 ns and
-//! `+braintrust` (filtered) 291 ns: per-layer filtering itself costs most of the difference.
-//! `lifecycle_parts` (registry / braintrust): `bare` 144 ns / 545 ns, `no_input` 176 ns /
-//! 1.03 µs, `no_records` 148 ns / 1.39 µs, `full` 143 ns / 1.41 µs.
+//! Two more runs of `lifecycle_1t` right after gave braintrust 923 ns and 989 ns (5.4x and
+//! 6.1x registry, 0.25x and 0.32x otel); the machine's noise is that large. Pinned to one
+//! vCPU (`taskset -c 0`, the workers then run only when the benchmark thread does not):
+//! braintrust 755 ns, registry 161 ns, otel 1.67 µs.
+//! In `filtered_warn`, `registry+noop_layer` is 106 ns, `+noop_layer` (filtered) 216 ns and
+//! `+braintrust` (filtered) 220 ns: per-layer filtering itself costs most of the difference.
+//! `lifecycle_parts` (registry / braintrust): `bare` 186 ns / 305 ns, `no_input` 199 ns /
+//! 634 ns, `no_records` 188 ns / 693 ns, `full` 164 ns / 863 ns.
 
 mod common;
 
