@@ -210,3 +210,51 @@ fn serialised_keys_are_sorted() {
     let pos = |k: &str| text.find(&format!("\"{k}\":")).unwrap();
     assert!(pos("context") < pos("created") && pos("created") < pos("id"));
 }
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs_f64()
+}
+
+/// Span times are read as a raw counter on the application thread and converted on the
+/// worker: they must still be the wall-clock times of the moments they stand for, in order.
+#[test]
+fn span_times_are_wall_clock_times_in_order() {
+    // The float seconds in a row carry about a microsecond of precision.
+    const SLACK: f64 = 0.002;
+    let mut marks = Vec::new();
+    let (rows, _) = capture(|| {
+        marks.push(unix_now());
+        let parent = tracing::info_span!("timed_parent");
+        let _entered = parent.enter();
+        marks.push(unix_now());
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        marks.push(unix_now());
+        tracing::info_span!("timed_child").in_scope(|| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        });
+        marks.push(unix_now());
+        tracing::info!("timed event");
+        marks.push(unix_now());
+    });
+    let parent = by_name(&rows, "timed_parent");
+    let child = by_name(&rows, "timed_child");
+    let event = by_name(&rows, "timed event");
+    let at = |row: &Value, key: &str| row["metrics"][key].as_f64().expect("a time");
+    assert!(at(parent, "start") >= marks[0] - SLACK && at(parent, "start") <= marks[1] + SLACK);
+    assert!(at(child, "start") >= marks[2] - SLACK && at(child, "start") <= marks[3] + SLACK);
+    assert!(at(child, "end") >= at(child, "start") + 0.019);
+    assert!(at(child, "end") <= marks[3] + SLACK);
+    assert!(at(event, "start") >= marks[3] - SLACK && at(event, "start") <= marks[4] + SLACK);
+    assert!(at(parent, "end") >= marks[4] - SLACK && at(parent, "end") <= unix_now() + SLACK);
+    // A child starts after its parent, by at least the 30 ms between them.
+    assert!(at(child, "start") - at(parent, "start") >= 0.029);
+    // `created` is the start, in ISO form.
+    let created = child["created"].as_str().expect("created");
+    assert!(
+        created.starts_with("20") && created.ends_with("+00:00"),
+        "{created}"
+    );
+}
