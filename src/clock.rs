@@ -7,8 +7,10 @@
 //! ([`Stamp::to_system`]) from pairs of (counter, `SystemTime`) readings: the latest pair,
 //! renewed at most every [`REFRESH`] while rows are being built ([`tick`]), and the counter's
 //! rate measured between the first pair and the latest, so a converted time stays within
-//! microseconds of what `SystemTime::now()` would have read at that moment. The start and
-//! end of one row are converted with the same pair, so a span never ends before it starts.
+//! microseconds of what `SystemTime::now()` would have read at that moment. A pair is read
+//! as counter, system clock, counter, and taken again when the thread was held up in between
+//! (its counter time is the midpoint). The start and end of one row are converted under one
+//! lock, with the same pair ([`span_times`]), so a span never ends before it starts.
 
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,10 +36,23 @@ impl Stamp {
 
     /// The wall-clock time of this moment.
     pub(crate) fn to_system(self) -> SystemTime {
-        match timebase().lock() {
-            Ok(tb) => tb.wall(self.0),
-            Err(poisoned) => poisoned.into_inner().wall(self.0),
-        }
+        with_timebase(|tb| tb.wall(self.0))
+    }
+}
+
+/// The wall-clock times of a span's start and end, converted with the same pair of readings:
+/// the end is never before the start.
+pub(crate) fn span_times(start: Stamp, end: Option<Stamp>) -> (SystemTime, Option<SystemTime>) {
+    with_timebase(|tb| {
+        let start_time = tb.wall(start.0);
+        (start_time, end.map(|e| tb.wall(e.0).max(start_time)))
+    })
+}
+
+fn with_timebase<R>(f: impl FnOnce(&mut Timebase) -> R) -> R {
+    match timebase().lock() {
+        Ok(mut tb) => f(&mut tb),
+        Err(poisoned) => f(&mut poisoned.into_inner()),
     }
 }
 
@@ -51,8 +66,9 @@ fn timebase() -> &'static Mutex<Timebase> {
     TIMEBASE.get_or_init(|| Mutex::new(Timebase::new()))
 }
 
-/// Calibrates the counter (about a millisecond, once per process) and takes the first pair
-/// of readings: called when a layer is built, so that no span pays for it.
+/// Calibrates the counter (once per process: about a millisecond on the reference machine,
+/// `quanta` allows itself up to 200 ms) and takes the first pair of readings: called when a
+/// layer is built, so that no span pays for it.
 pub(crate) fn init() {
     let _ = timebase();
 }
@@ -60,14 +76,13 @@ pub(crate) fn init() {
 /// Takes a new pair of readings when the latest is older than [`REFRESH`]. The worker calls
 /// it before building rows.
 pub(crate) fn tick() {
-    let mut tb = match timebase().lock() {
-        Ok(tb) => tb,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    let raw = counter().raw();
-    if tb.nanos_between(tb.anchor.raw, raw) >= REFRESH.as_nanos() as f64 {
-        tb.refresh(Reading::now());
-    }
+    with_timebase(|tb| {
+        let raw = counter().raw();
+        if tb.nanos_between(tb.anchor.raw, raw) >= REFRESH.as_nanos() as f64 {
+            let rate = tb.rate;
+            tb.refresh(Reading::now(rate));
+        }
+    });
 }
 
 /// A counter value and the system clock, read one right after the other.
@@ -78,13 +93,41 @@ struct Reading {
     wall: i128,
 }
 
+/// A pair whose counter reads, before and after the system clock, are further apart than
+/// this was held up in between: it is read again (at most [`READ_TRIES`] times in all, the
+/// tightest kept).
+const MAX_READ_GAP_NANOS: f64 = 2_000.0;
+
+const READ_TRIES: usize = 5;
+
 impl Reading {
-    fn now() -> Reading {
-        let raw = counter().raw();
-        Reading {
-            raw,
-            wall: epoch_nanos(SystemTime::now()),
+    /// Counter, system clock, counter: the counter time is the midpoint of the two reads.
+    /// `rate` is the counter's nanoseconds per tick, to judge the gap.
+    fn now(rate: f64) -> Reading {
+        let mut best: Option<(u64, Reading)> = None;
+        for _ in 0..READ_TRIES {
+            let before = counter().raw();
+            let wall = epoch_nanos(SystemTime::now());
+            let after = counter().raw().max(before);
+            let gap = after - before;
+            let reading = Reading {
+                raw: before + gap / 2,
+                wall,
+            };
+            if best.is_none_or(|(g, _)| gap < g) {
+                best = Some((gap, reading));
+            }
+            if gap as f64 * rate <= MAX_READ_GAP_NANOS {
+                break;
+            }
         }
+        best.map_or(
+            Reading {
+                raw: counter().raw(),
+                wall: epoch_nanos(SystemTime::now()),
+            },
+            |(_, reading)| reading,
+        )
     }
 }
 
@@ -103,7 +146,7 @@ struct Timebase {
 impl Timebase {
     fn new() -> Timebase {
         let calibrated = calibrated_rate();
-        let first = Reading::now();
+        let first = Reading::now(calibrated);
         Timebase {
             first,
             anchor: first,
@@ -199,15 +242,18 @@ mod tests {
     #[test]
     fn conversion_keeps_order_and_durations() {
         init();
+        // Converted under one lock: other tests of this binary may take new pairs meanwhile.
         let stamps: Vec<Stamp> = (0..1000).map(|_| Stamp::now()).collect();
-        let times: Vec<SystemTime> = stamps.iter().map(|s| s.to_system()).collect();
+        let times: Vec<SystemTime> =
+            with_timebase(|tb| stamps.iter().map(|s| tb.wall(s.0)).collect());
         for pair in times.windows(2) {
             assert!(pair[0] <= pair[1], "{pair:?}");
         }
         let start = Stamp::now();
         std::thread::sleep(Duration::from_millis(50));
         let end = Stamp::now();
-        let took = gap(end.to_system(), start.to_system());
+        let (start, end) = span_times(start, Some(end));
+        let took = gap(end.expect("an end"), start);
         assert!(
             took >= Duration::from_millis(49) && took < Duration::from_millis(500),
             "{took:?}"
@@ -249,6 +295,17 @@ mod tests {
             tb.wall(4_001_002),
             from_epoch_nanos(2_000_201 - 3_600_000_000_000)
         );
+    }
+
+    #[test]
+    fn an_end_never_precedes_its_start() {
+        init();
+        let later = Stamp::now();
+        std::thread::sleep(Duration::from_millis(2));
+        let earlier_end = Stamp(later.0.saturating_sub(1_000_000));
+        let (start, end) = span_times(later, Some(earlier_end));
+        assert_eq!(end, Some(start));
+        assert_eq!(span_times(later, None).1, None);
     }
 
     #[test]

@@ -181,7 +181,7 @@ pub(crate) fn span_row<'a>(
             None => Value::Null,
         },
     );
-    let start = header.start.to_system();
+    let (start, end) = crate::clock::span_times(header.start, end);
     row.insert("created".into(), iso_time(start).into());
     row.insert(
         "span_attributes".into(),
@@ -191,8 +191,6 @@ pub(crate) fn span_row<'a>(
         .metrics
         .insert("start".into(), json!(unix_seconds(start)));
     if let Some(end) = end {
-        // Not before the start, whatever the counters of two cores say.
-        let end = end.to_system().max(start);
         parts.metrics.insert("end".into(), json!(unix_seconds(end)));
     }
     row.insert("context".into(), context(settings, header.metadata, true));
