@@ -426,16 +426,33 @@ fn a_refused_key_does_not_storm_the_login_endpoint() {
 
 #[test]
 fn a_shutdown_that_runs_out_of_time_still_accounts_for_every_queued_row() {
-    const SPANS: u64 = 5_000;
+    const SPANS: u64 = 20_000;
     let server = FakeServer::start();
-    // Every answer takes far longer than the shutdown may: most rows are still queued when
-    // the time is up.
-    server.set_latency(Duration::from_millis(800));
-    let builder = builder(&server)
+    // The only upload slot is held by an upload the server answers only after the shutdown
+    // gave up: from then on the worker waits for a slot and the rows stay queued.
+    server.push_logs3(Reply::status(200).with_delay(Duration::from_secs(10)));
+    let (layer, guard) = builder(&server)
         .with_queue_size(SPANS as usize)
         .with_max_in_flight(1)
-        .with_shutdown_timeout(Duration::from_millis(300));
-    let guard = emit(builder, 0..SPANS);
+        .with_batch_size(1)
+        .with_shutdown_timeout(Duration::from_millis(300))
+        .build()
+        .expect("valid configuration");
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    tracing::dispatcher::with_default(&dispatch, || {
+        tracing::info_span!("work", metadata.i = 0u64).in_scope(|| {});
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.logs3_requests().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            !server.logs3_requests().is_empty(),
+            "the first upload started"
+        );
+        for i in 1..SPANS {
+            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
+        }
+    });
     let started = Instant::now();
     let report = guard.shutdown();
     assert!(
@@ -451,4 +468,5 @@ fn a_shutdown_that_runs_out_of_time_still_accounts_for_every_queued_row() {
         report.sent + report.spooled + report.dropped + report.failed + report.in_flight(),
         "{report:?}"
     );
+    drop(dispatch);
 }

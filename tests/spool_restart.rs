@@ -210,22 +210,41 @@ const SLOW_SHUTDOWN: Duration = Duration::from_secs(2);
 /// for a busy machine, well under the server's latency.
 const SLOW_SHUTDOWN_BOUND: Duration = Duration::from_secs(4);
 
-/// Makes `server` answer only after 8 s, and gives a builder for it with a
-/// [`SLOW_SHUTDOWN`] shutdown timeout and at most `max_in_flight` upload requests at once.
+/// How long a slow server takes to answer.
+const SLOW_ANSWER: Duration = Duration::from_secs(8);
+
+/// Makes every upload to `server` wait [`SLOW_ANSWER`] for its answer (the login and the
+/// rest answer at once, so uploads really start and hold their slots), and gives a builder
+/// for it with a [`SLOW_SHUTDOWN`] shutdown timeout and at most `max_in_flight` upload
+/// requests at once.
 fn slow_server_builder(server: &FakeServer, spool: &Path, max_in_flight: usize) -> Builder {
-    server.set_latency(Duration::from_secs(8));
+    for _ in 0..64 {
+        server.push_logs3(Reply::status(200).with_delay(SLOW_ANSWER));
+    }
     builder(server.url(), server.api_key(), spool)
         .with_shutdown_timeout(SLOW_SHUTDOWN)
         .with_max_in_flight(max_in_flight)
 }
 
+/// Waits until `server` has received an upload.
+fn wait_for_an_upload(server: &FakeServer) {
+    let deadline = Instant::now() + HANG;
+    while server.logs3_requests().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!server.logs3_requests().is_empty(), "no upload started");
+}
+
 #[test]
-fn a_shutdown_timeout_spools_what_a_slow_server_has_not_taken_and_drop_returns_quickly() {
+fn a_shutdown_timeout_spools_what_a_hung_server_has_not_taken_and_drop_returns_quickly() {
     let server = FakeServer::start();
     let spool = temp_dir("spool-slow");
-    // More slots than batches, so the worker never waits for one (that case is
-    // a_shutdown_timeout_with_more_batches_than_upload_slots_spools_everything).
-    let guard = emit(slow_server_builder(&server, &spool, 256), 0..OLD);
+    // A server that hangs on everything, its login included: nothing can have reached it,
+    // so the next process must deliver each row exactly once.
+    server.set_latency(SLOW_ANSWER);
+    let builder_for_hung =
+        builder(server.url(), server.api_key(), &spool).with_shutdown_timeout(SLOW_SHUTDOWN);
+    let guard = emit(builder_for_hung, 0..OLD);
     let started = Instant::now();
     drop(guard);
     let took = started.elapsed();
@@ -247,6 +266,8 @@ fn a_shutdown_timeout_reports_the_spooled_rows() {
     // More slots than batches, so the worker never waits for one (that case is
     // a_shutdown_timeout_with_more_batches_than_upload_slots_spools_everything).
     let guard = emit(slow_server_builder(&server, &spool, 256), 0..OLD);
+    // The rows are in an upload the server has not answered.
+    wait_for_an_upload(&server);
     let started = Instant::now();
     let report = guard.shutdown();
     assert!(started.elapsed() < SLOW_SHUTDOWN_BOUND);
@@ -377,6 +398,8 @@ fn a_shutdown_timeout_with_more_batches_than_upload_slots_spools_everything() {
         "{report:?}"
     );
     assert_eq!(spooled_indices(&spool), (0..20).collect::<Vec<_>>());
+    // Both upload slots were taken by uploads the server never answered in time.
+    assert_eq!(server.max_concurrent("/logs3"), 2);
 }
 
 /// At shutdown the rows of spans still open are handed to the uploader; when every slot is
@@ -394,10 +417,7 @@ fn a_shutdown_timeout_spools_spans_still_open_while_every_upload_slot_is_busy() 
     // Takes the only upload slot, which the slow server holds for seconds.
     tracing::info_span!("work", metadata.i = 0u64).in_scope(|| {});
     // Give the worker time to start that upload.
-    let deadline = Instant::now() + HANG;
-    while server.requests().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_an_upload(&server);
     let _open = tracing::info_span!("work", metadata.i = 1u64).entered();
     let report = guard.shutdown();
     assert_accounted(&report);
@@ -586,10 +606,8 @@ fn a_shutdown_during_a_try_of_the_spool_returns_on_time_and_keeps_the_rows() {
 #[test]
 fn a_flush_stuck_on_a_slow_server_does_not_hold_up_shutdown() {
     let server = FakeServer::start();
-    server.set_latency(Duration::from_secs(8));
     let dir = temp_dir("spool-stuck-flush");
-    let (layer, guard) = builder(server.url(), server.api_key(), &dir)
-        .with_shutdown_timeout(SLOW_SHUTDOWN)
+    let (layer, guard) = slow_server_builder(&server, &dir, 256)
         .build()
         .expect("valid");
     tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {

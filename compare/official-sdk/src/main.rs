@@ -8,8 +8,9 @@
 //! With `SHOW_ROWS=1` it also prints a row the official SDK sent.
 //!
 //! Each client gets a fresh server. A run counts from the first span to the moment everything
-//! is delivered (this crate's `shutdown`, the official SDK's `flush`), and checks that every
-//! row arrived with its input, output and token metrics.
+//! is delivered (this crate's `shutdown`, the official SDK's `flush`), and fails unless every
+//! row arrived with its input, output and token metrics. This crate's fixed costs (login,
+//! shutdown) are spread over the spans, so compare runs of the same `--spans`.
 
 #[path = "../../../tests/support/fake_server.rs"]
 mod fake_server;
@@ -199,6 +200,16 @@ fn main() {
             "run {run}: ratio={:.1}x",
             ours.spans_per_s / official.spans_per_s
         );
+        for (name, r) in [
+            ("tracing-braintrust", &ours),
+            ("braintrust-sdk-rust", &official),
+        ] {
+            assert_eq!(
+                r.rows, spans as usize,
+                "{name} delivered {} of {spans} rows with all their fields",
+                r.rows
+            );
+        }
     }
     if std::env::var_os("SHOW_ROWS").is_some() {
         println!("{:#}", official_row_sample());
