@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::{
     ChildRun, FakeServer, Reply, assert_accounted, assert_each_once, child_report, emit, files_in,
-    index, logs3_statuses, run_child, server_builder, shutdown, temp_dir,
+    index, logs3_statuses, queue_behind_a_held_slot, run_child, server_builder, shutdown, temp_dir,
 };
 use tracing_braintrust::Builder;
 use tracing_subscriber::layer::SubscriberExt;
@@ -430,29 +430,11 @@ fn a_shutdown_that_runs_out_of_time_still_accounts_for_every_queued_row() {
     let server = FakeServer::start();
     // The only upload slot is held by an upload the server answers only after the shutdown
     // gave up: from then on the worker waits for a slot and the rows stay queued.
-    server.push_logs3(Reply::status(200).with_delay(Duration::from_secs(10)));
-    let (layer, guard) = builder(&server)
-        .with_queue_size(SPANS as usize)
-        .with_max_in_flight(1)
-        .with_batch_size(1)
-        .with_shutdown_timeout(Duration::from_millis(300))
-        .build()
-        .expect("valid configuration");
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    tracing::dispatcher::with_default(&dispatch, || {
-        tracing::info_span!("work", metadata.i = 0u64).in_scope(|| {});
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while server.logs3_requests().is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(
-            !server.logs3_requests().is_empty(),
-            "the first upload started"
-        );
-        for i in 1..SPANS {
-            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
-        }
-    });
+    let (dispatch, guard) = queue_behind_a_held_slot(
+        &server,
+        builder(&server).with_shutdown_timeout(Duration::from_millis(300)),
+        SPANS,
+    );
     let started = Instant::now();
     let report = guard.shutdown();
     assert!(

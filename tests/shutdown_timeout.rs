@@ -5,8 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{FakeServer, Reply, server_builder};
-use tracing_subscriber::layer::SubscriberExt;
+use support::{FakeServer, queue_behind_a_held_slot, server_builder};
 
 /// Threads named after this crate's worker in this process.
 fn worker_threads() -> usize {
@@ -30,29 +29,12 @@ fn a_timed_out_shutdown_still_stops_the_worker_while_the_layer_lives() {
     // The only upload slot is held by an upload the server answers only long after the
     // shutdown gave up: from then on the worker waits for a slot and the rows stay queued,
     // so the shutdown runs out of time.
-    server.push_logs3(Reply::status(200).with_delay(Duration::from_secs(10)));
-    let (layer, guard) = server_builder(server.url(), server.api_key(), "timeout")
-        .with_queue_size(SPANS as usize)
-        .with_max_in_flight(1)
-        .with_batch_size(1)
-        .with_shutdown_timeout(Duration::from_millis(300))
-        .build()
-        .expect("valid configuration");
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    tracing::dispatcher::with_default(&dispatch, || {
-        tracing::info_span!("work", metadata.i = 0u64).in_scope(|| {});
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while server.logs3_requests().is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert!(
-            !server.logs3_requests().is_empty(),
-            "the first upload started"
-        );
-        for i in 1..SPANS {
-            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
-        }
-    });
+    let (dispatch, guard) = queue_behind_a_held_slot(
+        &server,
+        server_builder(server.url(), server.api_key(), "timeout")
+            .with_shutdown_timeout(Duration::from_millis(300)),
+        SPANS,
+    );
     let before = worker_threads();
     assert!(before >= 1, "the worker runs");
     let report = guard.shutdown();

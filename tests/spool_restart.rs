@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    FakeServer, HANG, Reply, assert_accounted, assert_each_once, child_report, emit, files_in,
-    index, logs3_statuses, run_child, server_builder, shutdown_in_time, temp_dir,
+    FakeServer, Reply, assert_accounted, assert_each_once, child_report, emit, files_in, index,
+    logs3_statuses, run_child, server_builder, shutdown_in_time, temp_dir, wait_for_an_upload,
 };
 use tracing_braintrust::{BraintrustGuard, Builder, FlushReport};
 use tracing_subscriber::layer::SubscriberExt;
@@ -224,15 +224,6 @@ fn slow_server_builder(server: &FakeServer, spool: &Path, max_in_flight: usize) 
     builder(server.url(), server.api_key(), spool)
         .with_shutdown_timeout(SLOW_SHUTDOWN)
         .with_max_in_flight(max_in_flight)
-}
-
-/// Waits until `server` has received an upload.
-fn wait_for_an_upload(server: &FakeServer) {
-    let deadline = Instant::now() + HANG;
-    while server.logs3_requests().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(!server.logs3_requests().is_empty(), "no upload started");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tracing_braintrust::{BraintrustGuard, BraintrustLayer, Builder, FlushReport};
 use tracing_subscriber::layer::SubscriberExt;
 
-use super::FakeServer;
+use super::{FakeServer, Reply};
 
 /// Far above anything these tests need; only there to turn a hang into a failure.
 pub(crate) const HANG: Duration = Duration::from_secs(30);
@@ -41,6 +41,42 @@ pub(crate) fn emit(builder: Builder, indices: Range<u64>) -> BraintrustGuard {
         }
     });
     guard
+}
+
+/// Waits until `server` has received an upload (`POST /logs3`), failing after [`HANG`].
+pub(crate) fn wait_for_an_upload(server: &FakeServer) {
+    let deadline = Instant::now() + HANG;
+    while server.logs3_requests().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!server.logs3_requests().is_empty(), "no upload started");
+}
+
+/// Leaves `spans` rows queued behind a held upload slot: the server answers the first upload
+/// only after 10 s, the layer (one upload slot, one row per batch) sends span 0 and waits
+/// for that upload to start, then spans 1.. are emitted while the worker waits for the slot.
+/// Returns the layer's dispatcher (the layer lives as long as it does) and the guard.
+pub(crate) fn queue_behind_a_held_slot(
+    server: &FakeServer,
+    builder: Builder,
+    spans: u64,
+) -> (tracing::Dispatch, BraintrustGuard) {
+    server.push_logs3(Reply::status(200).with_delay(Duration::from_secs(10)));
+    let (layer, guard) = builder
+        .with_queue_size(spans as usize)
+        .with_max_in_flight(1)
+        .with_batch_size(1)
+        .build()
+        .expect("valid configuration");
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    tracing::dispatcher::with_default(&dispatch, || {
+        tracing::info_span!("work", metadata.i = 0u64).in_scope(|| {});
+        wait_for_an_upload(server);
+        for i in 1..spans {
+            tracing::info_span!("work", metadata.i = i).in_scope(|| {});
+        }
+    });
+    (dispatch, guard)
 }
 
 /// Shuts down, failing if that takes [`HANG`] or longer.

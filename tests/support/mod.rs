@@ -13,5 +13,6 @@ pub(crate) mod helpers;
 pub(crate) use fake_server::{DEFAULT_API_KEY, FakeServer, ORG_NAME, Recorded, Reply};
 pub(crate) use helpers::{
     ChildRun, HANG, TempDir, assert_accounted, assert_each_once, child_report, emit, files_in,
-    index, logs3_statuses, run_child, server_builder, shutdown, shutdown_in_time, temp_dir,
+    index, logs3_statuses, queue_behind_a_held_slot, run_child, server_builder, shutdown,
+    shutdown_in_time, temp_dir, wait_for_an_upload,
 };

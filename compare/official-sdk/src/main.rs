@@ -4,8 +4,7 @@
 //! each and their ratio.
 //!
 //! `cargo run --release -- [--spans N] [--latency-ms L] [--runs R]`
-//!
-//! With `SHOW_ROWS=1` it also prints a row the official SDK sent.
+
 //!
 //! Each client gets a fresh server. A run counts from the first span to the moment everything
 //! is delivered (this crate's `shutdown`, the official SDK's `flush`), and fails unless every
@@ -149,33 +148,6 @@ fn official_sdk(spans: u64, latency: Duration) -> Run {
     }
 }
 
-fn official_row_sample() -> Value {
-    let server = FakeServer::start();
-    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    runtime.block_on(async {
-        let client = BraintrustClient::builder()
-            .api_key(server.api_key())
-            .app_url(server.url())
-            .api_url(server.url())
-            .default_project("comparison")
-            .build()
-            .await
-            .expect("the official client");
-        let span = client.span_builder().await.expect("logged in").build();
-        span.log(SpanLog {
-            name: Some("chat".into()),
-            input: Some(messages(1)),
-            output: Some(answer(1).into()),
-            metadata: None,
-            metrics: Some(HashMap::from([("prompt_tokens".to_owned(), 24.0)])),
-        })
-        .await;
-        span.flush().await.expect("queued");
-        client.flush().await.expect("flushed");
-    });
-    server.rows().into_iter().next().unwrap_or_default()
-}
-
 fn main() {
     let spans = arg("--spans", 20_000).max(1);
     let latency = Duration::from_millis(arg("--latency-ms", 0));
@@ -210,8 +182,5 @@ fn main() {
                 r.rows
             );
         }
-    }
-    if std::env::var_os("SHOW_ROWS").is_some() {
-        println!("{:#}", official_row_sample());
     }
 }
