@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::mask::MaskFn;
@@ -106,12 +105,8 @@ async fn send_claimed(
 
 /// A live-mode start row sent on its own: a progress update, not counted as a row of its
 /// own (its span's final row is).
-fn is_progress(row: &Row) -> bool {
-    row.get("_is_merge") == Some(&Value::Bool(false))
-}
-
 fn logical(rows: &[Row]) -> u64 {
-    rows.iter().filter(|r| !is_progress(r)).count() as u64
+    rows.iter().filter(|r| !r.is_progress()).count() as u64
 }
 
 /// A batch being delivered: its logical row count, and a copy of its rows when there is a
@@ -208,7 +203,7 @@ impl Dispatcher {
         let mut rows = crate::merge::merge_rows(rows);
         if let Some(mask) = &self.mask {
             for row in &mut rows {
-                crate::mask::apply_mask(row, mask);
+                crate::mask::apply_mask(row.object_mut(), mask);
             }
         }
         let permit = match (self.spill, &self.spool) {
@@ -520,7 +515,7 @@ fn spool_and_count(spool: &Spool, rows: &[Row]) -> u64 {
     let written = spool.append(rows);
     rows.iter()
         .zip(written)
-        .filter(|(row, ok)| *ok && !is_progress(row))
+        .filter(|(row, ok)| *ok && !row.is_progress())
         .count() as u64
 }
 

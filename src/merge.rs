@@ -16,8 +16,8 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
-/// One log row: a JSON object with the fields of protocol §5.1.
-pub(crate) type Row = Map<String, Value>;
+use crate::sink::Row;
+use crate::sink::row::Object;
 
 /// The field that says whether a row is merged into (`true`) or replaces (`false`/absent) the
 /// stored row with the same key.
@@ -77,7 +77,7 @@ impl<'a> KeyPart<'a> {
 type RowKey<'a> = [KeyPart<'a>; 7];
 
 /// The key of `row`, or `None` when the row has no usable `id` (absent or `null`).
-fn row_key(row: &Row) -> Option<RowKey<'_>> {
+fn row_key(row: &Object) -> Option<RowKey<'_>> {
     match row.get("id") {
         None | Some(Value::Null) => None,
         Some(_) => Some(KEY_FIELDS.map(|field| KeyPart::of(row.get(field)))),
@@ -86,7 +86,7 @@ fn row_key(row: &Row) -> Option<RowKey<'_>> {
 
 /// Whether two rows have the same usable `id`, the only way they can share a key (one
 /// lookup per row instead of seven).
-fn ids_repeat(rows: &[Row]) -> bool {
+fn ids_repeat(rows: &[Object]) -> bool {
     let mut seen: HashSet<KeyPart<'_>> = HashSet::with_capacity(rows.len());
     rows.iter().any(|row| match row.get("id") {
         None | Some(Value::Null) => false,
@@ -96,7 +96,7 @@ fn ids_repeat(rows: &[Row]) -> bool {
 
 /// For each row, the index of the first row with the same key (its own index when it is the
 /// first, or has no key).
-fn first_of_key(rows: &[Row]) -> Vec<usize> {
+fn first_of_key(rows: &[Object]) -> Vec<usize> {
     let mut index: HashMap<RowKey<'_>, usize> = HashMap::with_capacity(rows.len());
     rows.iter()
         .enumerate()
@@ -119,6 +119,31 @@ fn truthy(value: Option<&Value>) -> bool {
     }
 }
 
+/// [`merge_objects`] for rows in either form: a batch whose ids do not repeat (the usual
+/// case) is returned as it is, without turning typed rows into objects.
+pub(crate) fn merge_rows(rows: Vec<Row>) -> Vec<Row> {
+    let mut seen: HashSet<KeyPart<'_>> = HashSet::with_capacity(rows.len());
+    let repeat = rows.iter().any(|row| {
+        let id = match (row.built_id(), row.as_object()) {
+            (Some(id), _) => KeyPart::Str(id),
+            (None, Some(object)) => match object.get("id") {
+                None | Some(Value::Null) => return false,
+                id => KeyPart::of(id),
+            },
+            (None, None) => return false,
+        };
+        !seen.insert(id)
+    });
+    drop(seen);
+    if !repeat {
+        return rows;
+    }
+    merge_objects(rows.into_iter().map(Row::into_object).collect())
+        .into_iter()
+        .map(Row::from)
+        .collect()
+}
+
 /// Merges the rows of one batch that share a row key, keeping the order of first appearance.
 ///
 /// Rows are walked in order. The first row for a key is kept in place; a later row with the
@@ -135,7 +160,7 @@ fn truthy(value: Option<&Value>) -> bool {
 /// Rows without an `id` (absent or `null`) are passed through unmerged at their position. The
 /// Python SDK raises an internal error for the whole batch instead; dropping or failing a
 /// batch here would lose every other row, so the row is forwarded and the server decides.
-pub(crate) fn merge_rows(rows: Vec<Row>) -> Vec<Row> {
+pub(crate) fn merge_objects(rows: Vec<Object>) -> Vec<Object> {
     if !ids_repeat(&rows) {
         // Rows with different ids have different keys: nothing to merge.
         return rows;
@@ -145,7 +170,7 @@ pub(crate) fn merge_rows(rows: Vec<Row>) -> Vec<Row> {
         // No two rows share a key: nothing to merge.
         return rows;
     }
-    let mut out: Vec<Row> = Vec::with_capacity(rows.len());
+    let mut out: Vec<Object> = Vec::with_capacity(rows.len());
     // Per output row: the set of its top-level tags, built on the first tag union.
     let mut tag_sets: Vec<Option<HashSet<TagKey>>> = Vec::with_capacity(rows.len());
     // Per input row that is the first of its key: where it went in `out`.
@@ -174,7 +199,7 @@ pub(crate) fn merge_rows(rows: Vec<Row>) -> Vec<Row> {
 }
 
 /// Folds the merge row `row` into `kept`, as `merge_row_batch` does for one pair.
-fn merge_into_kept(kept: &mut Row, mut row: Row, tag_set: &mut Option<HashSet<TagKey>>) {
+fn merge_into_kept(kept: &mut Object, mut row: Object, tag_set: &mut Option<HashSet<TagKey>>) {
     let preserve_nomerge = !truthy(kept.get(IS_MERGE));
     let saved: Vec<(&str, Value)> = SKIP_FIELDS
         .iter()
@@ -200,7 +225,7 @@ fn merge_into_kept(kept: &mut Row, mut row: Row, tag_set: &mut Option<HashSet<Ta
 
 /// Merges a row's top-level `tags` value into `kept`, reusing `tag_set` (the set of `kept`'s
 /// tags from earlier merges in this batch) so that repeated unions stay linear overall.
-fn union_tags_cached(kept: &mut Row, new_tags: Value, tag_set: &mut Option<HashSet<TagKey>>) {
+fn union_tags_cached(kept: &mut Object, new_tags: Value, tag_set: &mut Option<HashSet<TagKey>>) {
     let Value::Array(new_items) = new_tags else {
         kept.insert(TAGS.to_owned(), new_tags);
         *tag_set = None;
@@ -276,7 +301,7 @@ struct MergeFrame {
 /// kept, each value once); anything else (including `null`) overwrites `dst`'s value.
 ///
 /// Works with an explicit stack, so any nesting depth is safe.
-pub(crate) fn deep_merge(dst: &mut Row, src: Row) {
+pub(crate) fn deep_merge(dst: &mut Object, src: Object) {
     merge_maps(dst, src, true);
 }
 

@@ -1,16 +1,16 @@
-//! Unit tests of [`super::merge_rows`] and [`super::deep_merge`].
+//! Unit tests of [`super::merge_objects`] and [`super::deep_merge`].
 
 use super::*;
 use serde_json::json;
 
-fn row(value: Value) -> Row {
+fn row(value: Value) -> Object {
     match value {
         Value::Object(map) => map,
         other => panic!("not an object: {other}"),
     }
 }
 
-fn fixture_rows(name: &str) -> Vec<Row> {
+fn fixture_rows(name: &str) -> Vec<Object> {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let mut rows = Vec::new();
@@ -25,7 +25,7 @@ fn fixture_rows(name: &str) -> Vec<Row> {
     rows
 }
 
-fn keys(row: &Row) -> Vec<&str> {
+fn keys(row: &Object) -> Vec<&str> {
     row.keys().map(String::as_str).collect()
 }
 
@@ -45,7 +45,7 @@ fn c2_rows_merge_into_the_shape_of_c_merge() {
     let c2 = fixture_rows("c2_merge_flush_between.jsonl");
     assert_eq!(c2.len(), 4, "start row + 3 partial rows");
     let start = c2[0].clone();
-    let merged = merge_rows(c2.clone());
+    let merged = merge_objects(c2.clone());
     assert_eq!(merged.len(), 1);
     let merged = &merged[0];
 
@@ -96,7 +96,7 @@ fn c2_rows_merge_into_the_shape_of_c_merge() {
 #[test]
 fn partial_rows_alone_stay_a_merge_row() {
     let c2 = fixture_rows("c2_merge_flush_between.jsonl");
-    let merged = merge_rows(c2[1..].to_vec());
+    let merged = merge_objects(c2[1..].to_vec());
     assert_eq!(merged.len(), 1);
     let merged = &merged[0];
     assert_eq!(merged[IS_MERGE], json!(true));
@@ -116,7 +116,7 @@ fn tags_are_set_unioned_in_order() {
         row(json!({"id": "a", "_is_merge": true, "tags": ["y", "z"]})),
         row(json!({"id": "a", "_is_merge": true, "tags": ["w", "z", "x"]})),
     ];
-    let merged = merge_rows(rows);
+    let merged = merge_objects(rows);
     assert_eq!(merged.len(), 1);
     assert_eq!(merged[0]["tags"], json!(["x", "y", "z", "w"]));
 }
@@ -129,7 +129,7 @@ fn non_array_tags_overwrite() {
         row(json!({"id": "a", "_is_merge": true, "tags": ["y", "z"]})),
         row(json!({"id": "a", "_is_merge": true, "tags": "s"})),
     ];
-    assert_eq!(merge_rows(rows)[0]["tags"], json!("s"));
+    assert_eq!(merge_objects(rows)[0]["tags"], json!("s"));
 }
 
 #[test]
@@ -159,7 +159,7 @@ fn replacement_then_merge() {
                    "root_span_id": "r3", "metadata": {"j": 2}, "output": 5}),
         ),
     ];
-    let merged = merge_rows(rows);
+    let merged = merge_objects(rows);
     assert_eq!(merged.len(), 1);
     assert_eq!(
         Value::Object(merged[0].clone()),
@@ -176,7 +176,7 @@ fn replacement_after_merge_replaces_everything() {
         row(json!({"id": "a", "input": 3})),
     ];
     assert_eq!(
-        Value::Object(merge_rows(rows)[0].clone()),
+        Value::Object(merge_objects(rows)[0].clone()),
         json!({"id": "a", "input": 3})
     );
 }
@@ -190,7 +190,7 @@ fn merge_row_first_keeps_is_merge_true() {
                    "metrics": {"tokens": 7}}),
         ),
     ];
-    let merged = merge_rows(rows);
+    let merged = merge_objects(rows);
     assert_eq!(
         Value::Object(merged[0].clone()),
         json!({"id": "a", "_is_merge": true, "span_id": "s",
@@ -209,7 +209,7 @@ fn different_keys_are_untouched_and_order_is_kept() {
         row(json!({"id": "c", "input": 6})),
         row(json!({"id": "a", "project_id": "p", "log_id": "g", "_is_merge": true, "output": 7})),
     ];
-    let merged = merge_rows(rows);
+    let merged = merge_objects(rows);
     let summary: Vec<Value> = merged
         .iter()
         .map(|r| json!([r["id"], r["input"], r.get("output")]))
@@ -229,10 +229,10 @@ fn different_keys_are_untouched_and_order_is_kept() {
 #[test]
 fn batches_without_shared_keys_come_back_unchanged() {
     // Distinct ids: the quick check alone decides.
-    let distinct: Vec<Row> = (0..50)
+    let distinct: Vec<Object> = (0..50)
         .map(|i| row(json!({"id": format!("r{i}"), "_is_merge": i % 2 == 0, "input": i})))
         .collect();
-    assert_eq!(merge_rows(distinct.clone()), distinct);
+    assert_eq!(merge_objects(distinct.clone()), distinct);
     // Shared ids but different objects: the full keys decide, and still nothing merges.
     let shared = vec![
         row(json!({"id": "a", "project_id": "p", "log_id": "g", "input": 1})),
@@ -240,7 +240,7 @@ fn batches_without_shared_keys_come_back_unchanged() {
         row(json!({"id": "a", "experiment_id": "e", "_is_merge": true})),
         row(json!({"input": "no id"})),
     ];
-    assert_eq!(merge_rows(shared.clone()), shared);
+    assert_eq!(merge_objects(shared.clone()), shared);
 }
 
 #[test]
@@ -249,7 +249,7 @@ fn null_key_fields_equal_absent_ones() {
         row(json!({"id": "a", "org_id": null, "input": 1})),
         row(json!({"id": "a", "_is_merge": true, "output": 2})),
     ];
-    let merged = merge_rows(rows);
+    let merged = merge_objects(rows);
     assert_eq!(merged.len(), 1);
     assert_eq!(merged[0]["output"], json!(2));
 }
@@ -262,7 +262,7 @@ fn rows_without_id_pass_through() {
         row(json!({"input": 1})),
         row(json!({"id": "a", "input": 3})),
     ];
-    let merged = merge_rows(rows.clone());
+    let merged = merge_objects(rows.clone());
     assert_eq!(merged, rows);
 }
 
@@ -273,7 +273,7 @@ fn non_string_ids_are_keys_too() {
         row(json!({"id": "1", "input": 2})),
         row(json!({"id": 1, "_is_merge": true, "output": 3})),
     ];
-    let merged = merge_rows(rows);
+    let merged = merge_objects(rows);
     assert_eq!(merged.len(), 2);
     assert_eq!(merged[0]["output"], json!(3));
     assert!(!merged[1].contains_key("output"));
@@ -382,7 +382,7 @@ fn hundred_thousand_rows_merge_linearly() {
                                   "metrics": {format!("m{round}"): round}})));
         }
     }
-    let merged = merge_rows(rows);
+    let merged = merge_objects(rows);
     assert_eq!(merged.len(), SPANS);
     for (i, r) in merged.iter().enumerate() {
         assert_eq!(r["input"], json!(i));
@@ -401,7 +401,7 @@ fn hundred_thousand_rows_merge_linearly() {
             json!({"id": "one", "_is_merge": true, "tags": [format!("t{i}"), "t0"]}),
         ));
     }
-    let merged = merge_rows(rows);
+    let merged = merge_objects(rows);
     assert_eq!(merged.len(), 1);
     let tags = merged[0]["tags"].as_array().expect("tags");
     assert_eq!(tags.len(), 100_000);

@@ -197,7 +197,7 @@ async fn upload(sink: &dyn Sink, files: Vec<(PathBuf, File)>) -> UploadReport {
                 Ok(Value::Object(row)) => {
                     report.rows_read += 1;
                     chunk.bytes += line.len();
-                    chunk.rows.push(row);
+                    chunk.rows.push(Row::from(row));
                 }
                 _ => report.lines_skipped += 1,
             }

@@ -12,9 +12,10 @@ use std::collections::HashMap;
 
 use crate::cost::{ModelPrice, PriceTable, TokenUsage, estimate_cost_with};
 use crate::fields::{RowParts, float, to_json};
-use crate::ids::{SpanId, TraceId, span_id_hex, uuid_string};
+use crate::ids::{SpanId, TraceId, uuid_string};
 use crate::record::{FieldValue, Fields, Route, RouteTarget, SpanHeader};
 use crate::sink::Row;
+use crate::sink::row::{Attributes, Built, Context, Target};
 
 /// Settings that shape every row, fixed at build time.
 #[derive(Debug, Clone)]
@@ -30,7 +31,7 @@ pub(crate) struct RowSettings {
     pub(crate) price_cache: RefCell<HashMap<String, Option<ModelPrice>>>,
     /// `context` by callsite (the address of its `'static` metadata) and row kind: it
     /// depends on nothing else. Only the worker thread uses it.
-    pub(crate) context_cache: RefCell<HashMap<(usize, bool), Value>>,
+    pub(crate) context_cache: RefCell<HashMap<(usize, bool), Arc<Context>>>,
 }
 
 impl RowSettings {
@@ -96,6 +97,32 @@ pub(crate) fn iso_time(t: SystemTime) -> String {
     push_digits(&mut out, micros, 6);
     out.push_str("+00:00");
     out
+}
+
+/// [`iso_time`] as a JSON string.
+pub(crate) fn write_iso_time(out: &mut Vec<u8>, t: SystemTime) {
+    let (year, month, day, secs, micros) = civil_utc(t);
+    let mut text = [0u8; 34];
+    let mut at = 0;
+    let mut put = |n: u64, width: u32, after: u8| {
+        for shift in (0..width).rev() {
+            // A digit below 10 fits a byte.
+            text[at] = b'0' + (n / 10u64.pow(shift) % 10) as u8;
+            at += 1;
+        }
+        text[at] = after;
+        at += 1;
+    };
+    put(year, 4, b'-');
+    put(month, 2, b'-');
+    put(day, 2, b'T');
+    put(secs / 3600, 2, b':');
+    put(secs / 60 % 60, 2, b':');
+    put(secs % 60, 2, b'.');
+    put(micros, 6, b'+');
+    out.push(b'"');
+    out.extend_from_slice(&text[..at]);
+    out.extend_from_slice(b"00:00\"");
 }
 
 /// Appends the last `width` decimal digits of `n`, zero-padded.
@@ -170,33 +197,90 @@ pub(crate) fn span_row<'a>(
         .take()
         .unwrap_or_else(|| header.metadata.name().to_owned());
 
-    let mut row = Map::new();
-    row.insert("id".into(), uuid_string(header.row_id).into());
-    row.insert("span_id".into(), span_id_hex(header.span_id).into());
-    row.insert("root_span_id".into(), header.root.to_wire().into());
-    row.insert(
-        "span_parents".into(),
-        match &header.parent {
-            Some(p) => json!([p.to_wire()]),
-            None => Value::Null,
-        },
-    );
     let (start, end) = crate::clock::span_times(header.start, end);
-    row.insert("created".into(), iso_time(start).into());
-    row.insert(
-        "span_attributes".into(),
-        json!({"name": name, "type": span_type, "exec_counter": header.exec_counter}),
-    );
     parts
         .metrics
         .insert("start".into(), json!(unix_seconds(start)));
     if let Some(end) = end {
         parts.metrics.insert("end".into(), json!(unix_seconds(end)));
     }
-    row.insert("context".into(), context(settings, header.metadata, true));
-    put_parts(&mut row, parts);
-    route(&mut row, settings, header.route.as_deref());
-    row
+    let attributes = Attributes {
+        name,
+        kind: span_type,
+        log_level: None,
+        exec_counter: header.exec_counter,
+    };
+    finish(
+        settings,
+        Ids {
+            row_id: header.row_id,
+            span_id: header.span_id,
+            root: &header.root,
+            parent: header.parent.as_ref(),
+            created: start,
+        },
+        attributes,
+        context(settings, header.metadata, true),
+        parts,
+        header.route.as_deref(),
+    )
+}
+
+/// The identity and time of a row.
+struct Ids<'a> {
+    row_id: u128,
+    span_id: u64,
+    root: &'a TraceId,
+    parent: Option<&'a SpanId>,
+    created: SystemTime,
+}
+
+/// The typed row from its parts; a row under a propagated event becomes an object with the
+/// event merged in.
+fn finish(
+    settings: &RowSettings,
+    ids: Ids<'_>,
+    attributes: Attributes,
+    context: Arc<Context>,
+    parts: RowParts,
+    route: Option<&Route>,
+) -> Row {
+    let target = match route.and_then(|r| r.target.as_ref()) {
+        Some(RouteTarget::ExperimentId(id)) => Target::Experiment(id.clone()),
+        Some(RouteTarget::ProjectId(id)) => Target::Project(id.clone()),
+        Some(RouteTarget::ProjectName(name)) => Target::ProjectName(name.clone()),
+        None => match &settings.project_id {
+            Some(id) => Target::Project(id.clone()),
+            None => Target::Logs,
+        },
+    };
+    let built = Built {
+        id: uuid_string(ids.row_id),
+        span_id: ids.span_id,
+        root: ids.root.clone(),
+        parent: ids.parent.cloned(),
+        created: ids.created,
+        attributes,
+        context,
+        input: parts.input,
+        output: parts.output,
+        expected: parts.expected,
+        error: parts.error,
+        metrics: parts.metrics,
+        metadata: parts.metadata,
+        scores: parts.scores,
+        tags: parts.tags,
+        target,
+        is_merge: None,
+    };
+    match route.and_then(|r| r.propagated_event.clone()) {
+        Some(event) => {
+            let mut row = built.into_object();
+            crate::merge::deep_merge(&mut row, event);
+            Row::from(row)
+        }
+        None => Row::built(built),
+    }
 }
 
 /// Builds the `log` row of an event: a child of the span it happened in (or a root of its
@@ -231,35 +315,30 @@ pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
         parts.error = Some(Value::String(error_text(&ev.fields)));
     }
 
-    let mut row = Map::new();
-    row.insert("id".into(), uuid_string(ev.row_id).into());
-    row.insert("span_id".into(), span_id_hex(ev.span_id).into());
-    row.insert("root_span_id".into(), ev.root.to_wire().into());
-    row.insert(
-        "span_parents".into(),
-        match &ev.parent {
-            Some(p) => json!([p.to_wire()]),
-            None => Value::Null,
-        },
-    );
     let time = ev.time.to_system();
-    row.insert("created".into(), iso_time(time).into());
-    row.insert(
-        "span_attributes".into(),
-        json!({
-            "name": name,
-            "type": "log",
-            "log_level": level_name(level),
-            "exec_counter": ev.exec_counter,
-        }),
-    );
     let t = unix_seconds(time);
     parts.metrics.insert("start".into(), json!(t));
     parts.metrics.insert("end".into(), json!(t));
-    row.insert("context".into(), context(settings, ev.metadata, false));
-    put_parts(&mut row, parts);
-    route(&mut row, settings, ev.route.as_deref());
-    row
+    let attributes = Attributes {
+        name,
+        kind: "log",
+        log_level: Some(level_name(level)),
+        exec_counter: ev.exec_counter,
+    };
+    finish(
+        settings,
+        Ids {
+            row_id: ev.row_id,
+            span_id: ev.span_id,
+            root: &ev.root,
+            parent: ev.parent.as_ref(),
+            created: time,
+        },
+        attributes,
+        context(settings, ev.metadata, false),
+        parts,
+        ev.route.as_deref(),
+    )
 }
 
 /// How many model names the price cache remembers before it starts over.
@@ -365,10 +444,18 @@ fn short_name(message: &str, max_chars: usize) -> String {
 const CONTEXT_CACHE_ENTRIES: usize = 4096;
 
 /// `context` of a row from callsite `meta`: built once per callsite, then copied.
-fn context(settings: &RowSettings, meta: &'static Metadata<'static>, is_span: bool) -> Value {
+fn context(
+    settings: &RowSettings,
+    meta: &'static Metadata<'static>,
+    is_span: bool,
+) -> Arc<Context> {
     let key = (std::ptr::from_ref(meta) as usize, is_span);
     cached(&settings.context_cache, CONTEXT_CACHE_ENTRIES, &key, || {
-        build_context(settings, meta, is_span.then(|| meta.name()))
+        Arc::new(Context::new(build_context(
+            settings,
+            meta,
+            is_span.then(|| meta.name()),
+        )))
     })
 }
 
@@ -413,55 +500,6 @@ fn build_context(settings: &RowSettings, meta: &Metadata<'_>, function: Option<&
     ctx.insert("caller_functionname".into(), function.into());
     ctx.insert("span_origin".into(), settings.span_origin.clone());
     Value::Object(ctx)
-}
-
-fn put_parts(row: &mut Row, parts: RowParts) {
-    for (key, value) in [
-        ("input", parts.input),
-        ("output", parts.output),
-        ("expected", parts.expected),
-        ("error", parts.error),
-    ] {
-        if let Some(v) = value {
-            row.insert(key.into(), v);
-        }
-    }
-    row.insert("metrics".into(), Value::Object(parts.metrics));
-    for (key, map) in [("metadata", parts.metadata), ("scores", parts.scores)] {
-        if !map.is_empty() {
-            row.insert(key.into(), Value::Object(map));
-        }
-    }
-    if !parts.tags.is_empty() {
-        row.insert("tags".into(), json!(parts.tags));
-    }
-}
-
-/// Object ids: where the row goes (protocol §4), plus any propagated event.
-fn route(row: &mut Row, settings: &RowSettings, route: Option<&Route>) {
-    let target = route.and_then(|r| r.target.as_ref());
-    match target {
-        Some(RouteTarget::ExperimentId(id)) => {
-            row.insert("experiment_id".into(), id.clone().into());
-        }
-        Some(RouteTarget::ProjectId(id)) => {
-            row.insert("project_id".into(), id.clone().into());
-            row.insert("log_id".into(), "g".into());
-        }
-        Some(RouteTarget::ProjectName(name)) => {
-            row.insert("_bt_project_name".into(), name.clone().into());
-            row.insert("log_id".into(), "g".into());
-        }
-        None => {
-            if let Some(id) = &settings.project_id {
-                row.insert("project_id".into(), id.clone().into());
-            }
-            row.insert("log_id".into(), "g".into());
-        }
-    }
-    if let Some(event) = route.and_then(|r| r.propagated_event.clone()) {
-        crate::merge::deep_merge(row, event);
-    }
 }
 
 #[cfg(test)]

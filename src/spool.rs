@@ -251,7 +251,7 @@ impl Spool {
                 continue;
             }
             match serde_json::from_slice::<serde_json::Value>(&line) {
-                Ok(serde_json::Value::Object(row)) => segment.rows.push(row),
+                Ok(serde_json::Value::Object(row)) => segment.rows.push(Row::from(row)),
                 _ => segment.torn += 1,
             }
         }
@@ -336,8 +336,8 @@ mod tests {
 
     fn row(i: u64) -> Row {
         match json!({"id": format!("r{i}"), "input": "x".repeat(10)}) {
-            serde_json::Value::Object(m) => m,
-            _ => Row::new(),
+            serde_json::Value::Object(m) => Row::from(m),
+            _ => Row::from(crate::sink::row::Object::new()),
         }
     }
 

@@ -290,7 +290,7 @@ impl Worker {
                 if self.live {
                     let mut row =
                         span_row(&self.settings, &open.header, open.fields.iter(), None, None);
-                    row.insert("_is_merge".into(), false.into());
+                    row.set_is_merge(false);
                     self.pending.push(row);
                 }
                 self.open.insert(open.header.span_id, open);
@@ -310,7 +310,7 @@ impl Worker {
                     Some(close.end),
                 );
                 if self.live && opened.is_some() {
-                    row.insert("_is_merge".into(), true.into());
+                    row.set_is_merge(true);
                 }
                 self.pending.push(row);
                 if let Some(opened) = opened {
@@ -362,7 +362,7 @@ impl Worker {
         for o in open {
             let mut row = span_row(&self.settings, &o.header, o.fields.iter(), None, None);
             if self.live {
-                row.insert("_is_merge".into(), true.into());
+                row.set_is_merge(true);
             }
             self.counters.unfinished.fetch_add(1, Ordering::Relaxed);
             self.counters.received.fetch_add(1, Ordering::Relaxed);
@@ -404,7 +404,7 @@ impl Worker {
         open.sort_by_key(|o| o.header.exec_counter);
         for o in open {
             let mut row = span_row(&self.settings, &o.header, o.fields.iter(), None, None);
-            row.insert("_is_merge".into(), false.into());
+            row.set_is_merge(false);
             self.pending.push(row);
         }
     }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::merge::Row;
+use crate::sink::row::Object as Row;
 
 mod scrub;
 mod shapes;

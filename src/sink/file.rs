@@ -82,7 +82,7 @@ impl FileSink {
         let mut chunk = Vec::new();
         open.buf.clear();
         for row in rows {
-            crate::sink::http::json_out::write_row(&mut open.buf, &row);
+            row.write_json(&mut open.buf, None);
             open.buf.push(b'\n');
             chunk.push(row);
             if open.buf.len() >= CHUNK {
@@ -142,7 +142,7 @@ mod tests {
     fn rows(n: usize, text: &str) -> Vec<Row> {
         (0..n)
             .map(|i| match json!({"id": i.to_string(), "output": text}) {
-                serde_json::Value::Object(row) => row,
+                serde_json::Value::Object(row) => Row::from(row),
                 _ => unreachable!("an object literal"),
             })
             .collect()

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use super::row::Object;
 use super::{Delivery, Row, Sink, SinkFuture};
 
 /// Collects rows in memory so tests can assert on what the layer produced.
@@ -34,7 +35,7 @@ use super::{Delivery, Row, Sink, SinkFuture};
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct MemorySink {
-    rows: Arc<Mutex<Vec<Row>>>,
+    rows: Arc<Mutex<Vec<Object>>>,
 }
 
 impl MemorySink {
@@ -53,7 +54,7 @@ impl MemorySink {
     /// server does (see the protocol's merge rules), in order of first appearance.
     pub fn rows(&self) -> Vec<Value> {
         let rows = self.lock().clone();
-        crate::merge::merge_rows(rows)
+        crate::merge::merge_objects(rows)
             .into_iter()
             .map(Value::Object)
             .collect()
@@ -89,7 +90,7 @@ impl MemorySink {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Row>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Object>> {
         // A panic while holding this lock cannot leave the Vec inconsistent.
         self.rows.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -98,6 +99,7 @@ impl MemorySink {
 impl Sink for MemorySink {
     fn send(&self, rows: Vec<Row>) -> SinkFuture {
         let sent = rows.len() as u64;
+        let rows: Vec<Object> = rows.into_iter().map(Row::into_object).collect();
         self.lock().extend(rows);
         Box::pin(async move {
             Delivery {

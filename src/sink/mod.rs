@@ -13,8 +13,9 @@ pub(crate) mod memory;
 #[path = "../../tests/support/fake_server.rs"]
 pub(crate) mod fake_server;
 
-/// A row as sent to `/logs3`: keys serialise sorted (serde_json's default map).
-pub(crate) type Row = serde_json::Map<String, serde_json::Value>;
+pub(crate) mod row;
+
+pub(crate) use row::Row;
 
 /// What a sink did with a batch.
 #[derive(Debug, Default)]

@@ -120,7 +120,9 @@ mod tests {
         let mut config = config(&server);
         config.failed_payloads_dir = Some(dir.0.clone());
         let mut leaky = row("leaky", 10);
-        leaky.insert("output".into(), json!(format!("key is {DEFAULT_API_KEY}")));
+        leaky
+            .object_mut()
+            .insert("output".into(), json!(format!("key is {DEFAULT_API_KEY}")));
         let sink = sink(config.clone());
         assert_eq!(sink.send(vec![leaky]).await.failed.len(), 1);
         let dumped = std::fs::read_to_string(&dir.files()[0]).unwrap_or_default();

@@ -15,7 +15,7 @@ use serde_json::{Map, Number, Value};
 const MAX_DEPTH: usize = 64;
 
 /// Appends `value` as compact JSON.
-pub(super) fn write_value(out: &mut Vec<u8>, value: &Value) {
+pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) {
     write_nested(out, value, 0);
 }
 
@@ -64,6 +64,79 @@ fn write_object(out: &mut Vec<u8>, map: &Map<String, Value>, depth: usize) {
     out.push(b'}');
 }
 
+/// The key naming a row's project.
+pub(crate) const PROJECT_ID: &str = "project_id";
+
+/// The key naming the log of a project (always [`PROJECT_LOGS`] here).
+pub(crate) const LOG_ID: &str = "log_id";
+
+/// The `log_id` of a project's logs.
+pub(crate) const PROJECT_LOGS: &str = "g";
+
+/// Appends `row` as compact JSON with sorted keys, byte for byte as `serde_json` prints a
+/// row; with `project`, as if `project_id: <project>` and `log_id: "g"` had been inserted
+/// first (replacing a `log_id` of the row's own).
+pub(crate) fn write_object_with_project(
+    out: &mut Vec<u8>,
+    row: &Map<String, Value>,
+    project: Option<&str>,
+) {
+    if !maps_sort_keys() {
+        // serde_json's `preserve_order` is on somewhere in the build: keys keep their
+        // insertion order, so insert the fields and write the map as it iterates.
+        let mut row = row.clone();
+        if let Some(id) = project {
+            row.insert(PROJECT_ID.into(), id.into());
+            row.insert(LOG_ID.into(), PROJECT_LOGS.into());
+        }
+        write_value(out, &Value::Object(row));
+        return;
+    }
+    // Sorted, as the row's own keys: "log_id" < "project_id".
+    let extra = project.map(|id| [(LOG_ID, PROJECT_LOGS), (PROJECT_ID, id)]);
+    let mut extra = extra.iter().flatten().peekable();
+    let mut first = true;
+    out.push(b'{');
+    for (key, value) in row {
+        while let Some((name, text)) = extra.next_if(|(name, _)| *name < key.as_str()) {
+            write_key(out, &mut first, name);
+            write_str(out, text);
+        }
+        if extra.peek().is_some_and(|(name, _)| *name == key.as_str()) {
+            // Replaced by the added field, written next.
+            continue;
+        }
+        write_key(out, &mut first, key);
+        write_value(out, value);
+    }
+    for (name, text) in extra {
+        write_key(out, &mut first, name);
+        write_str(out, text);
+    }
+    out.push(b'}');
+}
+
+/// Whether a [`Row`] iterates its keys in sorted order (serde_json's default). Cargo unifies
+/// features, so any crate in the build can turn on `preserve_order`.
+pub(crate) fn maps_sort_keys() -> bool {
+    static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SORTED.get_or_init(|| {
+        let mut probe = Map::new();
+        probe.insert("b".into(), Value::Null);
+        probe.insert("a".into(), Value::Null);
+        probe.keys().next().map(String::as_str) == Some("a")
+    })
+}
+
+/// `"key":` (after a comma unless it is the object's first key).
+fn write_key(out: &mut Vec<u8>, first: &mut bool, key: &str) {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    write_str(out, key);
+    out.push(b':');
+}
+
 /// Integers directly; floats through `serde_json` (shortest round-trip form).
 fn write_number(out: &mut Vec<u8>, number: &Number) {
     if let Some(n) = number.as_u64() {
@@ -77,7 +150,7 @@ fn write_number(out: &mut Vec<u8>, number: &Number) {
     }
 }
 
-fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+pub(crate) fn write_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Client, RequestBuilder, Url};
-use serde_json::{Map, Value};
 
 use crate::diag;
 
@@ -51,8 +50,7 @@ mod upload;
 use session::Setup;
 use upload::Upload;
 
-/// One log row as a JSON object (keys sorted, so it serialises like the Python SDK).
-pub(crate) type Row = Map<String, Value>;
+pub(crate) use crate::sink::Row;
 
 /// Everything the HTTP sink needs; built by the layer's builder from code and environment.
 #[derive(Clone)]
@@ -367,6 +365,7 @@ mod tests {
     use super::test_support::{PROJECT, UA, config, fixture, lines_of, rows, same_shape, sink};
     use super::*;
     use crate::sink::fake_server::{DEFAULT_API_KEY, FakeServer, ORG_NAME};
+    use serde_json::Value;
     use serde_json::json;
 
     #[tokio::test]
@@ -382,7 +381,7 @@ mod tests {
                 let mut r = r.as_object().cloned().unwrap_or_default();
                 r.remove("project_id");
                 r.remove("log_id");
-                r
+                Row::from(r)
             })
             .collect();
 
@@ -457,7 +456,7 @@ mod tests {
                 .map(|mut r| {
                     r.remove("project_id");
                     r.remove("log_id");
-                    r
+                    Row::from(r)
                 })
                 .collect();
             assert_eq!(sink.send(rows).await.sent, 1);

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use super::retry::Attempt;
 use super::upload::{Batch, Upload};
-use super::{Failure, HttpSink, Row, join_url};
+use super::{Failure, HttpSink, join_url};
+use crate::sink::row::Object;
 
 /// Keys copied into `object_ids` of an overflow request, in the Python SDK's order.
 const OBJECT_ID_KEYS: [&str; 6] = [
@@ -197,8 +198,8 @@ fn overflow_request(batch: &Batch) -> Value {
     let rows: Vec<Value> = batch
         .row_texts()
         .map(|text| {
-            let row: Row = serde_json::from_slice(text).unwrap_or_default();
-            let object_ids: Row = OBJECT_ID_KEYS
+            let row: Object = serde_json::from_slice(text).unwrap_or_default();
+            let object_ids: Object = OBJECT_ID_KEYS
                 .iter()
                 .filter_map(|k| row.get(*k).map(|v| ((*k).to_owned(), v.clone())))
                 .collect();

@@ -10,10 +10,10 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::json_out;
 use super::session::Limits;
 use super::upload::{Batch, Batcher};
 use super::{Failure, HttpSink, Row, SendOutcome};
+use crate::sink::row::Target;
 
 /// Internal row key naming the project a row should go to instead of the default one.
 const ROUTE_KEY: &str = "_bt_project_name";
@@ -28,6 +28,17 @@ const ROUTED_KEYS: [&str; 4] = [
 
 /// Where `row` goes; removes its `_bt_project_name`.
 fn destination(row: &mut Row) -> Dest {
+    if let Some(built) = row.as_built_mut() {
+        return match std::mem::replace(&mut built.target, Target::Logs) {
+            target @ (Target::Experiment(_) | Target::Project(_)) => {
+                built.target = target;
+                Dest::Keep
+            }
+            Target::ProjectName(name) => Dest::Named(name),
+            Target::Logs => Dest::Default,
+        };
+    }
+    let row = row.object_mut();
     let keep = ROUTED_KEYS.iter().any(|key| row.contains_key(*key));
     match row.remove(ROUTE_KEY) {
         _ if keep => Dest::Keep,
@@ -155,7 +166,8 @@ fn build_batches(
                 Some(Ok(id)) => project = Some(id.as_str()),
                 Some(Err(failure)) => {
                     if let Some(name) = key {
-                        row.insert(ROUTE_KEY.into(), Value::String(name));
+                        row.object_mut()
+                            .insert(ROUTE_KEY.into(), Value::String(name));
                     }
                     unroutable.push((row, failure.clone()));
                     continue;
@@ -172,73 +184,10 @@ fn build_batches(
     (batcher.finish(), unroutable)
 }
 
-/// The key naming a row's project.
-const PROJECT_ID: &str = "project_id";
-
-/// The key naming the log of a project (always [`PROJECT_LOGS`] here).
-const LOG_ID: &str = "log_id";
-
-/// The `log_id` of a project's logs.
-const PROJECT_LOGS: &str = "g";
-
-/// Appends `row` as compact JSON with sorted keys, byte for byte as `serde_json` prints a
-/// [`Row`]; with `project`, as if `project_id: <project>` and `log_id: "g"` had been inserted
-/// first (replacing a `log_id` of the row's own).
+/// Appends `row` as compact JSON; with `project`, as if `project_id: <project>` and
+/// `log_id: "g"` had been inserted first (see [`json_out::write_object_with_project`]).
 fn write_row(out: &mut Vec<u8>, row: &Row, project: Option<&str>) {
-    if !maps_sort_keys() {
-        // serde_json's `preserve_order` is on somewhere in the build: keys keep their
-        // insertion order, so insert the fields and write the map as it iterates.
-        let mut row = row.clone();
-        if let Some(id) = project {
-            row.insert(PROJECT_ID.into(), id.into());
-            row.insert(LOG_ID.into(), PROJECT_LOGS.into());
-        }
-        json_out::write_value(out, &Value::Object(row));
-        return;
-    }
-    // Sorted, as the row's own keys: "log_id" < "project_id".
-    let extra = project.map(|id| [(LOG_ID, PROJECT_LOGS), (PROJECT_ID, id)]);
-    let mut extra = extra.iter().flatten().peekable();
-    let mut first = true;
-    out.push(b'{');
-    for (key, value) in row {
-        while let Some((name, text)) = extra.next_if(|(name, _)| *name < key.as_str()) {
-            write_key(out, &mut first, name);
-            json_out::write_str(out, text);
-        }
-        if extra.peek().is_some_and(|(name, _)| *name == key.as_str()) {
-            // Replaced by the added field, written next.
-            continue;
-        }
-        write_key(out, &mut first, key);
-        json_out::write_value(out, value);
-    }
-    for (name, text) in extra {
-        write_key(out, &mut first, name);
-        json_out::write_str(out, text);
-    }
-    out.push(b'}');
-}
-
-/// Whether a [`Row`] iterates its keys in sorted order (serde_json's default). Cargo unifies
-/// features, so any crate in the build can turn on `preserve_order`.
-fn maps_sort_keys() -> bool {
-    static SORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SORTED.get_or_init(|| {
-        let mut probe = Row::new();
-        probe.insert("b".into(), Value::Null);
-        probe.insert("a".into(), Value::Null);
-        probe.keys().next().map(String::as_str) == Some("a")
-    })
-}
-
-/// `"key":` (after a comma unless it is the object's first key).
-fn write_key(out: &mut Vec<u8>, first: &mut bool, key: &str) {
-    if !std::mem::take(first) {
-        out.push(b',');
-    }
-    json_out::write_str(out, key);
-    out.push(b':');
+    row.write_json(out, project);
 }
 
 #[cfg(test)]
@@ -246,6 +195,10 @@ mod tests {
     use super::super::test_support::{PROJECT, config, row, sink};
     use super::*;
     use crate::sink::fake_server::FakeServer;
+    use crate::sink::http::json_out::{
+        LOG_ID, PROJECT_ID, PROJECT_LOGS, write_object_with_project,
+    };
+    use crate::sink::row::Object;
     use serde_json::json;
 
     #[tokio::test]
@@ -254,13 +207,23 @@ mod tests {
         let sink = sink(config(&server));
         let make = || {
             let mut experiment = row("exp", 10);
-            experiment.insert("experiment_id".into(), json!("e-1"));
+            experiment
+                .object_mut()
+                .insert("experiment_id".into(), json!("e-1"));
             let mut named = row("named", 10);
-            named.insert(ROUTE_KEY.into(), json!("other-project"));
+            named
+                .object_mut()
+                .insert(ROUTE_KEY.into(), json!("other-project"));
             let mut named_but_routed = row("routed", 10);
-            named_but_routed.insert(ROUTE_KEY.into(), json!("ignored"));
-            named_but_routed.insert("project_id".into(), json!("p-own"));
-            named_but_routed.insert("log_id".into(), json!("g"));
+            named_but_routed
+                .object_mut()
+                .insert(ROUTE_KEY.into(), json!("ignored"));
+            named_but_routed
+                .object_mut()
+                .insert("project_id".into(), json!("p-own"));
+            named_but_routed
+                .object_mut()
+                .insert("log_id".into(), json!("g"));
             vec![row("plain", 10), experiment, named, named_but_routed]
         };
         assert_eq!(sink.send(make()).await.sent, 4);
@@ -295,7 +258,7 @@ mod tests {
     }
 
     /// What `write_row` must print: the row with the two fields inserted, as serde prints it.
-    fn inserted(row: &Row, project: Option<&str>) -> String {
+    fn inserted(row: &Object, project: Option<&str>) -> String {
         let mut row = row.clone();
         if let Some(id) = project {
             row.insert(PROJECT_ID.into(), json!(id));
@@ -325,10 +288,10 @@ mod tests {
             "quo\"te",
             "\n",
         ];
-        let mut cases: Vec<Row> = vec![Row::new(), row("r", 3)];
+        let mut cases: Vec<Object> = vec![Object::new(), row("r", 3).into_object()];
         // Every subset of a few keys around the added ones, with odd values.
         for mask in 0u32..(1 << 9) {
-            let mut r = Row::new();
+            let mut r = Object::new();
             for (i, key) in keys
                 .iter()
                 .enumerate()
@@ -347,7 +310,10 @@ mod tests {
         for r in &cases {
             for project in [None, Some("p-1"), Some("odd \"id\"")] {
                 let mut out = b"prefix,".to_vec();
-                write_row(&mut out, r, project);
+                write_object_with_project(&mut out, r, project);
+                let mut through_row = b"prefix,".to_vec();
+                write_row(&mut through_row, &Row::from(r.clone()), project);
+                assert_eq!(through_row, out);
                 let expected = format!("prefix,{}", inserted(r, project));
                 assert_eq!(String::from_utf8_lossy(&out), expected);
             }
@@ -356,14 +322,14 @@ mod tests {
 
     #[test]
     fn destinations_are_found_whatever_the_key_order() {
-        let make = |pairs: &[(&str, Value)]| -> Row {
+        let make = |pairs: &[(&str, Value)]| -> Object {
             pairs
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.clone()))
                 .chain([("id".to_owned(), json!("x")), ("zzz".to_owned(), json!(1))])
                 .collect()
         };
-        let cases: Vec<(Row, &str)> = vec![
+        let cases: Vec<(Object, &str)> = vec![
             (make(&[]), "default"),
             (make(&[("project", json!("p"))]), "default"),
             (make(&[(ROUTE_KEY, json!("other"))]), "named:other"),
@@ -380,15 +346,17 @@ mod tests {
             ),
             (make(&[("project_ids", json!("p"))]), "default"),
         ];
-        for (mut row, expected) in cases {
-            let before = row.len();
-            let had_route = row.contains_key(ROUTE_KEY);
+        for (object, expected) in cases {
+            let before = object.len();
+            let had_route = object.contains_key(ROUTE_KEY);
+            let mut row = Row::from(object);
             let got = match destination(&mut row) {
                 Dest::Keep => "keep".to_owned(),
                 Dest::Default => "default".to_owned(),
                 Dest::Named(name) => format!("named:{name}"),
             };
             assert_eq!(got, expected, "{row:?}");
+            let row = row.into_object();
             assert!(!row.contains_key(ROUTE_KEY));
             assert_eq!(row.len(), before - usize::from(had_route));
         }

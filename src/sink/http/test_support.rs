@@ -52,7 +52,7 @@ pub(super) fn row(id: &str, padding: usize) -> Row {
         "span_attributes": { "name": format!("span-{id}"), "type": "task" },
         "output": "x".repeat(padding),
     });
-    value.as_object().cloned().unwrap_or_default()
+    Row::from(value.as_object().cloned().unwrap_or_default())
 }
 
 /// `count` rows `row-0`, `row-1`, ... of the given padding.

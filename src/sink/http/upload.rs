@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::session::Limits;
 use super::{Failure, HttpSink, Row, join_url};
 use crate::diag;
+use crate::sink::row::Object;
 
 /// Start of a `/logs3` body, exactly as the Python SDK frames it.
 pub(super) const FRAME_OPEN: &str = "{\"rows\": [";
@@ -100,7 +101,8 @@ impl Batch {
     /// The rows parsed back, for rows that are given up on.
     fn parse_rows(&self) -> Vec<Row> {
         self.row_texts()
-            .filter_map(|text| serde_json::from_slice(text).ok())
+            .filter_map(|text| serde_json::from_slice::<Object>(text).ok())
+            .map(Row::from)
             .collect()
     }
 
@@ -318,7 +320,7 @@ fn pop(queue: &StdMutex<VecDeque<Batch>>) -> Option<Batch> {
 
 /// The message for a single row the server will not take.
 fn oversize_message(row: &[u8], limit: usize) -> String {
-    let value: Row = serde_json::from_slice(row).unwrap_or_default();
+    let value: Object = serde_json::from_slice(row).unwrap_or_default();
     let name = value
         .get("span_attributes")
         .and_then(|a| a.get("name"))
