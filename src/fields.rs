@@ -28,9 +28,9 @@ pub(crate) const SPAN_TYPES: [&str; 14] = [
 /// The parts of a row that fields contribute, accumulated in recording order.
 #[derive(Debug, Default)]
 pub(crate) struct RowParts {
-    pub(crate) input: Option<Value>,
-    pub(crate) output: Option<Value>,
-    pub(crate) expected: Option<Value>,
+    pub(crate) input: Option<Part>,
+    pub(crate) output: Option<Part>,
+    pub(crate) expected: Option<Part>,
     pub(crate) error: Option<Value>,
     pub(crate) metadata: Map<String, Value>,
     pub(crate) metrics: Map<String, Value>,
@@ -255,9 +255,9 @@ impl RowParts {
             panic!("a bug while building a row (test trigger)");
         }
         match name {
-            "input" => merge_or_replace(&mut self.input, to_json(value)),
-            "output" => merge_or_replace(&mut self.output, to_json(value)),
-            "expected" => merge_or_replace(&mut self.expected, to_json(value)),
+            "input" => set_part(&mut self.input, value),
+            "output" => set_part(&mut self.output, value),
+            "expected" => set_part(&mut self.expected, value),
             "error" => self.error = Some(to_json(value)),
             "tags" => self.add_tags(to_json(value)),
             "span_type" => self.set_type(to_json(value)),
@@ -466,11 +466,156 @@ impl RowParts {
 }
 
 /// `input`/`output`/`expected`: replaced, unless both old and new are objects (deep merge).
-fn merge_or_replace(slot: &mut Option<Value>, new: Value) {
-    match (slot.as_mut(), new) {
+fn merge_or_replace(slot: &mut Option<Part>, new: Value) {
+    match (slot.as_mut().map(Part::value_mut), new) {
         (Some(Value::Object(old)), Value::Object(new)) => crate::merge::deep_merge(old, new),
-        (_, new) => *slot = Some(new),
+        (_, new) => *slot = Some(Part::Value(new)),
     }
+}
+
+/// `input`/`output`/`expected` from a field: JSON text recorded through `Debug` (what
+/// [`crate::json`] records) is kept as text when the slot is empty and the text is JSON that
+/// [`to_json`] would take as it is; anything else goes through [`merge_or_replace`].
+fn set_part(slot: &mut Option<Part>, value: FieldValue) {
+    match (&slot, value) {
+        (None, FieldValue::Text(text)) => match RawJson::check(text) {
+            Ok(raw) => *slot = Some(Part::Raw(raw)),
+            Err(text) => *slot = Some(Part::Value(to_json(FieldValue::Text(text)))),
+        },
+        (_, value) => merge_or_replace(slot, to_json(value)),
+    }
+}
+
+/// `input`, `output` or `expected` of a row.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Part {
+    Value(Value),
+    /// JSON text, written as it is: parsing it gives what [`to_json`] gives for it.
+    Raw(RawJson),
+}
+
+impl Part {
+    /// The value, parsed in place if it is text.
+    pub(crate) fn value_mut(&mut self) -> &mut Value {
+        if let Part::Raw(raw) = self {
+            let text = std::mem::take(&mut raw.0);
+            *self = Part::Value(to_json(FieldValue::Text(text)));
+        }
+        match self {
+            Part::Value(v) => v,
+            Part::Raw(_) => unreachable!("parsed above"),
+        }
+    }
+
+    /// The value, parsed if it is text.
+    pub(crate) fn into_value(self) -> Value {
+        match self {
+            Part::Value(v) => v,
+            Part::Raw(raw) => to_json(FieldValue::Text(raw.0)),
+        }
+    }
+
+    /// Appends it as compact JSON (text as it is).
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Part::Value(v) => crate::sink::http::json_out::write_value(out, v),
+            Part::Raw(raw) => out.extend_from_slice(raw.0.as_bytes()),
+        }
+    }
+}
+
+impl From<Value> for Part {
+    fn from(v: Value) -> Self {
+        Part::Value(v)
+    }
+}
+
+/// An object or array as JSON text that [`to_json`] would parse and keep as it is: valid
+/// JSON, at most [`MAX_VALUE_DEPTH`] levels deep, whose numbers are all plain (no exponent,
+/// at most [`MAX_RAW_NUMBER`] characters, integers within 64 bits) and whose strings have no
+/// `\u` escape of a UTF-16 surrogate. Such text means the same as the value written back,
+/// key order and spacing aside (and a repeated key, which readers resolve to its last value
+/// as the value does).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawJson(String);
+
+/// The longest number kept in raw JSON text: far from the range of a float.
+const MAX_RAW_NUMBER: usize = 40;
+
+impl RawJson {
+    /// `text` as raw JSON, or back when it is not such text.
+    pub(crate) fn check(text: String) -> Result<Self, String> {
+        if plain_json_shape(text.as_bytes())
+            && serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok()
+        {
+            Ok(Self(text))
+        } else {
+            Err(text)
+        }
+    }
+}
+
+/// The cheap half of [`RawJson::check`], one pass over the bytes: an object or array, not
+/// too deep, plain numbers, no surrogate escape. Syntax is left to the parser.
+fn plain_json_shape(bytes: &[u8]) -> bool {
+    if !matches!(bytes.first(), Some(b'{' | b'[')) {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                // To the closing quote, past escapes.
+                loop {
+                    match bytes.get(i) {
+                        None => return false,
+                        Some(b'"') => break,
+                        Some(b'\\') => {
+                            if bytes.get(i + 1) == Some(&b'u')
+                                && matches!(bytes.get(i + 2), Some(b'd' | b'D'))
+                            {
+                                return false;
+                            }
+                            i += 2;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_VALUE_DEPTH {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while matches!(
+                    bytes.get(i + 1),
+                    Some(b'-' | b'+' | b'.' | b'0'..=b'9' | b'e' | b'E')
+                ) {
+                    i += 1;
+                }
+                let token = &bytes[start..=i];
+                if token.len() > MAX_RAW_NUMBER || token.iter().any(|b| matches!(b, b'e' | b'E')) {
+                    return false;
+                }
+                let integer = !token.contains(&b'.');
+                if integer && token.len() > 19 {
+                    let digits = std::str::from_utf8(token).unwrap_or("");
+                    if digits.parse::<i64>().is_err() && digits.parse::<u64>().is_err() {
+                        return false;
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    true
 }
 
 /// Inserts `value` at a dotted path (`a.b.c`), creating objects on the way; a non-object in
@@ -609,9 +754,12 @@ mod tests {
         assert_eq!(p.metrics["prompt_cache_creation_tokens"], 1);
         assert_eq!(p.metrics["completion_reasoning_tokens"], 3);
         assert_eq!(p.metrics["time_to_first_token"], json!(0.25));
-        assert_eq!(p.input, Some(json!([{"role": "user", "content": "hi"}])));
         assert_eq!(
-            p.output,
+            p.input.clone().map(Part::into_value),
+            Some(json!([{"role": "user", "content": "hi"}]))
+        );
+        assert_eq!(
+            p.output.clone().map(Part::into_value),
             Some(json!([{"role": "assistant", "content": "yo"}]))
         );
     }
@@ -663,8 +811,14 @@ mod tests {
         assert_eq!(p.metrics["prompt_cached_tokens"], 40);
         assert_eq!(p.metrics["prompt_cache_creation_tokens"], 10);
         assert_eq!(p.metrics["completion_reasoning_tokens"], 7);
-        assert_eq!(p.input, Some(json!([{"role": "user"}])));
-        assert_eq!(p.output, Some(json!([{"role": "assistant"}])));
+        assert_eq!(
+            p.input.clone().map(Part::into_value),
+            Some(json!([{"role": "user"}]))
+        );
+        assert_eq!(
+            p.output.clone().map(Part::into_value),
+            Some(json!([{"role": "assistant"}]))
+        );
         // The response model wins whatever the order.
         let p = parts(vec![
             ("gen_ai.response.model", FieldValue::Str("b".into())),
@@ -722,10 +876,10 @@ mod tests {
             ("input", FieldValue::Str("second".into())),
         ]);
         assert_eq!(
-            p.output,
+            p.output.clone().map(Part::into_value),
             Some(json!({"a": 1, "b": 2, "n": {"x": 1, "y": 2}}))
         );
-        assert_eq!(p.input, Some(json!("second")));
+        assert_eq!(p.input.clone().map(Part::into_value), Some(json!("second")));
     }
 
     #[test]
@@ -789,5 +943,126 @@ mod tests {
         insert_path(&mut m, "a.b", json!(2));
         insert_path(&mut m, "..c..", json!(3));
         assert_eq!(Value::Object(m), json!({"a": {"b": 2}, "c": 3}));
+    }
+}
+
+#[cfg(test)]
+mod raw_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn raw(text: &str) -> bool {
+        RawJson::check(text.to_owned()).is_ok()
+    }
+
+    #[test]
+    fn json_text_is_kept_only_when_parsing_would_keep_it() {
+        for kept in [
+            r#"{"messages":[{"role":"user","content":"hi \"there\"\n"}],"temperature":0.2}"#,
+            r#"[1,-2,3.5,true,false,null,"x",{"a":[]}]"#,
+            r#"{ "spaced" : [ 1 , 2 ] }"#,
+            r#"{"u":"\u00e9\u0001","n":18446744073709551615,"m":-9223372036854775808}"#,
+            "{}",
+            "[]",
+        ] {
+            assert!(raw(kept), "{kept}");
+        }
+        let deep_ok = format!(
+            "{}{}",
+            "[".repeat(MAX_VALUE_DEPTH),
+            "]".repeat(MAX_VALUE_DEPTH)
+        );
+        assert!(raw(&deep_ok));
+        let too_deep = format!("[{deep_ok}]");
+        for refused in [
+            "\"a string\"",
+            "42",
+            "true",
+            "not json",
+            "{\"a\":1,}",
+            "{\"a\":1} trailing",
+            "[1e5]",
+            "[1E400]",
+            "[18446744073709551616]",
+            "[-9223372036854775809]",
+            "[\"\\ud800\"]",
+            "[\"\\uD83D\\uDE00\"]",
+            "[\"unterminated]",
+            "[1.00000000000000000000000000000000000000001]",
+            too_deep.as_str(),
+        ] {
+            assert!(!raw(refused), "{refused}");
+        }
+    }
+
+    #[test]
+    fn kept_text_reads_back_as_the_value_parsing_gives() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        let mut texts: Vec<String> = Vec::new();
+        for _ in 0..2000 {
+            let v = random_value(&mut rng, 0);
+            texts.push(v.to_string());
+            texts.push(serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        let mut kept = 0;
+        for text in texts {
+            let parsed = to_json(FieldValue::Text(text.clone()));
+            match RawJson::check(text) {
+                Ok(raw) => {
+                    kept += 1;
+                    let read: Value = serde_json::from_str(&raw.0).expect("valid JSON");
+                    assert_eq!(read, parsed, "{}", raw.0);
+                    assert_eq!(Part::Raw(raw).into_value(), parsed);
+                }
+                Err(text) => assert!(
+                    !matches!(parsed, Value::Object(_) | Value::Array(_))
+                        || text
+                            .as_bytes()
+                            .windows(2)
+                            .any(|w| w[0].is_ascii_digit() && matches!(w[1], b'e' | b'E')),
+                    "refused without a reason: {text}"
+                ),
+            }
+        }
+        assert!(kept > 1000, "{kept}");
+    }
+
+    fn random_value(rng: &mut fastrand::Rng, depth: usize) -> Value {
+        let leaf = depth > 4 || rng.u8(..4) == 0;
+        if depth == 0 || !leaf {
+            return if rng.bool() {
+                Value::Array(
+                    (0..rng.usize(..4))
+                        .map(|_| random_value(rng, depth + 1))
+                        .collect(),
+                )
+            } else {
+                Value::Object(
+                    (0..rng.usize(..4))
+                        .map(|i| (format!("k{i}\u{e9}\n"), random_value(rng, depth + 1)))
+                        .collect(),
+                )
+            };
+        }
+        match rng.u8(..6) {
+            0 => json!(rng.i64(..)),
+            1 => json!(rng.u64(..)),
+            2 => json!(rng.f64() * 1000.0 - 500.0),
+            3 => json!(["quo\"te", "tab\t", "\u{1}", "\u{1F600}", ""][rng.usize(..5)]),
+            4 => json!(rng.bool()),
+            _ => Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_second_value_parses_kept_text_and_merges() {
+        let mut slot = None;
+        set_part(&mut slot, FieldValue::Text(r#"{"a":1,"n":{"x":1}}"#.into()));
+        assert!(matches!(slot, Some(Part::Raw(_))));
+        set_part(&mut slot, FieldValue::Text(r#"{"b":2,"n":{"y":2}}"#.into()));
+        assert_eq!(
+            slot.map(Part::into_value),
+            Some(json!({"a": 1, "b": 2, "n": {"x": 1, "y": 2}}))
+        );
     }
 }

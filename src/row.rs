@@ -303,7 +303,7 @@ pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
         .unwrap_or_else(|| ev.metadata.name().to_owned());
     if let Some(m) = message {
         if parts.output.is_none() {
-            parts.output = Some(Value::String(m));
+            parts.output = Some(Value::String(m).into());
         } else {
             parts.metadata.insert("message".into(), Value::String(m));
         }

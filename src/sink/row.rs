@@ -13,6 +13,7 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
+use crate::fields::Part;
 use crate::ids::{SpanId, TraceId, span_id_hex};
 use crate::sink::http::json_out;
 
@@ -81,9 +82,9 @@ pub(crate) struct Built {
     pub(crate) created: SystemTime,
     pub(crate) attributes: Attributes,
     pub(crate) context: Arc<Context>,
-    pub(crate) input: Option<Value>,
-    pub(crate) output: Option<Value>,
-    pub(crate) expected: Option<Value>,
+    pub(crate) input: Option<Part>,
+    pub(crate) output: Option<Part>,
+    pub(crate) expected: Option<Part>,
     pub(crate) error: Option<Value>,
     pub(crate) metrics: Object,
     pub(crate) metadata: Object,
@@ -140,9 +141,9 @@ impl Built {
         row.insert("span_attributes".into(), Value::Object(attrs));
         row.insert("context".into(), context.value.clone());
         for (key, value) in [
-            ("input", input),
-            ("output", output),
-            ("expected", expected),
+            ("input", input.map(Part::into_value)),
+            ("output", output.map(Part::into_value)),
+            ("expected", expected.map(Part::into_value)),
             ("error", error),
         ] {
             if let Some(v) = value {
@@ -303,6 +304,13 @@ fn optional(out: &mut Vec<u8>, first: &mut bool, name: &str, value: Option<&Valu
     }
 }
 
+fn part(out: &mut Vec<u8>, first: &mut bool, name: &str, value: Option<&Part>) {
+    if let Some(value) = value {
+        key(out, first, name);
+        value.write_json(out);
+    }
+}
+
 fn object_unless_empty(out: &mut Vec<u8>, first: &mut bool, name: &str, map: &Object) {
     if !map.is_empty() {
         key(out, first, name);
@@ -327,14 +335,14 @@ fn write_built(out: &mut Vec<u8>, row: &Built, project: Option<&str>) {
     key(out, first, "created");
     crate::row::write_iso_time(out, row.created);
     optional(out, first, "error", row.error.as_ref());
-    optional(out, first, "expected", row.expected.as_ref());
+    part(out, first, "expected", row.expected.as_ref());
     if let Target::Experiment(id) = &row.target {
         key(out, first, "experiment_id");
         json_out::write_str(out, id);
     }
     key(out, first, "id");
     json_out::write_str(out, &row.id);
-    optional(out, first, "input", row.input.as_ref());
+    part(out, first, "input", row.input.as_ref());
     if project.is_some() || !matches!(row.target, Target::Experiment(_)) {
         key(out, first, "log_id");
         json_out::write_str(out, PROJECT_LOGS);
@@ -342,7 +350,7 @@ fn write_built(out: &mut Vec<u8>, row: &Built, project: Option<&str>) {
     object_unless_empty(out, first, "metadata", &row.metadata);
     key(out, first, "metrics");
     json_out::write_row(out, &row.metrics);
-    optional(out, first, "output", row.output.as_ref());
+    part(out, first, "output", row.output.as_ref());
     let project_id = match (project, &row.target) {
         (Some(id), _) => Some(id),
         (None, Target::Project(id)) => Some(id.as_str()),
@@ -450,6 +458,7 @@ mod test_impls {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fields::RawJson;
     use crate::sink::http::json_out::write_object_with_project;
     use serde_json::json;
     use std::time::{Duration, UNIX_EPOCH};
@@ -508,9 +517,17 @@ mod tests {
                 exec_counter: rng.u64(..),
             },
             context,
-            input: bit(3).then(|| json!({"messages": [{"role": "user", "content": text(rng)}]})),
-            output: bit(4).then(|| json!(text(rng))),
-            expected: bit(5).then(|| json!([1, 2.5, null, true])),
+            input: bit(3).then(|| {
+                let v = json!({"messages": [{"role": "user", "content": text(rng)}], "t": 0.5});
+                if rng.bool() {
+                    v.into()
+                } else {
+                    // Compact text with sorted keys: written as the value would be.
+                    Part::Raw(RawJson::check(v.to_string()).expect("plain JSON"))
+                }
+            }),
+            output: bit(4).then(|| json!(text(rng)).into()),
+            expected: bit(5).then(|| json!([1, 2.5, null, true]).into()),
             error: bit(6).then(|| json!(text(rng))),
             metrics: if bit(7) {
                 object(json!({"start": 1.5, "end": 2.25, "tokens": 33, "odd": "NaN"}))
