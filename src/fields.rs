@@ -2,6 +2,8 @@
 //!
 //! Runs on the worker. Every rule here is documented in the README's field table.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Number, Value};
 
 use crate::diag;
@@ -33,7 +35,7 @@ pub(crate) struct RowParts {
     pub(crate) expected: Option<Part>,
     pub(crate) error: Option<Value>,
     pub(crate) metadata: Map<String, Value>,
-    pub(crate) metrics: Map<String, Value>,
+    pub(crate) metrics: Metrics,
     pub(crate) scores: Map<String, Value>,
     pub(crate) tags: Vec<String>,
     pub(crate) span_type: Option<&'static str>,
@@ -279,7 +281,7 @@ impl RowParts {
         if let Some(key) = name.strip_prefix("metadata.") {
             insert_path(&mut self.metadata, key, to_json(value));
         } else if let Some(key) = name.strip_prefix("metrics.") {
-            self.set_metric_or_metadata(key, name, to_json(value));
+            self.set_metric_or_metadata(key.to_owned(), name, to_json(value));
         } else if let Some(key) = name.strip_prefix("scores.") {
             self.set_score(key, name, to_json(value));
         } else if let Some(key) = name.strip_prefix("llm.") {
@@ -359,15 +361,19 @@ impl RowParts {
     /// Maps a provider `usage` object onto the standard metrics.
     pub(crate) fn apply_usage(&mut self, usage: Value) {
         for (metric, v) in crate::usage::usage_metrics(&usage) {
-            self.metrics
-                .insert(metric.to_owned(), number_value(&Value::Null, v));
+            self.metrics.insert(metric, number_value(&Value::Null, v));
         }
     }
 
-    fn set_metric_or_metadata(&mut self, metric: &str, full: &str, v: Value) {
+    fn set_metric_or_metadata(
+        &mut self,
+        metric: impl Into<Cow<'static, str>>,
+        full: &str,
+        v: Value,
+    ) {
         match as_number(&v) {
             Some(f) => {
-                self.metrics.insert(metric.to_owned(), number_value(&v, f));
+                self.metrics.insert(metric, number_value(&v, f));
             }
             None => {
                 diag::warn_once(
@@ -461,7 +467,82 @@ impl RowParts {
         }
         let total = prompt.unwrap_or(0.0) + completion.unwrap_or(0.0);
         self.metrics
-            .insert("tokens".into(), number_value(&Value::Null, total));
+            .insert("tokens", number_value(&Value::Null, total));
+    }
+}
+
+/// A row's `metrics`: number values by name, kept sorted by name (the order they are written
+/// in), with a later value replacing an earlier one. Most names are the standard ones, which
+/// are not copied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Metrics(Vec<(Cow<'static, str>, Value)>);
+
+impl Metrics {
+    fn find(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_ref().cmp(name))
+    }
+
+    /// Sets `name` to `value`, replacing its earlier value.
+    pub(crate) fn insert(&mut self, name: impl Into<Cow<'static, str>>, value: Value) {
+        let name = name.into();
+        match self.find(&name) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (name, value)),
+        }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
+        self.find(name).ok().map(|i| &self.0[i].1)
+    }
+
+    pub(crate) fn contains_key(&self, name: &str) -> bool {
+        self.find(name).is_ok()
+    }
+
+    /// Names and values, sorted by name.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+
+    pub(crate) fn into_object(self) -> Map<String, Value> {
+        self.0
+            .into_iter()
+            .map(|(k, v)| (k.into_owned(), v))
+            .collect()
+    }
+
+    /// Appends them as a JSON object, as `serde_json` prints the object.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
+        use crate::sink::http::json_out::{write_str, write_value};
+        out.push(b'{');
+        for (i, (name, value)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, name);
+            out.push(b':');
+            write_value(out, value);
+        }
+        out.push(b'}');
+    }
+}
+
+impl From<Map<String, Value>> for Metrics {
+    fn from(map: Map<String, Value>) -> Self {
+        let mut metrics = Metrics::default();
+        for (k, v) in map {
+            metrics.insert(k, v);
+        }
+        metrics
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Index<&str> for Metrics {
+    type Output = Value;
+
+    fn index(&self, name: &str) -> &Value {
+        self.get(name).unwrap_or(&Value::Null)
     }
 }
 
@@ -1064,5 +1145,57 @@ mod raw_tests {
             slot.map(Part::into_value),
             Some(json!({"a": 1, "b": 2, "n": {"x": 1, "y": 2}}))
         );
+    }
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn metrics_write_and_convert_like_the_object_they_stand_for() {
+        let names = [
+            "tokens",
+            "end",
+            "start",
+            "prompt_tokens",
+            "a",
+            "z\u{e9}",
+            "Z",
+            "quo\"te",
+            "",
+        ];
+        let mut rng = fastrand::Rng::with_seed(9);
+        for _ in 0..500 {
+            let mut metrics = Metrics::default();
+            let mut object = Map::new();
+            for _ in 0..rng.usize(..12) {
+                let name = names[rng.usize(..names.len())];
+                let value = if rng.bool() {
+                    json!(rng.u64(..1000))
+                } else {
+                    json!(rng.f64())
+                };
+                if rng.bool() {
+                    metrics.insert(name, value.clone());
+                } else {
+                    metrics.insert(name.to_owned(), value.clone());
+                }
+                object.insert(name.to_owned(), value);
+            }
+            let mut written = Vec::new();
+            metrics.write_json(&mut written);
+            assert_eq!(
+                String::from_utf8_lossy(&written),
+                serde_json::to_string(&object).unwrap_or_default()
+            );
+            for name in names {
+                assert_eq!(metrics.get(name), object.get(name));
+                assert_eq!(metrics.contains_key(name), object.contains_key(name));
+            }
+            assert_eq!(Metrics::from(object.clone()), metrics);
+            assert_eq!(metrics.into_object(), object);
+        }
     }
 }

@@ -198,11 +198,9 @@ pub(crate) fn span_row<'a>(
         .unwrap_or_else(|| header.metadata.name().to_owned());
 
     let (start, end) = crate::clock::span_times(header.start, end);
-    parts
-        .metrics
-        .insert("start".into(), json!(unix_seconds(start)));
+    parts.metrics.insert("start", json!(unix_seconds(start)));
     if let Some(end) = end {
-        parts.metrics.insert("end".into(), json!(unix_seconds(end)));
+        parts.metrics.insert("end", json!(unix_seconds(end)));
     }
     let attributes = Attributes {
         name,
@@ -317,8 +315,8 @@ pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
 
     let time = ev.time.to_system();
     let t = unix_seconds(time);
-    parts.metrics.insert("start".into(), json!(t));
-    parts.metrics.insert("end".into(), json!(t));
+    parts.metrics.insert("start", json!(t));
+    parts.metrics.insert("end", json!(t));
     let attributes = Attributes {
         name,
         kind: "log",
@@ -360,7 +358,7 @@ fn add_estimated_cost(settings: &RowSettings, parts: &mut RowParts) {
         parts
             .metrics
             .iter()
-            .filter_map(|(k, v)| v.as_f64().map(|f| (k.as_str(), f))),
+            .filter_map(|(k, v)| v.as_f64().map(|f| (k, f))),
     );
     let price = cached(
         &settings.price_cache,
@@ -369,7 +367,7 @@ fn add_estimated_cost(settings: &RowSettings, parts: &mut RowParts) {
         || prices.lookup(model).copied(),
     );
     if let Some(cost) = price.and_then(|p| estimate_cost_with(&p, &usage)) {
-        parts.metrics.insert("estimated_cost".into(), float(cost));
+        parts.metrics.insert("estimated_cost", float(cost));
     }
 }
 

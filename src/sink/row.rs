@@ -13,7 +13,7 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
-use crate::fields::Part;
+use crate::fields::{Metrics, Part};
 use crate::ids::{SpanId, TraceId, span_id_hex};
 use crate::sink::http::json_out;
 
@@ -86,7 +86,7 @@ pub(crate) struct Built {
     pub(crate) output: Option<Part>,
     pub(crate) expected: Option<Part>,
     pub(crate) error: Option<Value>,
-    pub(crate) metrics: Object,
+    pub(crate) metrics: Metrics,
     pub(crate) metadata: Object,
     pub(crate) scores: Object,
     pub(crate) tags: Vec<String>,
@@ -150,7 +150,7 @@ impl Built {
                 row.insert(key.into(), v);
             }
         }
-        row.insert("metrics".into(), Value::Object(metrics));
+        row.insert("metrics".into(), Value::Object(metrics.into_object()));
         for (key, map) in [("metadata", metadata), ("scores", scores)] {
             if !map.is_empty() {
                 row.insert(key.into(), Value::Object(map));
@@ -349,7 +349,7 @@ fn write_built(out: &mut Vec<u8>, row: &Built, project: Option<&str>) {
     }
     object_unless_empty(out, first, "metadata", &row.metadata);
     key(out, first, "metrics");
-    json_out::write_row(out, &row.metrics);
+    row.metrics.write_json(out);
     part(out, first, "output", row.output.as_ref());
     let project_id = match (project, &row.target) {
         (Some(id), _) => Some(id),
@@ -530,9 +530,9 @@ mod tests {
             expected: bit(5).then(|| json!([1, 2.5, null, true]).into()),
             error: bit(6).then(|| json!(text(rng))),
             metrics: if bit(7) {
-                object(json!({"start": 1.5, "end": 2.25, "tokens": 33, "odd": "NaN"}))
+                object(json!({"start": 1.5, "end": 2.25, "tokens": 33, "odd": "NaN"})).into()
             } else {
-                object(json!({"start": 1.0}))
+                object(json!({"start": 1.0})).into()
             },
             metadata: if bit(8) {
                 object(json!({"model": "gpt-4o", "deep": {"a": [1, {"b": text(rng)}]}}))
