@@ -113,19 +113,40 @@ fn push_hex(out: &mut String, v: u128, digits: u32) {
 
 /// Formats random bits as a version 4, RFC 4122 variant UUID string.
 pub(crate) fn uuid_string(bits: u128) -> String {
-    let v4 = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
-    // 8-4-4-4-12 hex digits, as `uuid::Uuid::hyphenated` prints them.
-    let mut out = String::with_capacity(36);
-    push_hex(&mut out, v4 >> 96, 8);
-    out.push('-');
-    push_hex(&mut out, v4 >> 80, 4);
-    out.push('-');
-    push_hex(&mut out, v4 >> 64, 4);
-    out.push('-');
-    push_hex(&mut out, v4 >> 48, 4);
-    out.push('-');
-    push_hex(&mut out, v4, 12);
-    out
+    UuidText::new(bits).as_str().to_owned()
+}
+
+/// [`uuid_string`] held inline, without an allocation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UuidText([u8; 36]);
+
+impl UuidText {
+    pub(crate) fn new(bits: u128) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let v4 = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+        // 8-4-4-4-12 hex digits, as `uuid::Uuid::hyphenated` prints them.
+        let mut text = [b'-'; 36];
+        let mut digit = 0;
+        for (at, byte) in text.iter_mut().enumerate() {
+            if !matches!(at, 8 | 13 | 18 | 23) {
+                // A nibble indexes the 16 digits.
+                *byte = HEX[((v4 >> (4 * (31 - digit))) & 0xF) as usize];
+                digit += 1;
+            }
+        }
+        UuidText(text)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Hex digits and dashes only.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for UuidText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Parses exactly 16 hex characters (either case).

@@ -1,5 +1,6 @@
 //! A finished span or event as a Braintrust row (protocol §5), built on the worker.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 
 use crate::cost::{ModelPrice, PriceTable, TokenUsage, estimate_cost_with};
 use crate::fields::{RowParts, float, to_json};
-use crate::ids::{SpanId, TraceId, uuid_string};
+use crate::ids::{SpanId, TraceId, UuidText};
 use crate::record::{FieldValue, Fields, Route, RouteTarget, SpanHeader};
 use crate::sink::Row;
 use crate::sink::row::{Attributes, Built, Context, Target};
@@ -192,10 +193,10 @@ pub(crate) fn span_row<'a>(
     if span_type == "llm" {
         add_estimated_cost(settings, &mut parts);
     }
-    let name = parts
-        .name
-        .take()
-        .unwrap_or_else(|| header.metadata.name().to_owned());
+    let name = match parts.name.take() {
+        Some(name) => Cow::Owned(name),
+        None => Cow::Borrowed(header.metadata.name()),
+    };
 
     let (start, end) = crate::clock::span_times(header.start, end);
     parts.metrics.insert("start", json!(unix_seconds(start)));
@@ -253,7 +254,7 @@ fn finish(
         },
     };
     let built = Built {
-        id: uuid_string(ids.row_id),
+        id: UuidText::new(ids.row_id),
         span_id: ids.span_id,
         root: ids.root.clone(),
         parent: ids.parent.cloned(),
@@ -295,10 +296,10 @@ pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
     }
     parts.finish_metrics();
     let level = ev.metadata.level();
-    let name = message
-        .as_deref()
-        .map(|m| short_name(m, 80))
-        .unwrap_or_else(|| ev.metadata.name().to_owned());
+    let name = match message.as_deref() {
+        Some(m) => Cow::Owned(short_name(m, 80)),
+        None => Cow::Borrowed(ev.metadata.name()),
+    };
     if let Some(m) = message {
         if parts.output.is_none() {
             parts.output = Some(Value::String(m).into());

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use serde_json::{Map, Value};
 
 use crate::fields::{Metrics, Part};
-use crate::ids::{SpanId, TraceId, span_id_hex};
+use crate::ids::{SpanId, TraceId, UuidText, span_id_hex};
 use crate::sink::http::json_out;
 
 /// A row as a JSON object: keys serialise sorted (serde_json's default map).
@@ -64,7 +64,8 @@ pub(crate) enum Target {
 /// `span_attributes`.
 #[derive(Debug, Clone)]
 pub(crate) struct Attributes {
-    pub(crate) name: String,
+    /// The callsite's name unless a field or an event's message gave another.
+    pub(crate) name: Cow<'static, str>,
     pub(crate) kind: &'static str,
     /// Events only.
     pub(crate) log_level: Option<&'static str>,
@@ -75,7 +76,7 @@ pub(crate) struct Attributes {
 /// [`Built::into_object`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Built {
-    pub(crate) id: String,
+    pub(crate) id: UuidText,
     pub(crate) span_id: u64,
     pub(crate) root: TraceId,
     pub(crate) parent: Option<SpanId>,
@@ -120,7 +121,7 @@ impl Built {
             is_merge,
         } = self;
         let mut row = Object::new();
-        row.insert("id".into(), id.into());
+        row.insert("id".into(), id.as_str().into());
         row.insert("span_id".into(), span_id_hex(span_id).into());
         row.insert("root_span_id".into(), root.to_wire().into());
         row.insert(
@@ -132,7 +133,7 @@ impl Built {
         );
         row.insert("created".into(), crate::row::iso_time(created).into());
         let mut attrs = Object::new();
-        attrs.insert("name".into(), attributes.name.into());
+        attrs.insert("name".into(), attributes.name.into_owned().into());
         attrs.insert("type".into(), attributes.kind.into());
         if let Some(level) = attributes.log_level {
             attrs.insert("log_level".into(), level.into());
@@ -242,7 +243,7 @@ impl Row {
     pub(crate) fn built_id(&self) -> Option<&str> {
         match &self.0 {
             Repr::Object(_) => None,
-            Repr::Built(built) => Some(&built.id),
+            Repr::Built(built) => Some(built.id.as_str()),
         }
     }
 
@@ -341,7 +342,7 @@ fn write_built(out: &mut Vec<u8>, row: &Built, project: Option<&str>) {
         json_out::write_str(out, id);
     }
     key(out, first, "id");
-    json_out::write_str(out, &row.id);
+    json_out::write_str(out, row.id.as_str());
     part(out, first, "input", row.input.as_ref());
     if project.is_some() || !matches!(row.target, Target::Experiment(_)) {
         key(out, first, "log_id");
@@ -497,7 +498,7 @@ mod tests {
             Target::Experiment("e-1".into()),
         ];
         Built {
-            id: format!("id-{}", text(rng)),
+            id: UuidText::new(rng.u128(..)),
             span_id: rng.u64(..),
             root: if bit(0) {
                 TraceId::Hex(rng.u128(..))
@@ -511,7 +512,7 @@ mod tests {
             },
             created: UNIX_EPOCH + Duration::from_micros(rng.u64(..253_402_300_799_000_000)),
             attributes: Attributes {
-                name: text(rng),
+                name: text(rng).into(),
                 kind: if bit(1) { "llm" } else { "log" },
                 log_level: bit(2).then_some("warn"),
                 exec_counter: rng.u64(..),
