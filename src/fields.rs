@@ -163,6 +163,16 @@ fn quote_big_integers(text: &str) -> Option<String> {
             }
             let is_integer = !matches!(bytes.get(i), Some(b'.' | b'e' | b'E'));
             let token = &text[start..i];
+            if !is_integer {
+                // The fraction and exponent belong to this number: their digits are not an
+                // integer of their own.
+                while i < bytes.len()
+                    && matches!(bytes[i], b'.' | b'e' | b'E' | b'+' | b'-' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                continue;
+            }
             if is_integer
                 && token.len() > 19
                 && token.parse::<i64>().is_err()
@@ -548,8 +558,12 @@ impl std::ops::Index<&str> for Metrics {
 
 /// `input`/`output`/`expected`: replaced, unless both old and new are objects (deep merge).
 fn merge_or_replace(slot: &mut Option<Part>, new: Value) {
-    match (slot.as_mut().map(Part::value_mut), new) {
-        (Some(Value::Object(old)), Value::Object(new)) => crate::merge::deep_merge(old, new),
+    match (slot.as_mut(), new) {
+        // Kept text is parsed only when an object may merge into it.
+        (Some(old), Value::Object(new)) => match old.value_mut() {
+            Value::Object(old) => crate::merge::deep_merge(old, new),
+            old => *old = Value::Object(new),
+        },
         (_, new) => *slot = Some(Part::Value(new)),
     }
 }
@@ -611,17 +625,18 @@ impl From<Value> for Part {
     }
 }
 
-/// An object or array as JSON text that [`to_json`] would parse and keep as it is: valid
-/// JSON, at most [`MAX_VALUE_DEPTH`] levels deep, whose numbers are all plain (no exponent,
-/// at most [`MAX_RAW_NUMBER`] characters, integers within 64 bits) and whose strings have no
-/// `\u` escape of a UTF-16 surrogate. Such text means the same as the value written back,
-/// key order and spacing aside (and a repeated key, which readers resolve to its last value
-/// as the value does).
+/// An object or array as compact JSON text that [`to_json`] would parse and keep as it is:
+/// valid JSON with no whitespace between tokens, at most [`MAX_VALUE_DEPTH`] levels deep,
+/// whose numbers are all short and plain (no exponent, at most [`MAX_RAW_NUMBER`]
+/// characters, not `-0`) and whose strings have no `\u` escape of a UTF-16 surrogate. Such
+/// text means the same as the value written back, key order aside (and a repeated key, which
+/// JSON readers resolve to its last value, as the value does).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RawJson(String);
 
-/// The longest number kept in raw JSON text: far from the range of a float.
-const MAX_RAW_NUMBER: usize = 40;
+/// The longest number kept in raw JSON text: integers of this many characters fit in 64 bits,
+/// and decimals are well within a float's precision and range.
+const MAX_RAW_NUMBER: usize = 18;
 
 impl RawJson {
     /// `text` as raw JSON, or back when it is not such text.
@@ -636,8 +651,9 @@ impl RawJson {
     }
 }
 
-/// The cheap half of [`RawJson::check`], one pass over the bytes: an object or array, not
-/// too deep, plain numbers, no surrogate escape. Syntax is left to the parser.
+/// The cheap half of [`RawJson::check`], one pass over the bytes: an object or array, no
+/// whitespace, not too deep, short plain numbers, no surrogate escape. Syntax is left to the
+/// parser.
 fn plain_json_shape(bytes: &[u8]) -> bool {
     if !matches!(bytes.first(), Some(b'{' | b'[')) {
         return false;
@@ -681,17 +697,15 @@ fn plain_json_shape(bytes: &[u8]) -> bool {
                     i += 1;
                 }
                 let token = &bytes[start..=i];
-                if token.len() > MAX_RAW_NUMBER || token.iter().any(|b| matches!(b, b'e' | b'E')) {
+                if token.len() > MAX_RAW_NUMBER
+                    || token == b"-0"
+                    || token.iter().any(|b| matches!(b, b'e' | b'E'))
+                {
                     return false;
                 }
-                let integer = !token.contains(&b'.');
-                if integer && token.len() > 19 {
-                    let digits = std::str::from_utf8(token).unwrap_or("");
-                    if digits.parse::<i64>().is_err() && digits.parse::<u64>().is_err() {
-                        return false;
-                    }
-                }
             }
+            // Compact text only: a row is one line of the local file.
+            b' ' | b'\t' | b'\n' | b'\r' => return false,
             _ => {}
         }
         i += 1;
@@ -1041,8 +1055,8 @@ mod raw_tests {
         for kept in [
             r#"{"messages":[{"role":"user","content":"hi \"there\"\n"}],"temperature":0.2}"#,
             r#"[1,-2,3.5,true,false,null,"x",{"a":[]}]"#,
-            r#"{ "spaced" : [ 1 , 2 ] }"#,
-            r#"{"u":"\u00e9\u0001","n":18446744073709551615,"m":-9223372036854775808}"#,
+            r#"{"u":"\u00e9\u0001 \n","n":999999999999999999,"m":-99999999999999999}"#,
+            r#"[0.1,-0.0,-0.5,12345.678901234]"#,
             "{}",
             "[]",
         ] {
@@ -1070,6 +1084,15 @@ mod raw_tests {
             "[\"\\uD83D\\uDE00\"]",
             "[\"unterminated]",
             "[1.00000000000000000000000000000000000000001]",
+            "[0.99999999999999999999]",
+            "[0.29999999999999998890]",
+            "[18446744073709551615]",
+            "[-0]",
+            "{ \"spaced\": 1}",
+            "{\"a\":1}\n",
+            "[1,\n2]",
+            "[1,\t2]",
+            "[1,\r2]",
             too_deep.as_str(),
         ] {
             assert!(!raw(refused), "{refused}");
@@ -1095,13 +1118,12 @@ mod raw_tests {
                     assert_eq!(read, parsed, "{}", raw.0);
                     assert_eq!(Part::Raw(raw).into_value(), parsed);
                 }
+                // The parser refuses nothing that parsing keeps as an object or array: only the
+                // shape check (spacing, long numbers, exponents) does.
                 Err(text) => assert!(
                     !matches!(parsed, Value::Object(_) | Value::Array(_))
-                        || text
-                            .as_bytes()
-                            .windows(2)
-                            .any(|w| w[0].is_ascii_digit() && matches!(w[1], b'e' | b'E')),
-                    "refused without a reason: {text}"
+                        || !plain_json_shape(text.as_bytes()),
+                    "refused by the parser: {text}"
                 ),
             }
         }
@@ -1125,14 +1147,35 @@ mod raw_tests {
                 )
             };
         }
-        match rng.u8(..6) {
+        match rng.u8(..8) {
             0 => json!(rng.i64(..)),
             1 => json!(rng.u64(..)),
             2 => json!(rng.f64() * 1000.0 - 500.0),
+            6 => json!(rng.i64(-100_000..100_000)),
+            7 => json!(f64::from(rng.i32(-10_000..10_000)) / 64.0),
             3 => json!(["quo\"te", "tab\t", "\u{1}", "\u{1F600}", ""][rng.usize(..5)]),
             4 => json!(rng.bool()),
             _ => Value::Null,
         }
+    }
+
+    #[test]
+    fn long_fractions_in_text_stay_numbers() {
+        for text in [
+            "[0.99999999999999999999]",
+            "{\"p\":0.29999999999999998890}",
+            "[-1.23456789012345678901234e5,1]",
+            "[12345678901234567890.5]",
+        ] {
+            let v = to_json(FieldValue::Text(text.to_owned()));
+            assert!(v.is_array() || v.is_object(), "{text} -> {v}");
+            assert_eq!(v, serde_json::from_str::<Value>(text).expect("valid JSON"));
+        }
+        // A big integer is still kept as its digits.
+        assert_eq!(
+            to_json(FieldValue::Text("[123456789012345678901234,0.5]".into())),
+            json!(["123456789012345678901234", 0.5])
+        );
     }
 
     #[test]

@@ -248,3 +248,50 @@ fn an_impossible_path_fails_without_panicking() {
     assert_eq!((report.sent, report.failed, report.dropped), (0, 6, 0));
     assert!(!path.exists());
 }
+
+/// JSON text recorded through `Display` (pretty-printed, with long fractions, big integers or
+/// a repeated record) lands in the file as one line per row, with the value the memory sink
+/// sees.
+#[test]
+fn json_text_fields_are_one_line_and_read_as_in_memory() {
+    let texts = [
+        serde_json::to_string_pretty(&json!({"q": "hi", "n": [1, 2]})).unwrap_or_default(),
+        "{\"a\":1}\n".to_owned(),
+        "[0.99999999999999999999]".to_owned(),
+        "{\"p\":0.29999999999999998890}".to_owned(),
+        "[18446744073709551616,-0,1.10]".to_owned(),
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"plain\"}]}".to_owned(),
+    ];
+    let emit = |texts: &[String]| {
+        for (i, text) in texts.iter().enumerate() {
+            tracing::info_span!("t", i, input = %text, output = %text).in_scope(|| {
+                if i % 2 == 0 {
+                    tracing::Span::current()
+                        .record("output", tracing::field::display("{\"second\":true}"));
+                }
+            });
+        }
+    };
+    let path = unique_path("json-text.jsonl");
+    let _cleanup = Cleanup(path.clone());
+    let report = run(no_key().with_local_file(&path), || emit(&texts));
+    assert_eq!(report.sent, texts.len() as u64);
+    let from_file = read_rows(&path);
+    assert_eq!(from_file.len(), texts.len(), "one line per row");
+
+    let sink = tracing_braintrust::MemorySink::new();
+    run(no_key().with_memory_sink(sink.clone()), || emit(&texts));
+    let in_memory = sink.rows();
+    for (file_row, memory_row) in from_file.iter().zip(&in_memory) {
+        for key in ["input", "output"] {
+            assert_eq!(file_row[key], memory_row[key], "{key} of {file_row}");
+        }
+    }
+    assert_eq!(from_file[0]["input"], json!({"q": "hi", "n": [1, 2]}));
+    assert_eq!(
+        from_file[0]["output"],
+        json!({"q": "hi", "n": [1, 2], "second": true})
+    );
+    assert_eq!(from_file[2]["input"], json!([0.99999999999999999999]));
+    assert_eq!(from_file[4]["input"][0], "18446744073709551616");
+}

@@ -321,6 +321,37 @@ mod tests {
     }
 
     #[test]
+    fn typed_rows_find_the_destination_their_objects_would() {
+        use crate::sink::row::{Target, sample_built};
+        for target in [
+            Target::Logs,
+            Target::Project("p-1".into()),
+            Target::ProjectName("other".into()),
+            Target::Experiment("e-1".into()),
+        ] {
+            let mut typed = Row::built(sample_built(target.clone()));
+            let mut object = Row::from(typed.to_object().into_owned());
+            let name = |d: Dest| match d {
+                Dest::Keep => "keep".to_owned(),
+                Dest::Default => "default".to_owned(),
+                Dest::Named(name) => format!("named:{name}"),
+            };
+            assert_eq!(
+                name(destination(&mut typed)),
+                name(destination(&mut object)),
+                "{target:?}"
+            );
+            // What is left to write is the same, with or without the project added.
+            for project in [None, Some("p-2")] {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                write_row(&mut a, &typed, project);
+                write_row(&mut b, &object, project);
+                assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+            }
+        }
+    }
+
+    #[test]
     fn destinations_are_found_whatever_the_key_order() {
         let make = |pairs: &[(&str, Value)]| -> Object {
             pairs
