@@ -480,6 +480,7 @@ impl Builder {
             .clone()
             .map(|dir| Arc::new(Spool::new(dir, config.spool_max_bytes)));
         let signal = Arc::new(Signal::default());
+        let open_spans = Arc::new(crate::open::OpenSpans::new());
         let dispatcher = Dispatcher::new(
             sink,
             Arc::clone(&counters),
@@ -523,16 +524,18 @@ impl Builder {
                 links: Arc::clone(&links),
                 sample_rate: config.sample_rate,
                 keep_errors: config.keep_errors,
+                live: config.live,
+                open_spans: Arc::clone(&open_spans),
             }),
         };
         let guard = BraintrustGuard::new(
             (tx, rx_for_guard),
             counters,
             worker,
-            config.flush_timeout,
-            config.shutdown_timeout,
+            (config.flush_timeout, config.shutdown_timeout),
             links,
             signal,
+            open_spans,
         );
         Ok((layer, guard))
     }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::diag;
 use crate::layer::Links;
+use crate::open::OpenSpans;
 use crate::worker::{Counters, Message, Signal, drain_undelivered};
 
 /// Counts of what happened to the rows, returned by [`BraintrustGuard::flush`] and
@@ -99,6 +100,8 @@ pub struct BraintrustGuard {
     stopped: bool,
     links: Arc<Links>,
     signal: Arc<Signal>,
+    /// Open spans the worker has not heard of, announced before a shutdown or checkpoint.
+    open_spans: Arc<OpenSpans>,
 }
 
 impl std::fmt::Debug for BraintrustGuard {
@@ -120,14 +123,15 @@ impl BraintrustGuard {
         ),
         counters: Arc<Counters>,
         worker: JoinHandle<()>,
-        flush_timeout: Duration,
-        shutdown_timeout: Duration,
+        (flush_timeout, shutdown_timeout): (Duration, Duration),
         links: Arc<Links>,
         signal: Arc<Signal>,
+        open_spans: Arc<OpenSpans>,
     ) -> Self {
         Self {
             links,
             signal,
+            open_spans,
             tx,
             rx,
             counters,
@@ -174,6 +178,7 @@ impl BraintrustGuard {
     pub fn install_panic_hook(&self) {
         let tx = self.tx.clone();
         let signal = Arc::clone(&self.signal);
+        let open_spans = Arc::clone(&self.open_spans);
         let timeout = self.flush_timeout;
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
@@ -185,6 +190,7 @@ impl BraintrustGuard {
                 return;
             }
             let deadline = Instant::now() + timeout;
+            announce_from_another_thread(&open_spans, &tx, ANNOUNCE_WAIT.min(timeout));
             let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
             if tx
                 .send_deadline(Message::Checkpoint(reply_tx), deadline)
@@ -214,6 +220,7 @@ impl BraintrustGuard {
             return self.report(true);
         }
         self.stopped = true;
+        announce_from_another_thread(&self.open_spans, &self.tx, ANNOUNCE_WAIT.min(timeout / 4));
         // Leave the worker time to spool what it could not deliver before we stop waiting.
         let margin = (timeout / 5).min(Duration::from_secs(1));
         let worker_deadline = Instant::now() + timeout.saturating_sub(margin);
@@ -230,6 +237,7 @@ impl BraintrustGuard {
         } else {
             self.drop_queued();
         }
+        self.open_spans.release();
         self.report(complete)
     }
 
@@ -285,6 +293,36 @@ impl BraintrustGuard {
             sampled_out: c.sampled_out.load(Ordering::Acquire),
             complete,
         }
+    }
+}
+
+/// How long a shutdown or the panic hook waits for open spans to be announced.
+const ANNOUNCE_WAIT: Duration = Duration::from_millis(500);
+
+/// [`OpenSpans::announce`] on a thread of its own, waiting at most `wait`. Announcing takes
+/// each open span's extensions lock, which another thread may hold for long (a `Debug` impl
+/// formatted under it by another layer) or this one may hold (a panic inside another
+/// layer's callback, or a shutdown from one): the wait stays bounded, and a lock poisoned
+/// by a panic only ends the helper's look at that span.
+///
+/// Spans announced after the wait are still written when the worker has not finished yet.
+/// A span whose lock is never released (the process aborts) holds up the spans after it.
+fn announce_from_another_thread(
+    open_spans: &Arc<OpenSpans>,
+    tx: &crossbeam_channel::Sender<Message>,
+    wait: Duration,
+) {
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
+    let open_spans = Arc::clone(open_spans);
+    let tx = tx.clone();
+    let spawned = std::thread::Builder::new()
+        .name("tracing-braintrust-checkpoint".into())
+        .spawn(move || {
+            open_spans.announce(&tx);
+            let _ = done_tx.send(());
+        });
+    if spawned.is_ok() {
+        let _ = done_rx.recv_timeout(wait);
     }
 }
 

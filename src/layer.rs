@@ -146,6 +146,10 @@ pub(crate) struct LayerInner {
     pub(crate) links: Arc<Links>,
     pub(crate) sample_rate: f64,
     pub(crate) keep_errors: bool,
+    /// Live mode: every span sends its open message at creation (a start row).
+    pub(crate) live: bool,
+    /// Open spans that have not sent their open message (outside live mode).
+    pub(crate) open_spans: Arc<crate::open::OpenSpans>,
 }
 
 /// Where a new span sits: its trace, its parent, where its rows go, whether it is kept.
@@ -253,6 +257,10 @@ impl<S> tracing_subscriber::Layer<S> for BraintrustLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn on_register_dispatch(&self, subscriber: &tracing_core::Dispatch) {
+        self.inner.open_spans.set_dispatch(subscriber);
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let inner = &*self.inner;
@@ -309,10 +317,25 @@ where
                 error: None,
                 open_delivered: false,
                 sampled: false,
+                open_shard: None,
             });
             return;
         }
         let fields = fields.unwrap_or_else(|| inner.capture(|v| attrs.record(v)));
+        if !inner.live && inner.open_spans.ready() {
+            // The worker hears of the span when it closes, or from a shutdown or a panic
+            // checkpoint that finds it still open (see `crate::open`).
+            let open_shard = Some(inner.open_spans.insert(id));
+            span.extensions_mut().insert(SpanData {
+                header,
+                fields,
+                error: None,
+                open_delivered: false,
+                sampled: true,
+                open_shard,
+            });
+            return;
+        }
         let (fields, open_delivered) = match inner.tx.try_send(Message::Open(OpenSpan {
             header: header.clone(),
             fields,
@@ -330,6 +353,7 @@ where
             error: None,
             open_delivered,
             sampled: true,
+            open_shard: None,
         });
     }
 
@@ -434,6 +458,9 @@ where
         let Some(data) = span.extensions_mut().remove::<SpanData>() else {
             return;
         };
+        if let Some(shard) = data.open_shard {
+            self.inner.open_spans.remove(shard, &id);
+        }
         if !data.sampled {
             self.inner.sampling_changed(Some(false), None);
             self.close_sampled_out(data);

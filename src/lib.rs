@@ -89,6 +89,7 @@ mod layer;
 mod llm;
 mod mask;
 mod merge;
+mod open;
 mod parent;
 mod propagation;
 mod record;

@@ -542,8 +542,8 @@ pub(crate) struct SpanHeader {
 #[derive(Debug)]
 pub(crate) struct SpanData {
     pub(crate) header: SpanHeader,
-    /// Fields recorded after the open message was handed to the worker (or all of them when
-    /// it could not be).
+    /// Fields recorded after the open message was handed to the worker (or all of them while
+    /// it was not).
     pub(crate) fields: Fields,
     /// The last ERROR event seen inside the span, as raw fields.
     pub(crate) error: Option<Fields>,
@@ -551,6 +551,8 @@ pub(crate) struct SpanData {
     pub(crate) open_delivered: bool,
     /// Whether the trace is kept by sampling.
     pub(crate) sampled: bool,
+    /// The shard of [`crate::open::OpenSpans`] holding the span, while it is there.
+    pub(crate) open_shard: Option<u8>,
 }
 
 /// Upper bound for one captured string; longer values are cut with a marker.

@@ -79,6 +79,102 @@ fn a_panic_that_aborts_keeps_the_rows() {
 }
 
 /// A number that differs between runs, for unique file names.
+/// Another layer that panics in `on_record` while it holds the span's extensions lock (as
+/// `fmt` does when a `Debug` impl it formats panics).
+struct PanicsUnderTheLock;
+
+impl<S> tracing_subscriber::Layer<S> for PanicsUnderTheLock
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        _values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let Some(span) = ctx.span(id) {
+            let _held = span.extensions_mut();
+            panic!("a layer panicked under the span's lock");
+        }
+    }
+}
+
+/// Runs in a child process: panics (and aborts) inside another layer's callback that holds
+/// an open span's lock; the hook must not wait for that lock forever.
+#[test]
+#[ignore = "entry point of a child process (a_panic_under_a_span_lock_does_not_hang_the_hook)"]
+fn child_that_panics_under_a_span_lock() {
+    let Ok(path) = std::env::var(FILE_VAR) else {
+        return;
+    };
+    let (layer, guard) = BraintrustLayer::builder()
+        .with_env_vars(Vec::<(String, String)>::new())
+        .with_local_file(path)
+        .with_flush_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("valid configuration");
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry()
+            .with(PanicsUnderTheLock)
+            .with(layer),
+    )
+    .expect("first subscriber");
+    guard.install_panic_hook();
+    let hooks = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        hooks(info);
+        std::process::abort();
+    }));
+    tracing::info_span!("finished_before_the_panic", input = "done").in_scope(|| {});
+    let locked = tracing::info_span!("locked", output = tracing::field::Empty);
+    std::mem::forget(guard);
+    locked.record("output", "boom");
+}
+
+#[test]
+fn a_panic_under_a_span_lock_does_not_hang_the_hook() {
+    let path: PathBuf = std::env::temp_dir().join(format!(
+        "tb-panic-lock-{}-{}.jsonl",
+        std::process::id(),
+        fastrand_seed()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let exe = std::env::current_exe().expect("test executable");
+    let mut child = Command::new(exe)
+        .args([
+            "child_that_panics_under_a_span_lock",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(FILE_VAR, &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("child runs");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("child status") {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the panic hook hung on a span lock held by the panicking thread");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!status.success(), "the child must die of its panic");
+    let text = std::fs::read_to_string(&path).expect("the child wrote rows");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|r| r["span_attributes"]["name"] == "finished_before_the_panic"),
+        "{text}"
+    );
+}
+
 fn fastrand_seed() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -150,7 +150,8 @@ async fn spawned_task_instrumented_with_a_span() {
     }
     .with_subscriber(dispatch)
     .await;
-    guard.shutdown();
+    let report = guard.shutdown();
+    eprintln!("REPORT {report:?}");
     let rows = sink.rows();
     assert_eq!(rows.len(), 5, "{rows:#?}");
     let handler = by_name(&rows, "handler");
