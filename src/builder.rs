@@ -471,7 +471,8 @@ impl Builder {
         });
         let counters = Arc::new(Counters::default());
         let pool = Arc::new(crate::record::BufferPool::new());
-        // A span takes two messages (open and close): the queue holds `queue_size` spans.
+        // A span takes at most two messages (its open message only in live mode or when a
+        // shutdown finds it open): the queue holds at least `queue_size` spans.
         let (tx, rx) = crossbeam_channel::bounded(config.queue_size.saturating_mul(2));
         let rx_for_guard = rx.clone();
         let (orphan_tx, orphan_rx) = crossbeam_channel::unbounded();
