@@ -481,7 +481,11 @@ impl Builder {
             .clone()
             .map(|dir| Arc::new(Spool::new(dir, config.spool_max_bytes)));
         let signal = Arc::new(Signal::default());
-        let open_spans = Arc::new(crate::open::OpenSpans::new());
+        let open_spans = Arc::new(crate::open::OpenSpans::new(
+            tx.clone(),
+            Arc::clone(&counters),
+            Arc::clone(&signal),
+        ));
         let dispatcher = Dispatcher::new(
             sink,
             Arc::clone(&counters),

@@ -182,6 +182,12 @@ impl BraintrustGuard {
         let timeout = self.flush_timeout;
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            let name = std::thread::current().name().map(str::to_owned);
+            if name.as_deref() == Some(crate::open::HELPER_THREAD) {
+                // A span lock poisoned by another panic, met while announcing open spans:
+                // expected, caught there, and not news for the application's hooks.
+                return;
+            }
             previous(info);
             let on_worker = std::thread::current()
                 .name()
@@ -190,7 +196,7 @@ impl BraintrustGuard {
                 return;
             }
             let deadline = Instant::now() + timeout;
-            announce_from_another_thread(&open_spans, &tx, ANNOUNCE_WAIT.min(timeout));
+            open_spans.announce_within(ANNOUNCE_WAIT.min(timeout / 4));
             let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
             if tx
                 .send_deadline(Message::Checkpoint(reply_tx), deadline)
@@ -220,7 +226,11 @@ impl BraintrustGuard {
             return self.report(true);
         }
         self.stopped = true;
-        announce_from_another_thread(&self.open_spans, &self.tx, ANNOUNCE_WAIT.min(timeout / 4));
+        // The shutdown's time starts now: announcing open spans takes part of it.
+        let started = Instant::now();
+        self.open_spans
+            .announce_within(ANNOUNCE_WAIT.min(timeout / 4));
+        let timeout = timeout.saturating_sub(started.elapsed());
         // Leave the worker time to spool what it could not deliver before we stop waiting.
         let margin = (timeout / 5).min(Duration::from_secs(1));
         let worker_deadline = Instant::now() + timeout.saturating_sub(margin);
@@ -298,33 +308,6 @@ impl BraintrustGuard {
 
 /// How long a shutdown or the panic hook waits for open spans to be announced.
 const ANNOUNCE_WAIT: Duration = Duration::from_millis(500);
-
-/// [`OpenSpans::announce`] on a thread of its own, waiting at most `wait`. Announcing takes
-/// each open span's extensions lock, which another thread may hold for long (a `Debug` impl
-/// formatted under it by another layer) or this one may hold (a panic inside another
-/// layer's callback, or a shutdown from one): the wait stays bounded, and a lock poisoned
-/// by a panic only ends the helper's look at that span.
-///
-/// Spans announced after the wait are still written when the worker has not finished yet.
-/// A span whose lock is never released (the process aborts) holds up the spans after it.
-fn announce_from_another_thread(
-    open_spans: &Arc<OpenSpans>,
-    tx: &crossbeam_channel::Sender<Message>,
-    wait: Duration,
-) {
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(1);
-    let open_spans = Arc::clone(open_spans);
-    let tx = tx.clone();
-    let spawned = std::thread::Builder::new()
-        .name("tracing-braintrust-checkpoint".into())
-        .spawn(move || {
-            open_spans.announce(&tx);
-            let _ = done_tx.send(());
-        });
-    if spawned.is_ok() {
-        let _ = done_rx.recv_timeout(wait);
-    }
-}
 
 impl Drop for BraintrustGuard {
     fn drop(&mut self) {

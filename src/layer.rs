@@ -318,6 +318,7 @@ where
                 open_delivered: false,
                 sampled: false,
                 open_shard: None,
+                lost: false,
             });
             return;
         }
@@ -333,6 +334,7 @@ where
                 open_delivered: false,
                 sampled: true,
                 open_shard,
+                lost: false,
             });
             return;
         }
@@ -354,6 +356,7 @@ where
             open_delivered,
             sampled: true,
             open_shard: None,
+            lost: false,
         });
     }
 
@@ -460,6 +463,10 @@ where
         };
         if let Some(shard) = data.open_shard {
             self.inner.open_spans.remove(shard, &id);
+        }
+        if data.lost {
+            // Counted as dropped when a shutdown could not queue its open message.
+            return;
         }
         if !data.sampled {
             self.inner.sampling_changed(Some(false), None);

@@ -553,6 +553,9 @@ pub(crate) struct SpanData {
     pub(crate) sampled: bool,
     /// The shard of [`crate::open::OpenSpans`] holding the span, while it is there.
     pub(crate) open_shard: Option<u8>,
+    /// Its open message could not be queued at a shutdown or checkpoint: counted as dropped,
+    /// and its close is not sent.
+    pub(crate) lost: bool,
 }
 
 /// Upper bound for one captured string; longer values are cut with a marker.

@@ -78,7 +78,6 @@ fn a_panic_that_aborts_keeps_the_rows() {
     assert!(open["metrics"].get("end").is_none(), "{open:#}");
 }
 
-/// A number that differs between runs, for unique file names.
 /// Another layer that panics in `on_record` while it holds the span's extensions lock (as
 /// `fmt` does when a `Debug` impl it formats panics).
 struct PanicsUnderTheLock;
@@ -127,6 +126,8 @@ fn child_that_panics_under_a_span_lock() {
         std::process::abort();
     }));
     tracing::info_span!("finished_before_the_panic", input = "done").in_scope(|| {});
+    let open = tracing::info_span!("open_at_the_panic", input = "still running");
+    let _entered = open.enter();
     let locked = tracing::info_span!("locked", output = tracing::field::Empty);
     std::mem::forget(guard);
     locked.record("output", "boom");
@@ -167,14 +168,20 @@ fn a_panic_under_a_span_lock_does_not_hang_the_hook() {
     assert!(!status.success(), "the child must die of its panic");
     let text = std::fs::read_to_string(&path).expect("the child wrote rows");
     let _ = std::fs::remove_file(&path);
+    let names: Vec<Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|r| r["span_attributes"]["name"].clone())
+        .collect();
+    // The span whose lock the panicking thread holds cannot be written; the others are.
     assert!(
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .any(|r| r["span_attributes"]["name"] == "finished_before_the_panic"),
+        names.contains(&"finished_before_the_panic".into()),
         "{text}"
     );
+    assert!(names.contains(&"open_at_the_panic".into()), "{text}");
 }
 
+/// A number that differs between runs, for unique file names.
 fn fastrand_seed() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -150,8 +150,7 @@ async fn spawned_task_instrumented_with_a_span() {
     }
     .with_subscriber(dispatch)
     .await;
-    let report = guard.shutdown();
-    eprintln!("REPORT {report:?}");
+    guard.shutdown();
     let rows = sink.rows();
     assert_eq!(rows.len(), 5, "{rows:#?}");
     let handler = by_name(&rows, "handler");
