@@ -45,22 +45,22 @@
 //!
 //! | group | registry | fmt_sink | otel_batch_noop | braintrust | vs registry | vs otel |
 //! |---|---|---|---|---|---|---|
-//! | lifecycle_1t | 173 ns | 1.31 µs | 3.45 µs | 911 ns | 5.3x | 0.26x |
-//! | lifecycle_1t_idle | 598 ns | 3.70 µs | 4.51 µs | 2.01 µs | 3.4x | 0.45x |
-//! | lifecycle_4t_cpu | 241 ns | 2.22 µs | 2.63 µs | 964 ns | 4.0x | 0.37x |
-//! | lifecycle_4t_wall | 106 ns | 1.41 µs | 1.74 µs | 709 ns | 6.7x | 0.41x |
-//! | events20 | 297 ns | 16.4 µs | 19.4 µs | 4.56 µs | 15x | 0.24x |
-//! | nested100 | 25.5 µs | 53.9 µs | 228 µs | 63.6 µs | 2.5x | 0.28x |
-//! | filtered_warn | 195 ns | 7.43 ns | 7.46 ns | 7.65 ns | 0.04x | 1.03x |
+//! | lifecycle_1t | 182 ns | 1.38 µs | 3.01 µs | 806 ns | 4.4x | 0.27x |
+//! | lifecycle_1t_idle | 605 ns | 4.13 µs | 6.33 µs | 2.42 µs | 4.0x | 0.38x |
+//! | lifecycle_4t_cpu | 284 ns | 2.98 µs | 3.26 µs | 839 ns | 3.0x | 0.26x |
+//! | lifecycle_4t_wall | 158 ns | 1.29 µs | 1.70 µs | 509 ns | 3.2x | 0.30x |
+//! | events20 | 382 ns | 24.5 µs | 22.6 µs | 6.91 µs | 18x | 0.31x |
+//! | nested100 | 23.3 µs | 58.0 µs | 198 µs | 62.0 µs | 2.7x | 0.31x |
+//! | filtered_warn | 190 ns | 8.14 ns | 8.26 ns | 8.19 ns | 0.04x | 0.99x |
 //!
-//! Two more runs of `lifecycle_1t` right after gave braintrust 923 ns and 989 ns (5.4x and
-//! 6.1x registry, 0.25x and 0.32x otel); the machine's noise is that large. Pinned to one
-//! vCPU (`taskset -c 0`, the workers then run only when the benchmark thread does not):
-//! braintrust 755 ns, registry 161 ns, otel 1.67 µs.
-//! In `filtered_warn`, `registry+noop_layer` is 106 ns, `+noop_layer` (filtered) 216 ns and
-//! `+braintrust` (filtered) 220 ns: per-layer filtering itself costs most of the difference.
-//! `lifecycle_parts` (registry / braintrust): `bare` 186 ns / 305 ns, `no_input` 199 ns /
-//! 634 ns, `no_records` 188 ns / 693 ns, `full` 164 ns / 863 ns.
+//! Four more runs of `lifecycle_1t` right after gave braintrust 913, 904, 824 and 794 ns
+//! (5.3x, 4.5x, 4.4x and 4.7x registry, 0.28x to 0.29x otel); the machine's noise is that
+//! large. Pinned to one vCPU (`taskset -c 0`, the workers then run only when the benchmark
+//! thread does not): braintrust 736 ns, registry 176 ns, otel 1.71 µs.
+//! In `filtered_warn`, `registry+noop_layer` is 110 ns, `+noop_layer` (filtered) 234 ns and
+//! `+braintrust` (filtered) 228 ns: per-layer filtering itself costs most of the difference.
+//! `lifecycle_parts` (registry / braintrust): `bare` 199 ns / 377 ns, `no_input` 174 ns /
+//! 528 ns, `no_records` 187 ns / 623 ns, `full` 181 ns / 825 ns.
 
 mod common;
 
