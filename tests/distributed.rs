@@ -1152,3 +1152,43 @@ fn invalid_code_parent_is_a_build_error() {
         }
     }
 }
+
+/// A span taken out of its trace by an unsampled `traceparent`, then put into a sampled one,
+/// and still open at shutdown, is written there (and the first step alone writes nothing).
+#[test]
+fn a_span_sampled_out_and_back_in_while_open_is_written_at_shutdown() {
+    let (dispatch, sink, guard) = common::memory_dispatch(BraintrustLayer::builder());
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let header = |trace: &str, flags: &str| {
+        HashMap::from([(
+            "traceparent".to_owned(),
+            format!("00-{trace}-00f067aa0ba902b7-{flags}"),
+        )])
+    };
+    let (out, back) = tracing::dispatcher::with_default(&dispatch, || {
+        let out = info_span!("out", input = "q");
+        assert!(
+            out.set_braintrust_parent_from_headers(&header(trace, "00"))
+                .expect("ok")
+        );
+        let back = info_span!("back", input = "q");
+        assert!(
+            back.set_braintrust_parent_from_headers(&header(trace, "00"))
+                .expect("ok")
+        );
+        let other = "0af7651916cd43dd8448eb211c80319c";
+        assert!(
+            back.set_braintrust_parent_from_headers(&header(other, "01"))
+                .expect("ok")
+        );
+        (out, back)
+    });
+    let report = guard.shutdown();
+    assert_eq!((report.unfinished, report.sent), (1, 1), "{report:?}");
+    let rows = sink.rows();
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    let row = by_name(&rows, "back");
+    assert_eq!(row["root_span_id"], "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(row["input"], "q");
+    drop((out, back));
+}
