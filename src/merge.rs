@@ -119,28 +119,65 @@ fn truthy(value: Option<&Value>) -> bool {
     }
 }
 
-/// [`merge_objects`] for rows in either form: a batch whose ids do not repeat (the usual
-/// case) is returned as it is, without turning typed rows into objects.
+/// [`merge_objects`] for rows in either form. Only rows whose id repeats in the batch are
+/// turned into objects and merged (a row whose id is unique shares its key with no other);
+/// the others stay as they are, typed rows included, at their place. A batch whose ids do
+/// not repeat (the usual case outside live mode) is returned as it is.
 pub(crate) fn merge_rows(rows: Vec<Row>) -> Vec<Row> {
-    let mut seen: HashSet<KeyPart<'_>> = HashSet::with_capacity(rows.len());
-    let repeat = rows.iter().any(|row| {
-        let id = match (row.built_id(), row.as_object()) {
-            (Some(id), _) => KeyPart::Str(id),
-            (None, Some(object)) => match object.get("id") {
-                None | Some(Value::Null) => return false,
-                id => KeyPart::of(id),
-            },
-            (None, None) => return false,
-        };
-        !seen.insert(id)
-    });
-    drop(seen);
-    if !repeat {
+    let repeated = repeated_ids(&rows);
+    if !repeated.contains(&true) {
         return rows;
     }
-    merge_objects(rows.into_iter().map(Row::into_object).collect())
-        .into_iter()
-        .map(Row::from)
+    let mut to_merge: Vec<Object> = Vec::new();
+    let mut slots: Vec<Result<Row, usize>> = Vec::with_capacity(rows.len());
+    for (row, repeated) in rows.into_iter().zip(&repeated) {
+        if *repeated {
+            slots.push(Err(to_merge.len()));
+            to_merge.push(row.into_object());
+        } else {
+            slots.push(Ok(row));
+        }
+    }
+    // `merge_objects` gives one row per key, in the order the keys first appear: the
+    // merged rows go where their key first appeared.
+    let first = first_of_key(&to_merge);
+    let mut merged = merge_objects(to_merge).into_iter();
+    let mut out = Vec::with_capacity(slots.len());
+    for slot in slots {
+        match slot {
+            Ok(row) => out.push(row),
+            Err(j) if first.get(j) == Some(&j) => out.extend(merged.next().map(Row::from)),
+            Err(_) => {}
+        }
+    }
+    out
+}
+
+/// For each row, whether another row of the batch has the same usable `id`.
+fn repeated_ids(rows: &[Row]) -> Vec<bool> {
+    let ids: Vec<Option<KeyPart<'_>>> = rows
+        .iter()
+        .map(|row| match (row.built_id(), row.as_object()) {
+            (Some(id), _) => Some(KeyPart::Str(id)),
+            (None, Some(object)) => match object.get("id") {
+                None | Some(Value::Null) => None,
+                id => Some(KeyPart::of(id)),
+            },
+            (None, None) => None,
+        })
+        .collect();
+    let mut counts: HashMap<&KeyPart<'_>, usize> = HashMap::with_capacity(rows.len());
+    for id in ids.iter().flatten() {
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    if counts.len() == ids.iter().flatten().count() {
+        return vec![false; rows.len()];
+    }
+    ids.iter()
+        .map(|id| {
+            id.as_ref()
+                .is_some_and(|id| counts.get(id).copied().unwrap_or(0) > 1)
+        })
         .collect()
 }
 

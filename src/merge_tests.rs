@@ -408,3 +408,53 @@ fn hundred_thousand_rows_merge_linearly() {
     assert_eq!(tags[0], json!("t0"));
     assert_eq!(tags[99_999], json!("t99999"));
 }
+
+/// `merge_rows` merges only the rows whose id repeats, and gives what merging every row as
+/// an object gives, typed and object rows mixed.
+#[test]
+fn rows_merge_like_their_objects_and_unique_ones_stay_typed() {
+    use crate::ids::UuidText;
+    use crate::sink::Row;
+    use crate::sink::row::{Target, sample_built};
+
+    let mut rng = fastrand::Rng::with_seed(21);
+    for _ in 0..300 {
+        let rows: Vec<Row> = (0..rng.usize(1..12))
+            .map(|i| {
+                let mut built = sample_built(Target::Logs);
+                built.id = UuidText::new(rng.u128(..4));
+                built.attributes.exec_counter = i as u64;
+                built.is_merge = [None, Some(true), Some(false)][rng.usize(..3)];
+                if rng.bool() {
+                    built.output = Some(json!({ "step": i }).into());
+                }
+                let row = Row::built(built);
+                if rng.u8(..4) == 0 {
+                    Row::from(row.into_object())
+                } else {
+                    row
+                }
+            })
+            .collect();
+        let expected = merge_objects(rows.iter().map(|r| r.to_object().into_owned()).collect());
+        let merged = merge_rows(rows.clone());
+        let got: Vec<Object> = merged.iter().map(|r| r.to_object().into_owned()).collect();
+        assert_eq!(got, expected);
+        // A row whose id is unique in the batch is passed through as it came.
+        for row in rows.iter().filter(|r| r.as_object().is_none()) {
+            let id = row.built_id();
+            if rows
+                .iter()
+                .filter(|r| r.to_object()["id"].as_str() == id)
+                .count()
+                == 1
+            {
+                assert!(
+                    merged
+                        .iter()
+                        .any(|m| m.as_object().is_none() && m.built_id() == id)
+                );
+            }
+        }
+    }
+}
