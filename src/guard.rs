@@ -196,7 +196,7 @@ impl BraintrustGuard {
                 return;
             }
             let deadline = Instant::now() + timeout;
-            open_spans.announce_within(ANNOUNCE_WAIT.min(timeout / 4));
+            open_spans.announce_within(ANNOUNCE_WAIT.min(timeout / 4), false);
             let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
             if tx
                 .send_deadline(Message::Checkpoint(reply_tx), deadline)
@@ -229,7 +229,7 @@ impl BraintrustGuard {
         // The shutdown's time starts now: announcing open spans takes part of it.
         let started = Instant::now();
         self.open_spans
-            .announce_within(ANNOUNCE_WAIT.min(timeout / 4));
+            .announce_within(ANNOUNCE_WAIT.min(timeout / 4), true);
         let timeout = timeout.saturating_sub(started.elapsed());
         // Leave the worker time to spool what it could not deliver before we stop waiting.
         let margin = (timeout / 5).min(Duration::from_secs(1));

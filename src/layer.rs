@@ -326,16 +326,18 @@ where
         if !inner.live && inner.open_spans.ready() {
             // The worker hears of the span when it closes, or from a shutdown or a panic
             // checkpoint that finds it still open (see `crate::open`).
-            let open_shard = Some(inner.open_spans.insert(id));
+            // Into the set once its data is stored, so that an announce finds it there.
+            let shard = crate::open::this_thread_shard();
             span.extensions_mut().insert(SpanData {
                 header,
                 fields,
                 error: None,
                 open_delivered: false,
                 sampled: true,
-                open_shard,
+                open_shard: Some(shard),
                 lost: false,
             });
+            inner.open_spans.insert_into(shard, id);
             return;
         }
         let (fields, open_delivered) = match inner.tx.try_send(Message::Open(OpenSpan {
@@ -466,6 +468,9 @@ where
         }
         if data.lost {
             // Counted as dropped when a shutdown could not queue its open message.
+            if !data.sampled {
+                self.inner.sampling_changed(Some(false), None);
+            }
             return;
         }
         if !data.sampled {

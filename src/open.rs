@@ -100,7 +100,13 @@ thread_local! {
 /// The next shard to give a thread.
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
-fn this_thread_shard() -> usize {
+/// This thread's shard of the set.
+pub(crate) fn this_thread_shard() -> u8 {
+    // Below `SHARDS`, which fits a byte.
+    this_thread_shard_index() as u8
+}
+
+fn this_thread_shard_index() -> usize {
     SHARD
         .try_with(|shard| {
             if shard.get() == usize::MAX {
@@ -190,9 +196,13 @@ impl OpenSpans {
     /// Adds the span `id`; returns the shard to remove it from.
     pub(crate) fn insert(&self, id: &Id) -> u8 {
         let shard = this_thread_shard();
-        self.shard(shard).insert(id.into_u64());
-        // Below `SHARDS`, which fits a byte.
-        shard as u8
+        self.insert_into(shard, id);
+        shard
+    }
+
+    /// Adds the span `id` to `shard` (this thread's, from [`this_thread_shard`]).
+    pub(crate) fn insert_into(&self, shard: u8, id: &Id) {
+        self.shard(usize::from(shard)).insert(id.into_u64());
     }
 
     /// Removes the span `id`, added to `shard`.
@@ -219,12 +229,17 @@ impl OpenSpans {
     /// It runs on helper threads: announcing takes each span's extensions lock, which
     /// another thread may hold for long (another layer formatting a value under it) and this
     /// one may hold (a panic inside another layer's callback, a shutdown from one). A helper
-    /// stuck on a lock is relieved by another one that goes on with the next spans. An open
-    /// message that cannot be queued by the end of `wait` (a full queue, a helper stuck on a
-    /// lock until then) is counted as dropped, and the span's close is then not sent: every
-    /// span is still accounted for once. Nothing is sent after this returns, so the
-    /// shutdown message that follows finds every open message before it.
-    pub(crate) fn announce_within(self: &Arc<Self>, wait: Duration) {
+    /// stuck on a lock is relieved by another one that goes on with the next spans. Nothing
+    /// is sent after this returns, so the shutdown message that follows finds every open
+    /// message before it.
+    ///
+    /// An open message that cannot be queued by the end of `wait` (a full queue, a helper
+    /// stuck on a lock until then): for the `last` announce (a shutdown) the span is counted
+    /// as dropped and its close is not sent, so that it is accounted for once (a helper
+    /// still stuck when this returns counts it when it gets the lock, after the report);
+    /// otherwise (a panic checkpoint, which the process may survive) the span keeps its
+    /// fields and sends them with its close.
+    pub(crate) fn announce_within(self: &Arc<Self>, wait: Duration, last: bool) {
         let Some(registry) = self.dispatch().as_ref().map(|(d, _)| d.clone()) else {
             return;
         };
@@ -239,6 +254,7 @@ impl OpenSpans {
         let round = Arc::new(Round {
             ids,
             registry,
+            last,
             deadline: Instant::now() + wait,
             next: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
@@ -280,6 +296,12 @@ impl OpenSpans {
 
     /// A helper's work: spans of `round`, one after another, until none is left.
     fn help(&self, round: &Round) {
+        // The registry may finish closing a span when this thread lets go of it, and then
+        // closes its parent through this thread's dispatcher: it must be the registry's.
+        tracing_core::dispatcher::with_default(&round.registry, || self.help_in(round));
+    }
+
+    fn help_in(&self, round: &Round) {
         let Some(registry) = round.registry.downcast_ref::<Registry>() else {
             return;
         };
@@ -314,18 +336,27 @@ impl OpenSpans {
             fields: std::mem::take(&mut data.fields),
         };
         round.sending.fetch_add(1, Ordering::SeqCst);
-        let sent = !round.closed.load(Ordering::SeqCst)
-            && self
-                .tx
-                .send_deadline(Message::Open(open), round.deadline)
-                .is_ok();
-        round.sending.fetch_sub(1, Ordering::SeqCst);
-        if sent {
-            data.open_delivered = true;
+        let sent = if round.closed.load(Ordering::SeqCst) {
+            Err(Message::Open(open))
         } else {
-            // Too late for the worker: counted now, and the close will not be sent.
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-            data.lost = true;
+            self.tx
+                .send_deadline(Message::Open(open), round.deadline)
+                .map_err(crossbeam_channel::SendTimeoutError::into_inner)
+        };
+        round.sending.fetch_sub(1, Ordering::SeqCst);
+        match sent {
+            Ok(()) => data.open_delivered = true,
+            Err(_) if round.last => {
+                // Too late for the worker: counted now, and the close will not be sent.
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                data.lost = true;
+            }
+            Err(message) => {
+                // The process may go on: the span keeps its fields for its close.
+                if let Message::Open(open) = message {
+                    data.fields = open.fields;
+                }
+            }
         }
     }
 }
@@ -334,6 +365,8 @@ impl OpenSpans {
 struct Round {
     ids: Vec<u64>,
     registry: Dispatch,
+    /// A shutdown's announce (see [`OpenSpans::announce_within`]).
+    last: bool,
     deadline: Instant,
     /// The next span to take.
     next: AtomicUsize,
@@ -378,9 +411,9 @@ mod tests {
             let late = tracing::info_span!("late", input = "q", output = tracing::field::Empty);
             assert_eq!(open.len(), 2);
             // Announced now: the worker holds their fields so far...
-            open.announce_within(Duration::from_secs(5));
+            open.announce_within(Duration::from_secs(5), false);
             // ...and a second announce sends nothing more.
-            open.announce_within(Duration::from_secs(5));
+            open.announce_within(Duration::from_secs(5), false);
             early.record("output", "after the announce");
             (early, late)
         });
@@ -403,7 +436,7 @@ mod tests {
         let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
         tracing::dispatcher::with_default(&dispatch, || {
             let span = tracing::info_span!("span", input = "q", output = tracing::field::Empty);
-            open.announce_within(Duration::from_secs(5));
+            open.announce_within(Duration::from_secs(5), false);
             span.record("output", "a");
         });
         let report = guard.shutdown();
@@ -444,12 +477,13 @@ mod tests {
             (0..200).map(|i| tracing::info_span!("open", i)).collect()
         });
         let report = guard.shutdown();
+        // The worker is woken and makes room: none is dropped.
         assert_eq!(
-            (report.enqueued, report.unfinished + report.dropped),
-            (200, 200),
+            (report.enqueued, report.unfinished, report.dropped),
+            (200, 200, 0),
             "{report:?}"
         );
-        assert_eq!(sink.len() as u64, report.unfinished);
+        assert_eq!(sink.len(), 200);
         drop(spans);
     }
 
@@ -533,5 +567,80 @@ mod tests {
         drop(guard);
         // ...and let go when the guard stops.
         assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    /// Another layer that holds the lock of spans named `child` in `on_close`.
+    struct SlowClose(Duration);
+
+    impl<S> tracing_subscriber::Layer<S> for SlowClose
+    where
+        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    {
+        fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+            if let Some(span) = ctx.span(&id).filter(|s| s.name() == "child") {
+                let _held = span.extensions_mut();
+                std::thread::sleep(self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_child_closing_during_an_announce_still_lets_its_parent_close() {
+        let (layer, guard, sink) = layer(BraintrustLayer::builder());
+        let open = Arc::clone(&layer.inner.open_spans);
+        let dispatch = tracing::Dispatch::new(
+            tracing_subscriber::registry()
+                .with(SlowClose(Duration::from_millis(300)))
+                .with(layer),
+        );
+        let (parent, child) = tracing::dispatcher::with_default(&dispatch, || {
+            let parent = tracing::info_span!("parent");
+            let child = parent.in_scope(|| tracing::info_span!("child"));
+            (parent, child)
+        });
+        let closing = {
+            let dispatch = dispatch.clone();
+            std::thread::spawn(move || tracing::dispatcher::with_default(&dispatch, || drop(child)))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        // A helper waits for the child's lock while it closes: the registry finishes the close
+        // on the helper's thread, and closes the parent's reference there.
+        open.announce_within(Duration::from_secs(2), false);
+        closing.join().expect("closed");
+        tracing::dispatcher::with_default(&dispatch, || drop(parent));
+        let report = guard.shutdown();
+        let row = sink.span("parent").expect("a row");
+        assert!(row["metrics"]["end"].as_f64().is_some(), "{report:?}");
+        assert_eq!(report.unfinished, 0, "{report:?}");
+    }
+
+    #[test]
+    fn a_span_missed_by_a_checkpoint_keeps_its_fields_for_its_close() {
+        let (layer, guard, sink) = layer(BraintrustLayer::builder());
+        let open = Arc::clone(&layer.inner.open_spans);
+        let dispatch = tracing::Dispatch::new(
+            tracing_subscriber::registry()
+                .with(HoldsTheLock(Duration::from_millis(400)))
+                .with(layer),
+        );
+        let held = tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info_span!("held", input = "q", output = tracing::field::Empty)
+        });
+        let recording = {
+            let (held, dispatch) = (held.clone(), dispatch.clone());
+            std::thread::spawn(move || {
+                tracing::dispatcher::with_default(&dispatch, || held.record("output", "a"));
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        // A panic checkpoint that cannot get the span's lock in time (the process may go on).
+        open.announce_within(Duration::from_millis(50), false);
+        recording.join().expect("recorded");
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+        let report = guard.shutdown();
+        assert_eq!((report.sent, report.dropped), (1, 0), "{report:?}");
+        let row = sink.span("held").expect("a row");
+        assert_eq!((&row["input"], &row["output"]), (&"q".into(), &"a".into()));
     }
 }
