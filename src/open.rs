@@ -534,7 +534,8 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-        assert_eq!(report.unfinished, 50, "{report:?}");
+        // (51 when the recording thread was too slow to take the lock first.)
+        assert!(matches!(report.unfinished, 50 | 51), "{report:?}");
         assert_eq!(sink.spans("other").len(), 50);
         recording.join().expect("recorded");
         drop((held, others));
