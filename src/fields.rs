@@ -523,14 +523,11 @@ impl Metrics {
 
     /// Appends them as a JSON object, as `serde_json` prints the object.
     pub(crate) fn write_json(&self, out: &mut Vec<u8>) {
-        use crate::sink::http::json_out::{write_str, write_value};
+        use crate::sink::http::json_out::{write_key, write_value};
+        let first = &mut true;
         out.push(b'{');
-        for (i, (name, value)) in self.0.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_str(out, name);
-            out.push(b':');
+        for (name, value) in &self.0 {
+            write_key(out, first, name);
             write_value(out, value);
         }
         out.push(b'}');

@@ -105,10 +105,16 @@ pub(crate) fn span_id_hex(v: u64) -> String {
 /// `format!("{v:0digits$x}")` prints, without the formatting machinery: ids are written
 /// for every row).
 fn push_hex(out: &mut String, v: u128, digits: u32) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     for at in (0..digits).rev() {
-        out.push(char::from(HEX[((v >> (4 * at)) & 0xF) as usize]));
+        out.push(char::from(hex_digit(v, at)));
     }
+}
+
+/// The lower-case hex digit of nibble `at` of `v` (0: the lowest).
+pub(crate) fn hex_digit(v: u128, at: u32) -> u8 {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // A nibble indexes the 16 digits.
+    HEX[((v >> (4 * at)) & 0xF) as usize]
 }
 
 /// Formats random bits as a version 4, RFC 4122 variant UUID string.
@@ -122,15 +128,13 @@ pub(crate) struct UuidText([u8; 36]);
 
 impl UuidText {
     pub(crate) fn new(bits: u128) -> Self {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
         let v4 = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
         // 8-4-4-4-12 hex digits, as `uuid::Uuid::hyphenated` prints them.
         let mut text = [b'-'; 36];
         let mut digit = 0;
         for (at, byte) in text.iter_mut().enumerate() {
             if !matches!(at, 8 | 13 | 18 | 23) {
-                // A nibble indexes the 16 digits.
-                *byte = HEX[((v4 >> (4 * (31 - digit))) & 0xF) as usize];
+                *byte = hex_digit(v4, 31 - digit);
                 digit += 1;
             }
         }

@@ -81,58 +81,37 @@ pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
 /// A clock set before 1970 gives `1970-01-01T00:00:00.000000+00:00`, and one past the
 /// year 9999 the last microsecond of 9999: the format has room for nothing else.
 pub(crate) fn iso_time(t: SystemTime) -> String {
-    let (year, month, day, secs, micros) = civil_utc(t);
-    let mut out = String::with_capacity(32);
-    push_digits(&mut out, year, 4);
-    out.push('-');
-    push_digits(&mut out, month, 2);
-    out.push('-');
-    push_digits(&mut out, day, 2);
-    out.push('T');
-    push_digits(&mut out, secs / 3600, 2);
-    out.push(':');
-    push_digits(&mut out, secs / 60 % 60, 2);
-    out.push(':');
-    push_digits(&mut out, secs % 60, 2);
-    out.push('.');
-    push_digits(&mut out, micros, 6);
-    out.push_str("+00:00");
-    out
+    // Digits and separators only.
+    std::str::from_utf8(&iso_bytes(t))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// [`iso_time`] as a JSON string.
 pub(crate) fn write_iso_time(out: &mut Vec<u8>, t: SystemTime) {
-    let (year, month, day, secs, micros) = civil_utc(t);
-    let mut text = [0u8; 34];
-    let mut at = 0;
-    let mut put = |n: u64, width: u32, after: u8| {
-        for shift in (0..width).rev() {
-            // A digit below 10 fits a byte.
-            text[at] = b'0' + (n / 10u64.pow(shift) % 10) as u8;
-            at += 1;
-        }
-        text[at] = after;
-        at += 1;
-    };
-    put(year, 4, b'-');
-    put(month, 2, b'-');
-    put(day, 2, b'T');
-    put(secs / 3600, 2, b':');
-    put(secs / 60 % 60, 2, b':');
-    put(secs % 60, 2, b'.');
-    put(micros, 6, b'+');
     out.push(b'"');
-    out.extend_from_slice(&text[..at]);
-    out.extend_from_slice(b"00:00\"");
+    out.extend_from_slice(&iso_bytes(t));
+    out.push(b'"');
 }
 
-/// Appends the last `width` decimal digits of `n`, zero-padded.
-fn push_digits(out: &mut String, n: u64, width: u32) {
-    for shift in (0..width).rev() {
-        let digit = (n / 10u64.pow(shift) % 10) as u32;
-        // A digit below 10 always has a character.
-        out.push(char::from_digit(digit, 10).unwrap_or('0'));
-    }
+/// The text of [`iso_time`], which always has 32 bytes.
+fn iso_bytes(t: SystemTime) -> [u8; 32] {
+    let (year, month, day, secs, micros) = civil_utc(t);
+    let mut text = *b"0000-00-00T00:00:00.000000+00:00";
+    let mut put = |at: usize, n: u64, width: usize| {
+        for (i, byte) in text[at..at + width].iter_mut().enumerate() {
+            // A digit below 10 fits a byte.
+            *byte = b'0' + (n / 10u64.pow((width - 1 - i) as u32) % 10) as u8;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, secs / 3600, 2);
+    put(14, secs / 60 % 60, 2);
+    put(17, secs % 60, 2);
+    put(20, micros, 6);
+    text
 }
 
 /// Year, month, day, second of the day and microseconds of `t` in UTC, clamped to the

@@ -3,10 +3,11 @@
 //! still open are written without `metrics.end`.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tracing_braintrust::BraintrustLayer;
+use tracing_braintrust::{BraintrustGuard, BraintrustLayer};
 use tracing_subscriber::layer::SubscriberExt;
 
 const FILE_VAR: &str = "TRACING_BRAINTRUST_PANIC_TEST_FILE";
@@ -16,23 +17,13 @@ const FILE_VAR: &str = "TRACING_BRAINTRUST_PANIC_TEST_FILE";
 #[test]
 #[ignore = "entry point of a child process (a_panic_that_aborts_keeps_the_rows)"]
 fn child_that_panics_and_aborts() {
-    let Ok(path) = std::env::var(FILE_VAR) else {
+    let Some((layer, guard)) = child_layer() else {
         return;
     };
-    let (layer, guard) = BraintrustLayer::builder()
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_local_file(path)
-        .build()
-        .expect("valid configuration");
     tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layer))
         .expect("first subscriber");
     guard.install_panic_hook();
-    // Emulate `panic = "abort"`: abort right after the installed hooks ran.
-    let hooks = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        hooks(info);
-        std::process::abort();
-    }));
+    abort_after_the_hooks();
     tracing::info_span!("finished_before_the_panic", input = "done").in_scope(|| {});
     let open = tracing::info_span!("open_at_the_panic", input = "still running");
     let _entered = open.enter();
@@ -42,26 +33,7 @@ fn child_that_panics_and_aborts() {
 
 #[test]
 fn a_panic_that_aborts_keeps_the_rows() {
-    let path: PathBuf = std::env::temp_dir().join(format!(
-        "tb-panic-{}-{}.jsonl",
-        std::process::id(),
-        fastrand_seed()
-    ));
-    let _ = std::fs::remove_file(&path);
-    let exe = std::env::current_exe().expect("test executable");
-    let status = Command::new(exe)
-        .args([
-            "child_that_panics_and_aborts",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(FILE_VAR, &path)
-        .status()
-        .expect("child runs");
-    assert!(!status.success(), "the child must die of its panic");
-    let text = std::fs::read_to_string(&path).expect("the child wrote rows");
-    let _ = std::fs::remove_file(&path);
+    let text = run_child("child_that_panics_and_aborts");
     let rows: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is a row"))
@@ -104,15 +76,9 @@ where
 #[test]
 #[ignore = "entry point of a child process (a_panic_under_a_span_lock_does_not_hang_the_hook)"]
 fn child_that_panics_under_a_span_lock() {
-    let Ok(path) = std::env::var(FILE_VAR) else {
+    let Some((layer, guard)) = child_layer() else {
         return;
     };
-    let (layer, guard) = BraintrustLayer::builder()
-        .with_env_vars(Vec::<(String, String)>::new())
-        .with_local_file(path)
-        .with_flush_timeout(std::time::Duration::from_secs(5))
-        .build()
-        .expect("valid configuration");
     tracing::subscriber::set_global_default(
         tracing_subscriber::registry()
             .with(PanicsUnderTheLock)
@@ -120,11 +86,7 @@ fn child_that_panics_under_a_span_lock() {
     )
     .expect("first subscriber");
     guard.install_panic_hook();
-    let hooks = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        hooks(info);
-        std::process::abort();
-    }));
+    abort_after_the_hooks();
     tracing::info_span!("finished_before_the_panic", input = "done").in_scope(|| {});
     let open = tracing::info_span!("open_at_the_panic", input = "still running");
     let _entered = open.enter();
@@ -135,39 +97,7 @@ fn child_that_panics_under_a_span_lock() {
 
 #[test]
 fn a_panic_under_a_span_lock_does_not_hang_the_hook() {
-    let path: PathBuf = std::env::temp_dir().join(format!(
-        "tb-panic-lock-{}-{}.jsonl",
-        std::process::id(),
-        fastrand_seed()
-    ));
-    let _ = std::fs::remove_file(&path);
-    let exe = std::env::current_exe().expect("test executable");
-    let mut child = Command::new(exe)
-        .args([
-            "child_that_panics_under_a_span_lock",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(FILE_VAR, &path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("child runs");
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("child status") {
-            break status;
-        }
-        if started.elapsed() > std::time::Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("the panic hook hung on a span lock held by the panicking thread");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    assert!(!status.success(), "the child must die of its panic");
-    let text = std::fs::read_to_string(&path).expect("the child wrote rows");
-    let _ = std::fs::remove_file(&path);
+    let text = run_child("child_that_panics_under_a_span_lock");
     let names: Vec<Value> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -179,6 +109,61 @@ fn a_panic_under_a_span_lock_does_not_hang_the_hook() {
         "{text}"
     );
     assert!(names.contains(&"open_at_the_panic".into()), "{text}");
+}
+
+/// In a child process (the parent named a file): the layer, writing to that file.
+fn child_layer() -> Option<(BraintrustLayer, BraintrustGuard)> {
+    let path = std::env::var(FILE_VAR).ok()?;
+    let built = BraintrustLayer::builder()
+        .with_env_vars(Vec::<(String, String)>::new())
+        .with_local_file(path)
+        .with_flush_timeout(Duration::from_secs(5))
+        .build()
+        .expect("valid configuration");
+    Some(built)
+}
+
+/// Emulates `panic = "abort"`: aborts right after the installed hooks ran.
+fn abort_after_the_hooks() {
+    let hooks = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        hooks(info);
+        std::process::abort();
+    }));
+}
+
+/// Runs the ignored test `entry` in a child process, which must die of its panic within 60 s
+/// (the panic hook must not hang), and returns what it wrote to its file.
+fn run_child(entry: &str) -> String {
+    let path: PathBuf = std::env::temp_dir().join(format!(
+        "tb-panic-{entry}-{}-{}.jsonl",
+        std::process::id(),
+        fastrand_seed()
+    ));
+    let _ = std::fs::remove_file(&path);
+    let exe = std::env::current_exe().expect("test executable");
+    let mut child = Command::new(exe)
+        .args([entry, "--exact", "--ignored", "--nocapture"])
+        .env(FILE_VAR, &path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("child runs");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("child status") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("{entry}: the panic hook hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "the child must die of its panic");
+    let text = std::fs::read_to_string(&path).expect("the child wrote rows");
+    let _ = std::fs::remove_file(&path);
+    text
 }
 
 /// A number that differs between runs, for unique file names.

@@ -14,8 +14,8 @@ use std::time::SystemTime;
 use serde_json::{Map, Value};
 
 use crate::fields::{Metrics, Part};
-use crate::ids::{SpanId, TraceId, UuidText, span_id_hex};
-use crate::sink::http::json_out;
+use crate::ids::{SpanId, TraceId, UuidText, hex_digit, span_id_hex};
+use crate::sink::http::json_out::{self, write_key as key};
 
 /// A row as a JSON object: keys serialise sorted (serde_json's default map).
 pub(crate) type Object = Map<String, Value>;
@@ -289,15 +289,6 @@ impl serde::Serialize for Row {
     }
 }
 
-/// Writes `"key":` after a comma unless it is the first key of its object.
-fn key(out: &mut Vec<u8>, first: &mut bool, name: &str) {
-    if !std::mem::take(first) {
-        out.push(b',');
-    }
-    json_out::write_str(out, name);
-    out.push(b':');
-}
-
 fn optional(out: &mut Vec<u8>, first: &mut bool, name: &str, value: Option<&Value>) {
     if let Some(value) = value {
         key(out, first, name);
@@ -422,12 +413,8 @@ fn write_trace_id(out: &mut Vec<u8>, id: &TraceId) {
 
 /// The last `digits` hex digits of `v`, lower case and zero-padded, as a JSON string.
 fn write_hex(out: &mut Vec<u8>, v: u128, digits: u32) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    for shift in (0..digits).rev() {
-        // A nibble indexes the 16 digits.
-        out.push(HEX[((v >> (shift * 4)) & 0xF) as usize]);
-    }
+    out.extend((0..digits).rev().map(|at| hex_digit(v, at)));
     out.push(b'"');
 }
 

@@ -129,7 +129,7 @@ pub(crate) fn maps_sort_keys() -> bool {
 }
 
 /// `"key":` (after a comma unless it is the object's first key).
-fn write_key(out: &mut Vec<u8>, first: &mut bool, key: &str) {
+pub(crate) fn write_key(out: &mut Vec<u8>, first: &mut bool, key: &str) {
     if !std::mem::take(first) {
         out.push(b',');
     }
