@@ -514,25 +514,23 @@ impl Builder {
         )
         .spawn()
         .map_err(Error::Worker)?;
-        let layer = BraintrustLayer {
-            inner: Arc::new(LayerInner {
-                tx: tx.clone(),
-                orphans: orphan_tx,
-                counters: Arc::clone(&counters),
-                pool,
-                exec_counter: AtomicU64::new(0),
-                sampled_out_open: std::sync::atomic::AtomicUsize::new(0),
-                event_level: config.event_level,
-                orphan_event_level: config.orphan_event_level,
-                max_field_bytes: config.max_field_bytes,
-                default_parent: config.parent.clone(),
-                links: Arc::clone(&links),
-                sample_rate: config.sample_rate,
-                keep_errors: config.keep_errors,
-                live: config.live,
-                open_spans: Arc::clone(&open_spans),
-            }),
-        };
+        let layer = BraintrustLayer::new(Arc::new(LayerInner {
+            tx: tx.clone(),
+            orphans: orphan_tx,
+            counters: Arc::clone(&counters),
+            pool,
+            exec_counter: AtomicU64::new(0),
+            sampled_out_open: std::sync::atomic::AtomicUsize::new(0),
+            event_level: config.event_level,
+            orphan_event_level: config.orphan_event_level,
+            max_field_bytes: config.max_field_bytes,
+            default_parent: config.parent.clone(),
+            links: Arc::clone(&links),
+            sample_rate: config.sample_rate,
+            keep_errors: config.keep_errors,
+            live: config.live,
+            open_spans: Arc::clone(&open_spans),
+        }));
         let guard = BraintrustGuard::new(
             (tx, rx_for_guard),
             counters,

@@ -3,9 +3,6 @@
 
 use serde::Serialize;
 use tracing::Span;
-use tracing_core::span::Id;
-use tracing_subscriber::Registry;
-use tracing_subscriber::registry::LookupSpan;
 
 use crate::Error;
 use crate::ids::{SpanId, uuid_string};
@@ -107,33 +104,21 @@ pub trait BraintrustSpanExt {
 }
 
 /// Runs `f` on the layer and the span's data, if both are reachable.
-fn with_data<R>(
-    span: &Span,
-    f: impl FnOnce(&BraintrustLayer, &Id, &mut SpanData) -> R,
-) -> Option<R> {
+fn with_data<R>(span: &Span, f: impl FnOnce(&BraintrustLayer, &mut SpanData) -> R) -> Option<R> {
     let mut f = Some(f);
     let mut out = None;
     span.with_subscriber(|(id, dispatch)| {
-        let (Some(layer), Some(registry)) = (
-            dispatch.downcast_ref::<BraintrustLayer>(),
-            dispatch.downcast_ref::<Registry>(),
-        ) else {
+        let (Some(layer), Some(f)) = (dispatch.downcast_ref::<BraintrustLayer>(), f.take()) else {
             return;
         };
-        let Some(span) = registry.span(id) else {
-            return;
-        };
-        let mut ext = span.extensions_mut();
-        if let (Some(data), Some(f)) = (ext.get_mut::<SpanData>(), f.take()) {
-            out = Some(f(layer, id, data));
-        }
+        out = layer.spans.with(id, |data| f(layer, data));
     });
     out
 }
 
 /// Re-parents a span, and takes the sampling decision again for its new trace (as a span
 /// created under that parent would have).
-fn apply_parent(layer: &BraintrustLayer, id: &Id, data: &mut SpanData, parent: RemoteParent) {
+fn apply_parent(layer: &BraintrustLayer, data: &mut SpanData, parent: RemoteParent) {
     if let Some(root) = parent.root {
         data.header.root = root;
     }
@@ -147,19 +132,6 @@ fn apply_parent(layer: &BraintrustLayer, id: &Id, data: &mut SpanData, parent: R
         // The worker already holds its open message: make it forget the span.
         layer.inner.forget_open(data.header.span_id);
     }
-    let open_spans = &layer.inner.open_spans;
-    match data.open_shard {
-        // Sampled out now: a shutdown has nothing to write for it.
-        Some(shard) if !sampled => {
-            open_spans.remove(shard, id);
-            data.open_shard = None;
-        }
-        // Kept now, and the worker has not heard of it: a shutdown must find it.
-        None if sampled && !data.open_delivered && !layer.inner.live && open_spans.ready() => {
-            data.open_shard = Some(open_spans.insert(id));
-        }
-        _ => {}
-    }
     layer
         .inner
         .sampling_changed(Some(data.sampled), Some(sampled));
@@ -168,7 +140,7 @@ fn apply_parent(layer: &BraintrustLayer, id: &Id, data: &mut SpanData, parent: R
 
 impl BraintrustSpanExt for Span {
     fn braintrust_export(&self) -> Option<String> {
-        with_data(self, |layer, _, data| {
+        with_data(self, |layer, data| {
             let links = &layer.inner.links;
             let target = ExportTarget {
                 project_name: &links.project_name,
@@ -186,10 +158,9 @@ impl BraintrustSpanExt for Span {
 
     fn set_braintrust_parent(&self, parent: &str) -> Result<(), Error> {
         let parent = propagation::parse_parent(parent)?;
-        with_data(self, |layer, id, data| {
-            apply_parent(layer, id, data, parent)
+        with_data(self, |layer, data| apply_parent(layer, data, parent)).ok_or_else(|| {
+            Error::InvalidParent("the span is not recorded by a BraintrustLayer".into())
         })
-        .ok_or_else(|| Error::InvalidParent("the span is not recorded by a BraintrustLayer".into()))
     }
 
     fn set_braintrust_parent_from_headers<H: Headers + ?Sized>(
@@ -199,15 +170,15 @@ impl BraintrustSpanExt for Span {
         let Some(parent) = propagation::parent_from_headers(headers)? else {
             return Ok(false);
         };
-        with_data(self, |layer, id, data| {
-            apply_parent(layer, id, data, parent)
-        })
-        .map(|()| true)
-        .ok_or_else(|| Error::InvalidParent("the span is not recorded by a BraintrustLayer".into()))
+        with_data(self, |layer, data| apply_parent(layer, data, parent))
+            .map(|()| true)
+            .ok_or_else(|| {
+                Error::InvalidParent("the span is not recorded by a BraintrustLayer".into())
+            })
     }
 
     fn inject_braintrust_headers<H: Headers + ?Sized>(&self, headers: &mut H) -> bool {
-        let ids = with_data(self, |layer, _, data| {
+        let ids = with_data(self, |layer, data| {
             let links = &layer.inner.links;
             let target = ExportTarget {
                 project_name: &links.project_name,
@@ -234,11 +205,11 @@ impl BraintrustSpanExt for Span {
     }
 
     fn braintrust_row_id(&self) -> Option<String> {
-        with_data(self, |_, _, data| uuid_string(data.header.row_id))
+        with_data(self, |_, data| uuid_string(data.header.row_id))
     }
 
     fn braintrust_permalink(&self) -> Option<String> {
-        with_data(self, |layer, _, data| {
+        with_data(self, |layer, data| {
             layer.inner.links.permalink(
                 &uuid_string(data.header.row_id),
                 data.header.route.as_deref(),
@@ -259,7 +230,7 @@ impl BraintrustSpanExt for Span {
             Ok(text) => fields.push_json(field, &text),
             Err(e) => fields.push(field, &FieldValue::Str(format!("<unserializable: {e}>"))),
         }
-        with_data(self, |layer, _, data| {
+        with_data(self, |layer, data| {
             data.fields.extend_from(&fields, &layer.inner.pool)
         });
     }

@@ -182,12 +182,6 @@ impl BraintrustGuard {
         let timeout = self.flush_timeout;
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let name = std::thread::current().name().map(str::to_owned);
-            if name.as_deref() == Some(crate::open::HELPER_THREAD) {
-                // A span lock poisoned by another panic, met while announcing open spans:
-                // expected, caught there, and not news for the application's hooks.
-                return;
-            }
             previous(info);
             let on_worker = std::thread::current()
                 .name()

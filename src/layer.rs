@@ -1,8 +1,8 @@
 //! The `tracing_subscriber::Layer` implementation: the callbacks, nothing else.
 //!
-//! Each callback captures field values into the span's extensions and hands finished work
-//! to the worker with a non-blocking send. No JSON, no IO, no waiting, no user code while
-//! the extensions are locked.
+//! Each callback captures field values into the span's entry in the layer's span table
+//! ([`crate::open::SpanTable`]) and hands finished work to the worker with a non-blocking
+//! send. No JSON, no IO, no waiting, no user code while a span's entry is locked.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,9 +23,59 @@ use crate::worker::{ClosedSpan, Counters, Message, OpenSpan};
 /// Build it with [`BraintrustLayer::builder`], which also returns the
 /// [`BraintrustGuard`](crate::BraintrustGuard) that flushes on drop. Cloning the layer is
 /// cheap; clones feed the same worker.
-#[derive(Clone)]
 pub struct BraintrustLayer {
     pub(crate) inner: Arc<LayerInner>,
+    /// The open spans of this layer value (a clone has its own: it may sit in another
+    /// subscriber, which numbers its spans alike).
+    pub(crate) spans: Arc<crate::open::SpanTable>,
+}
+
+impl Clone for BraintrustLayer {
+    fn clone(&self) -> Self {
+        BraintrustLayer::new(Arc::clone(&self.inner))
+    }
+}
+
+impl BraintrustLayer {
+    pub(crate) fn new(inner: Arc<LayerInner>) -> Self {
+        let spans = inner.open_spans.new_table();
+        BraintrustLayer { inner, spans }
+    }
+
+    /// Where a new span sits, when it has a local parent recorded by this layer: the
+    /// subscriber's parent of the span, or else (the parent is switched off for this layer
+    /// by a filter, or belongs to no layer value of ours) its nearest ancestor that is here.
+    fn local_lineage<S>(
+        &self,
+        attrs: &Attributes<'_>,
+        id: &Id,
+        ctx: &Context<'_, S>,
+    ) -> Option<Lineage>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let lineage = |d: &mut SpanData| Lineage {
+            root: d.header.root.clone(),
+            parent: Some(SpanId::Hex(d.header.span_id)),
+            route: d.header.route.clone(),
+            sampled: d.sampled,
+        };
+        // What the registry takes as the parent, without looking the new span up.
+        let direct = if attrs.is_root() {
+            return None;
+        } else if let Some(parent) = attrs.parent() {
+            parent.clone()
+        } else {
+            ctx.current_span().id()?.clone()
+        };
+        if let Some(found) = self.spans.with(&direct, lineage) {
+            return Some(found);
+        }
+        let span = ctx.span(id)?;
+        span.scope()
+            .skip(1)
+            .find_map(|ancestor| self.spans.with(&ancestor.id(), lineage))
+    }
 }
 
 impl std::fmt::Debug for BraintrustLayer {
@@ -257,22 +307,9 @@ impl<S> tracing_subscriber::Layer<S> for BraintrustLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn on_register_dispatch(&self, subscriber: &tracing_core::Dispatch) {
-        self.inner.open_spans.set_dispatch(subscriber);
-    }
-
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
         let inner = &*self.inner;
-        let local = span.parent().and_then(|parent| {
-            let ext = parent.extensions();
-            ext.get::<SpanData>().map(|d| Lineage {
-                root: d.header.root.clone(),
-                parent: Some(SpanId::Hex(d.header.span_id)),
-                route: d.header.route.clone(),
-                sampled: d.sampled,
-            })
-        });
+        let local = self.local_lineage(attrs, id, &ctx);
         let mut fields = None;
         let is_root = local.is_none();
         let lineage = match local {
@@ -311,33 +348,34 @@ where
                 (false, _) => Fields::new(),
             };
             inner.sampling_changed(None, Some(false));
-            span.extensions_mut().insert(SpanData {
-                header,
-                fields,
-                error: None,
-                open_delivered: false,
-                sampled: false,
-                open_shard: None,
-                lost: false,
-            });
+            self.spans.insert(
+                id,
+                SpanData {
+                    header,
+                    fields,
+                    error: None,
+                    open_delivered: false,
+                    sampled: false,
+                    lost: false,
+                },
+            );
             return;
         }
         let fields = fields.unwrap_or_else(|| inner.capture(|v| attrs.record(v)));
         if !inner.live && inner.open_spans.ready() {
             // The worker hears of the span when it closes, or from a shutdown or a panic
             // checkpoint that finds it still open (see `crate::open`).
-            // Into the set once its data is stored, so that an announce finds it there.
-            let shard = crate::open::this_thread_shard();
-            span.extensions_mut().insert(SpanData {
-                header,
-                fields,
-                error: None,
-                open_delivered: false,
-                sampled: true,
-                open_shard: Some(shard),
-                lost: false,
-            });
-            inner.open_spans.insert_into(shard, id);
+            self.spans.insert(
+                id,
+                SpanData {
+                    header,
+                    fields,
+                    error: None,
+                    open_delivered: false,
+                    sampled: true,
+                    lost: false,
+                },
+            );
             return;
         }
         let (fields, open_delivered) = match inner.tx.try_send(Message::Open(OpenSpan {
@@ -351,43 +389,42 @@ where
                 _ => (Fields::new(), false),
             },
         };
-        span.extensions_mut().insert(SpanData {
-            header,
-            fields,
-            error: None,
-            open_delivered,
-            sampled: true,
-            open_shard: None,
-            lost: false,
-        });
+        self.spans.insert(
+            id,
+            SpanData {
+                header,
+                fields,
+                error: None,
+                open_delivered,
+                sampled: true,
+                lost: false,
+            },
+        );
     }
 
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
+    fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
         let inner = &*self.inner;
         // Values of a sampled-out span are not formatted; while no such span is open (the
         // usual case) the span's data need not be looked at first.
         if inner.sampled_out_open.load(Ordering::Relaxed) != 0
-            && !span
-                .extensions()
-                .get::<SpanData>()
-                .is_some_and(|d| d.sampled)
+            && !self.spans.with(id, |d| d.sampled).unwrap_or(false)
         {
             return;
         }
-        // Format outside the lock (Debug impls are user code), into this thread's scratch
-        // buffer, then append the bytes to the span's fields.
+        // Format outside the lock (Debug impls are user code, and may record on this very
+        // span), into this thread's scratch buffer, then append the bytes to the span's
+        // fields.
         with_scratch(|buf| {
             values.record(&mut FieldVisitor {
                 fields: buf,
                 max_bytes: inner.max_field_bytes,
             });
             if !buf.is_empty() {
-                if let Some(data) = span.extensions_mut().get_mut::<SpanData>() {
+                self.spans.with(id, |data| {
                     if data.sampled {
                         data.fields.extend_from(buf, &inner.pool);
                     }
-                }
+                });
             }
         });
     }
@@ -412,30 +449,32 @@ where
         let mut fields = Some(inner.capture(|v| event.record(v)));
         let (root, parent, route) = match &span {
             Some(span) => {
-                let mut ext = span.extensions_mut();
-                let Some(data) = ext.get_mut::<SpanData>() else {
+                let found = self.spans.with(&span.id(), |data| {
+                    if !data.sampled {
+                        // No log rows for a sampled-out trace; its errors are kept only
+                        // when asked for.
+                        if sets_error && inner.keep_errors {
+                            data.error = fields.take();
+                        }
+                        return None;
+                    }
+                    if sets_error {
+                        data.error = if as_row {
+                            fields.clone()
+                        } else {
+                            fields.take()
+                        };
+                    }
+                    Some((
+                        data.header.root.clone(),
+                        Some(SpanId::Hex(data.header.span_id)),
+                        data.header.route.clone(),
+                    ))
+                });
+                let Some(Some(lineage)) = found else {
                     return;
                 };
-                if !data.sampled {
-                    // No log rows for a sampled-out trace; its errors are kept only when
-                    // asked for.
-                    if sets_error && inner.keep_errors {
-                        data.error = fields.take();
-                    }
-                    return;
-                }
-                if sets_error {
-                    data.error = if as_row {
-                        fields.clone()
-                    } else {
-                        fields.take()
-                    };
-                }
-                (
-                    data.header.root.clone(),
-                    Some(SpanId::Hex(data.header.span_id)),
-                    data.header.route.clone(),
-                )
+                lineage
             }
             None => inner.detached(),
         };
@@ -458,14 +497,10 @@ where
         }
     }
 
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else { return };
-        let Some(data) = span.extensions_mut().remove::<SpanData>() else {
+    fn on_close(&self, id: Id, _ctx: Context<'_, S>) {
+        let Some(data) = self.spans.remove(&id) else {
             return;
         };
-        if let Some(shard) = data.open_shard {
-            self.inner.open_spans.remove(shard, &id);
-        }
         if data.lost {
             // Counted as dropped when a shutdown could not queue its open message.
             if !data.sampled {

@@ -1,75 +1,57 @@
-//! Spans that are open and have not been handed to the worker yet.
+//! Where the layer keeps the data of open spans, and how a shutdown or a panic checkpoint
+//! reaches the spans the worker has not heard of.
+//!
+//! Each layer value keeps its open spans in a [`SpanTable`]: shards, each a mutex over a map
+//! from the subscriber's span id to the span's [`SpanData`]. A callback finds its span with
+//! one hash and one uncontended lock, instead of a registry lookup, a lock of the span's
+//! extensions and a map of their types; storing a span allocates nothing once its shard has
+//! grown. No user code runs while a shard is locked (values are formatted before, and the
+//! locks are taken by this crate only), so a shard is held for a few hundred nanoseconds at
+//! most, and a shutdown or a panic checkpoint that walks the tables waits for nothing else.
 //!
 //! Outside live mode a span's first message to the worker is its close: a span that opens
 //! and closes costs one hand-off, not two. The worker still has to know the spans that are
-//! open when the process shuts down or panics, to write them without `metrics.end`. So each
-//! such span's registry id is kept here (in a shard of the creating thread, so threads do not
-//! contend), and [`OpenSpans::announce_within`] reaches every one of them through the
-//! registry and sends its open message then, exactly as it would have been sent at creation.
+//! open when the process shuts down or panics, to write them without `metrics.end`:
+//! [`OpenSpans::announce_within`] walks every table and sends the open message of each span
+//! that has not sent one, exactly as it would have been sent at creation.
 //!
-//! To reach the registry, the layer keeps the dispatcher it was registered in until the guard
-//! stops the worker. That keeps the subscriber alive until then even if the application drops
-//! every handle on it (spans still open in it are then written at shutdown, as before); the
-//! guard releases it, ending the reference cycle.
-//!
-//! Without a `tracing_subscriber::Registry` underneath (another `LookupSpan` subscriber),
-//! before the subscriber is wrapped in a dispatcher, when clones of the layer sit in more
-//! than one subscriber, or after the guard stopped the worker, spans cannot be found again
-//! that way, and they send their open message at creation as in live mode.
+//! Clones of a layer each have a table of their own: a layer value sits in one subscriber,
+//! and two subscribers number their spans alike.
 
-use std::cell::Cell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::{Duration, Instant};
 
-use tracing_core::dispatcher::Dispatch;
 use tracing_core::span::Id;
-use tracing_subscriber::registry::{LookupSpan, Registry};
 
 use crate::record::SpanData;
 use crate::worker::{Counters, Message, OpenSpan, Signal};
 
-/// Shards of the id set: threads take them in turn.
-const SHARDS: usize = 16;
+/// Shards of a table.
+const SHARDS: usize = 32;
 
-/// At most this many helper threads announce at once (one is added each time the others
-/// stop making progress, stuck on a span's lock).
-const MAX_HELPERS: usize = 4;
-
-/// How often the announcing thread looks at the helpers' progress.
-const PROGRESS_CHECK: Duration = Duration::from_millis(20);
-
-/// The name of the helper threads.
-pub(crate) const HELPER_THREAD: &str = "tracing-braintrust-announce";
-
-/// How often it looks whether they are done.
+/// How often an announce that found the queue full (or a shard busy) tries again.
 const POLL: Duration = Duration::from_millis(1);
 
-/// Open spans that have not told the worker they exist.
-pub(crate) struct OpenSpans {
+/// A shard's map may shrink once it holds fewer than an eighth of this many spans or more
+/// than it has room for.
+const SHRINK_ABOVE: usize = 4096;
+
+/// The open spans of one layer value, by the subscriber's span id.
+pub(crate) struct SpanTable {
     shards: Box<[Shard]>,
-    /// The dispatcher with the registry and the registry's address, until the guard
-    /// releases it.
-    dispatch: Mutex<Option<(Dispatch, usize)>>,
-    /// Whether spans are kept here (a dispatcher with a registry was seen).
-    ready: AtomicBool,
-    /// Set for good when the layer is registered in a second subscriber (its spans could
-    /// not be told apart) or once the guard released the dispatcher.
-    disabled: AtomicBool,
     tx: crossbeam_channel::Sender<Message>,
     counters: Arc<Counters>,
-    signal: Arc<Signal>,
 }
 
-/// One shard, on cache lines of its own (threads created one after another take
-/// neighbouring shards).
+/// One shard, on cache lines of its own.
 #[repr(align(128))]
 #[derive(Default)]
-struct Shard(Mutex<IdSet>);
+struct Shard(Mutex<SpanMap>);
 
-type IdSet = HashSet<u64, BuildHasherDefault<IdHasher>>;
+type SpanMap = HashMap<u64, SpanData, BuildHasherDefault<IdHasher>>;
 
 /// Registry span ids are slab keys: a multiply and a fold spread them over the table.
 #[derive(Default)]
@@ -92,33 +74,162 @@ impl Hasher for IdHasher {
     }
 }
 
-thread_local! {
-    /// This thread's shard (`usize::MAX` until first used).
-    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+/// The shard of a span id (from other bits than the maps inside use).
+fn shard_of(id: u64) -> usize {
+    (id.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 58) as usize % SHARDS
 }
 
-/// The next shard to give a thread.
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-/// This thread's shard of the set.
-pub(crate) fn this_thread_shard() -> u8 {
-    // Below `SHARDS`, which fits a byte.
-    this_thread_shard_index() as u8
+/// A shard's map, whatever a panicking holder left (inserts, updates and removes only).
+fn lock(shard: &Shard) -> MutexGuard<'_, SpanMap> {
+    shard.0.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn this_thread_shard_index() -> usize {
-    SHARD
-        .try_with(|shard| {
-            if shard.get() == usize::MAX {
-                shard.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS);
+/// The map, unless another thread (or this one, in a panic inside a callback) holds it.
+fn try_lock(shard: &Shard) -> Option<MutexGuard<'_, SpanMap>> {
+    match shard.0.try_lock() {
+        Ok(map) => Some(map),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+impl std::fmt::Debug for SpanTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanTable").finish_non_exhaustive()
+    }
+}
+
+impl SpanTable {
+    fn map(&self, id: &Id) -> MutexGuard<'_, SpanMap> {
+        lock(&self.shards[shard_of(id.into_u64())])
+    }
+
+    /// Stores a new span.
+    pub(crate) fn insert(&self, id: &Id, data: SpanData) {
+        let old = self.map(id).insert(id.into_u64(), data);
+        if let Some(old) = old {
+            // The subscriber reused an id whose close never reached the layer.
+            self.abandon(old);
+        }
+    }
+
+    /// Runs `f` on the span's data, if the span is here.
+    pub(crate) fn with<R>(&self, id: &Id, f: impl FnOnce(&mut SpanData) -> R) -> Option<R> {
+        self.map(id).get_mut(&id.into_u64()).map(f)
+    }
+
+    /// Takes the span's data out (it closed).
+    pub(crate) fn remove(&self, id: &Id) -> Option<SpanData> {
+        let mut map = self.map(id);
+        let data = map.remove(&id.into_u64());
+        if map.capacity() > SHRINK_ABOVE && map.len() < map.capacity() / 8 {
+            // A burst of open spans is over: give most of the room back.
+            let len = map.len();
+            map.shrink_to(len * 2);
+        }
+        data
+    }
+
+    /// A span that will never close through the layer (its table is going away, or its id
+    /// was reused): the worker hears of it as open, so that a shutdown writes it without
+    /// `metrics.end`; counted as dropped when even that is not possible.
+    fn abandon(&self, data: SpanData) {
+        if !data.sampled || data.open_delivered || data.lost {
+            return;
+        }
+        let open = OpenSpan {
+            header: data.header,
+            fields: data.fields,
+        };
+        if self.tx.try_send(Message::Open(open)).is_err() {
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends the open message of every span of shard `s` that has not sent one. Returns
+    /// `false` when some could not be sent (the queue is full, or the shard was busy).
+    fn announce_shard(&self, s: usize) -> bool {
+        let Some(mut map) = try_lock(&self.shards[s]) else {
+            return false;
+        };
+        for data in map.values_mut() {
+            if !data.sampled || data.open_delivered || data.lost {
+                continue;
             }
-            shard.get()
-        })
-        .unwrap_or(0)
+            // Sent under the shard's lock, so that the span's close, which needs it, is
+            // queued after its open message.
+            let open = OpenSpan {
+                header: data.header.clone(),
+                fields: std::mem::take(&mut data.fields),
+            };
+            match self.tx.try_send(Message::Open(open)) {
+                Ok(()) => data.open_delivered = true,
+                Err(e) => {
+                    if let Message::Open(open) = e.into_inner() {
+                        data.fields = open.fields;
+                    }
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Gives up on the spans of shard `s` that could not be announced before a shutdown's
+    /// deadline: each is counted as dropped now and its close is not sent, so that it is
+    /// accounted for once.
+    fn give_up_shard(&self, s: usize) {
+        // A shard still busy at the deadline: its spans send their close as usual (the
+        // worker has stopped by then, and counts what it does not take).
+        let Some(mut map) = try_lock(&self.shards[s]) else {
+            return;
+        };
+        for data in map.values_mut() {
+            if data.sampled && !data.open_delivered && !data.lost {
+                data.lost = true;
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// How many spans have not told the worker they exist.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                lock(s)
+                    .values()
+                    .filter(|d| d.sampled && !d.open_delivered && !d.lost)
+                    .count()
+            })
+            .sum()
+    }
+}
+
+impl Drop for SpanTable {
+    fn drop(&mut self) {
+        for shard in self.shards.iter() {
+            let spans: Vec<SpanData> = lock(shard).drain().map(|(_, data)| data).collect();
+            for data in spans {
+                self.abandon(data);
+            }
+        }
+    }
+}
+
+/// The tables of every clone of a layer, and how their spans are announced.
+pub(crate) struct OpenSpans {
+    tables: Mutex<Vec<Weak<SpanTable>>>,
+    /// Set once the guard stopped the worker: spans then send their open message at
+    /// creation (nothing would announce them any more).
+    stopped: AtomicBool,
+    tx: crossbeam_channel::Sender<Message>,
+    counters: Arc<Counters>,
+    signal: Arc<Signal>,
 }
 
 impl std::fmt::Debug for OpenSpans {
-    // (The dispatcher is left out: its subscriber holds this layer.)
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenSpans")
             .field("ready", &self.ready())
@@ -133,249 +244,87 @@ impl OpenSpans {
         signal: Arc<Signal>,
     ) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
-            dispatch: Mutex::new(None),
-            ready: AtomicBool::new(false),
-            disabled: AtomicBool::new(false),
+            tables: Mutex::new(Vec::new()),
+            stopped: AtomicBool::new(false),
             tx,
             counters,
             signal,
         }
     }
 
-    /// Whether spans are kept here: the layer sits on a `Registry` inside a dispatcher, in
-    /// one subscriber only, and the worker runs. Otherwise spans announce themselves at
-    /// creation.
-    pub(crate) fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+    fn tables(&self) -> MutexGuard<'_, Vec<Weak<SpanTable>>> {
+        self.tables.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn dispatch(&self) -> MutexGuard<'_, Option<(Dispatch, usize)>> {
-        self.dispatch.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Keeps the dispatcher the layer was registered in, when it has a `Registry`. A second
-    /// subscriber (clones of the layer feed the same worker) turns keeping spans here off:
-    /// spans then announce themselves at creation, and those already here are announced from
-    /// the first registry, which they belong to.
-    pub(crate) fn set_dispatch(&self, dispatch: &Dispatch) {
-        let registry = dispatch
-            .downcast_ref::<Registry>()
-            .map(|r| std::ptr::from_ref(r) as usize);
-        let mut kept = self.dispatch();
-        match (&*kept, registry) {
-            (Some((_, known)), Some(address)) if *known == address => {}
-            (None, Some(address)) if !self.disabled.load(Ordering::Relaxed) => {
-                *kept = Some((dispatch.clone(), address));
-                self.ready.store(true, Ordering::Relaxed);
-            }
-            _ => self.disable(),
-        }
-    }
-
-    fn disable(&self) {
-        self.disabled.store(true, Ordering::Relaxed);
-        self.ready.store(false, Ordering::Relaxed);
-    }
-
-    /// Lets go of the dispatcher for good (the worker has stopped: nothing more to
-    /// announce).
-    pub(crate) fn release(&self) {
-        self.disable();
-        let dispatch = self.dispatch().take();
-        // Dropped outside the lock: the subscriber (and this layer) may go with it.
-        drop(dispatch);
-    }
-
-    fn shard(&self, shard: usize) -> MutexGuard<'_, IdSet> {
-        // The set is valid whatever a panicking holder did (inserts and removes only).
-        let shard = &self.shards[shard % SHARDS];
-        shard.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Adds the span `id`; returns the shard to remove it from.
-    pub(crate) fn insert(&self, id: &Id) -> u8 {
-        let shard = this_thread_shard();
-        self.insert_into(shard, id);
-        shard
-    }
-
-    /// Adds the span `id` to `shard` (this thread's, from [`this_thread_shard`]).
-    pub(crate) fn insert_into(&self, shard: u8, id: &Id) {
-        self.shard(usize::from(shard)).insert(id.into_u64());
-    }
-
-    /// Removes the span `id`, added to `shard`.
-    pub(crate) fn remove(&self, shard: u8, id: &Id) {
-        self.shard(usize::from(shard)).remove(&id.into_u64());
-    }
-
-    /// Whether the dispatcher is kept (it is released when the guard stops).
-    #[cfg(test)]
-    pub(crate) fn holds_dispatch(&self) -> bool {
-        self.dispatch().is_some()
-    }
-
-    /// How many spans are waiting.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        (0..SHARDS).map(|s| self.shard(s).len()).sum()
-    }
-
-    /// Sends the open message of every span here that has not sent one, as at its creation
-    /// (its fields so far go with it; later ones go with its close), and returns within
-    /// `wait`.
-    ///
-    /// It runs on helper threads: announcing takes each span's extensions lock, which
-    /// another thread may hold for long (another layer formatting a value under it) and this
-    /// one may hold (a panic inside another layer's callback, a shutdown from one). A helper
-    /// stuck on a lock is relieved by another one that goes on with the next spans. Nothing
-    /// is sent after this returns, so the shutdown message that follows finds every open
-    /// message before it.
-    ///
-    /// An open message that cannot be queued by the end of `wait` (a full queue, a helper
-    /// stuck on a lock until then): for the `last` announce (a shutdown) the span is counted
-    /// as dropped and its close is not sent, so that it is accounted for once (a helper
-    /// still stuck when this returns counts it when it gets the lock, after the report);
-    /// otherwise (a panic checkpoint, which the process may survive) the span keeps its
-    /// fields and sends them with its close.
-    pub(crate) fn announce_within(self: &Arc<Self>, wait: Duration, last: bool) {
-        let Some(registry) = self.dispatch().as_ref().map(|(d, _)| d.clone()) else {
-            return;
-        };
-        let ids: Vec<u64> = (0..SHARDS)
-            .flat_map(|s| self.shard(s).iter().copied().collect::<Vec<_>>())
-            .collect();
-        if ids.is_empty() {
-            return;
-        }
-        // The worker may be idling: it should make room while the messages arrive.
-        self.signal.wake.notify_one();
-        let round = Arc::new(Round {
-            ids,
-            registry,
-            last,
-            deadline: Instant::now() + wait,
-            next: AtomicUsize::new(0),
-            done: AtomicUsize::new(0),
-            closed: AtomicBool::new(false),
-            sending: AtomicUsize::new(0),
+    /// A table for a new layer value.
+    pub(crate) fn new_table(&self) -> Arc<SpanTable> {
+        let table = Arc::new(SpanTable {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            tx: self.tx.clone(),
+            counters: Arc::clone(&self.counters),
         });
-        let mut helpers = 0;
-        let (mut seen_done, mut next_check) = (0, Instant::now());
+        let mut tables = self.tables();
+        tables.retain(|t| t.strong_count() > 0);
+        tables.push(Arc::downgrade(&table));
+        table
+    }
+
+    /// Whether spans wait for their close (or an announce) before the worker hears of them:
+    /// until the guard stops the worker.
+    pub(crate) fn ready(&self) -> bool {
+        !self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// The worker has stopped: later spans send their open message at creation.
+    pub(crate) fn release(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
+    /// Sends the open message of every span that has not sent one, as at its creation (its
+    /// fields so far go with it; later ones go with its close), and returns within `wait`.
+    /// Nothing is sent after this returns, so the shutdown message that follows finds every
+    /// open message before it.
+    ///
+    /// An open message that cannot be queued by the end of `wait` (the queue stays full):
+    /// for the `last` announce (a shutdown) the span is counted as dropped and its close is
+    /// not sent, so that it is accounted for once; otherwise (a panic checkpoint, which the
+    /// process may survive) the span keeps its fields and sends them with its close.
+    pub(crate) fn announce_within(&self, wait: Duration, last: bool) {
+        let deadline = Instant::now() + wait;
+        let tables: Vec<Arc<SpanTable>> = self.tables().iter().filter_map(Weak::upgrade).collect();
+        let mut pending: Vec<(&SpanTable, usize)> = tables
+            .iter()
+            .flat_map(|t| (0..SHARDS).map(move |s| (&**t, s)))
+            .collect();
         loop {
-            let done = round.done.load(Ordering::SeqCst);
+            pending.retain(|(table, s)| !table.announce_shard(*s));
+            if pending.is_empty() {
+                return;
+            }
             let now = Instant::now();
-            if done >= round.ids.len() || now >= round.deadline {
+            if now >= deadline {
                 break;
             }
-            if now >= next_check {
-                let remaining = round.next.load(Ordering::SeqCst) < round.ids.len();
-                let stuck = helpers == 0 || done == seen_done;
-                if remaining && stuck && helpers < MAX_HELPERS {
-                    let (open, round) = (Arc::clone(self), Arc::clone(&round));
-                    let spawned = std::thread::Builder::new()
-                        .name(HELPER_THREAD.into())
-                        .spawn(move || open.help(&round));
-                    if spawned.is_err() {
-                        break;
-                    }
-                    helpers += 1;
-                }
-                (seen_done, next_check) = (done, now + PROGRESS_CHECK);
-            }
-            std::thread::sleep(POLL.min(round.deadline.saturating_duration_since(now)));
+            // The worker may be idling: it should make room.
+            self.signal.wake.notify_one();
+            std::thread::sleep(POLL.min(deadline - now));
         }
-        // From now on helpers count what they still find as dropped; wait for a send in
-        // progress (it ends by the deadline).
-        round.closed.store(true, Ordering::SeqCst);
-        while round.sending.load(Ordering::SeqCst) > 0 {
-            std::thread::yield_now();
-        }
-    }
-
-    /// A helper's work: spans of `round`, one after another, until none is left.
-    fn help(&self, round: &Round) {
-        // The registry may finish closing a span when this thread lets go of it, and then
-        // closes its parent through this thread's dispatcher: it must be the registry's.
-        tracing_core::dispatcher::with_default(&round.registry, || self.help_in(round));
-    }
-
-    fn help_in(&self, round: &Round) {
-        let Some(registry) = round.registry.downcast_ref::<Registry>() else {
-            return;
-        };
-        loop {
-            let i = round.next.fetch_add(1, Ordering::SeqCst);
-            let Some(raw) = round.ids.get(i) else {
-                return;
-            };
-            // A span whose lock another layer poisoned makes `tracing-subscriber` panic:
-            // that span is skipped, the others are still announced.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let Some(span) = registry.span(&Id::from_u64(*raw)) else {
-                    return;
-                };
-                let mut ext = span.extensions_mut();
-                if let Some(data) = ext.get_mut::<SpanData>() {
-                    self.announce_one(data, round);
-                }
-            }));
-            round.done.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    /// Sends the open message of one span, under its extensions lock (so that its close,
-    /// which needs that lock, is queued after it).
-    fn announce_one(&self, data: &mut SpanData, round: &Round) {
-        if !data.sampled || data.open_delivered || data.lost {
-            return;
-        }
-        let open = OpenSpan {
-            header: data.header.clone(),
-            fields: std::mem::take(&mut data.fields),
-        };
-        round.sending.fetch_add(1, Ordering::SeqCst);
-        let sent = if round.closed.load(Ordering::SeqCst) {
-            Err(Message::Open(open))
-        } else {
-            self.tx
-                .send_deadline(Message::Open(open), round.deadline)
-                .map_err(crossbeam_channel::SendTimeoutError::into_inner)
-        };
-        round.sending.fetch_sub(1, Ordering::SeqCst);
-        match sent {
-            Ok(()) => data.open_delivered = true,
-            Err(_) if round.last => {
-                // Too late for the worker: counted now, and the close will not be sent.
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                data.lost = true;
-            }
-            Err(message) => {
-                // The process may go on: the span keeps its fields for its close.
-                if let Message::Open(open) = message {
-                    data.fields = open.fields;
-                }
+        if last {
+            for (table, s) in pending {
+                table.give_up_shard(s);
             }
         }
     }
-}
 
-/// One call of [`OpenSpans::announce_within`], shared with its helpers.
-struct Round {
-    ids: Vec<u64>,
-    registry: Dispatch,
-    /// A shutdown's announce (see [`OpenSpans::announce_within`]).
-    last: bool,
-    deadline: Instant,
-    /// The next span to take.
-    next: AtomicUsize,
-    /// Spans finished with.
-    done: AtomicUsize,
-    /// Set when the announcing thread stops waiting.
-    closed: AtomicBool,
-    /// Helpers in the middle of sending.
-    sending: AtomicUsize,
+    /// How many spans have not told the worker they exist.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.tables()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|t| t.waiting())
+            .sum()
+    }
 }
 
 #[cfg(test)]
@@ -425,7 +374,6 @@ mod tests {
         assert_eq!(row["input"], "q");
         assert!(row.get("output").is_none() && row["metrics"].get("end").is_none());
         assert_eq!(sink.span("late").expect("a row")["input"], "q");
-        assert!(!open.holds_dispatch(), "the guard let go of the subscriber");
         drop((early, late));
     }
 
@@ -448,25 +396,34 @@ mod tests {
     }
 
     #[test]
-    fn a_layer_in_two_subscribers_announces_spans_at_creation() {
+    fn clones_in_two_subscribers_keep_their_spans_apart() {
         let (layer, guard, sink) = layer(BraintrustLayer::builder());
         let open = Arc::clone(&layer.inner.open_spans);
         let first = tracing::Dispatch::new(tracing_subscriber::registry().with(layer.clone()));
-        let in_first = tracing::dispatcher::with_default(&first, || tracing::info_span!("first"));
-        assert_eq!(open.len(), 1);
         let second = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-        assert!(!open.ready());
-        // Both registries number their spans alike: the second one's cannot be kept here.
-        let in_second =
-            tracing::dispatcher::with_default(&second, || tracing::info_span!("second"));
-        let later = tracing::dispatcher::with_default(&first, || tracing::info_span!("later"));
-        assert_eq!(open.len(), 1);
+        // Both registries number their spans alike: the first span of each has the same id.
+        let (a, a_id) = tracing::dispatcher::with_default(&first, || {
+            let span = tracing::info_span!("first", output = tracing::field::Empty);
+            let id = span.id().expect("enabled");
+            (span, id)
+        });
+        let (b, b_id) = tracing::dispatcher::with_default(&second, || {
+            let span = tracing::info_span!("second", output = tracing::field::Empty);
+            let id = span.id().expect("enabled");
+            (span, id)
+        });
+        assert_eq!(a_id, b_id);
+        assert_eq!(open.len(), 2);
+        a.record("output", "a");
+        b.record("output", "b");
+        let open_one = tracing::dispatcher::with_default(&first, || tracing::info_span!("open"));
+        drop((a, b));
         let report = guard.shutdown();
-        assert_eq!((report.enqueued, report.unfinished), (3, 3), "{report:?}");
-        for name in ["first", "second", "later"] {
-            assert!(sink.span(name).is_some(), "{name}");
-        }
-        drop((in_first, in_second, later));
+        assert_eq!((report.sent, report.unfinished), (3, 1), "{report:?}");
+        assert_eq!(sink.span("first").expect("a row")["output"], "a");
+        assert_eq!(sink.span("second").expect("a row")["output"], "b");
+        assert!(sink.span("open").is_some());
+        drop(open_one);
     }
 
     #[test]
@@ -553,66 +510,40 @@ mod tests {
     }
 
     #[test]
-    fn the_subscriber_is_freed_once_the_guard_stopped() {
-        let (layer, guard, _sink) = layer(BraintrustLayer::builder());
+    fn nothing_keeps_the_subscriber_alive() {
+        let (layer, guard, sink) = layer(BraintrustLayer::builder());
         let dropped = Arc::new(AtomicBool::new(false));
         let dispatch = tracing::Dispatch::new(
             tracing_subscriber::registry()
                 .with(DropFlag(Arc::clone(&dropped)))
                 .with(layer),
         );
-        tracing::dispatcher::with_default(&dispatch, || tracing::info_span!("x").in_scope(|| {}));
+        tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info_span!("closed").in_scope(|| {});
+        });
         drop(dispatch);
-        // Kept for a shutdown that must find open spans...
-        assert!(!dropped.load(Ordering::SeqCst));
-        drop(guard);
-        // ...and let go when the guard stops.
-        assert!(dropped.load(Ordering::SeqCst));
-    }
-
-    /// Another layer that holds the lock of spans named `child` in `on_close`.
-    struct SlowClose(Duration);
-
-    impl<S> tracing_subscriber::Layer<S> for SlowClose
-    where
-        S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    {
-        fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
-            if let Some(span) = ctx.span(&id).filter(|s| s.name() == "child") {
-                let _held = span.extensions_mut();
-                std::thread::sleep(self.0);
-            }
-        }
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "nothing keeps the subscriber"
+        );
+        let report = guard.shutdown();
+        assert_eq!((report.sent, report.unfinished), (1, 0), "{report:?}");
+        assert!(sink.span("closed").is_some());
     }
 
     #[test]
-    fn a_child_closing_during_an_announce_still_lets_its_parent_close() {
+    fn a_leaked_span_is_written_unfinished_at_shutdown() {
         let (layer, guard, sink) = layer(BraintrustLayer::builder());
-        let open = Arc::clone(&layer.inner.open_spans);
-        let dispatch = tracing::Dispatch::new(
-            tracing_subscriber::registry()
-                .with(SlowClose(Duration::from_millis(300)))
-                .with(layer),
-        );
-        let (parent, child) = tracing::dispatcher::with_default(&dispatch, || {
-            let parent = tracing::info_span!("parent");
-            let child = parent.in_scope(|| tracing::info_span!("child"));
-            (parent, child)
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+        tracing::dispatcher::with_default(&dispatch, || {
+            // A span that never closes: its handle is leaked.
+            std::mem::forget(tracing::info_span!("leaked", input = "q"));
         });
-        let closing = {
-            let dispatch = dispatch.clone();
-            std::thread::spawn(move || tracing::dispatcher::with_default(&dispatch, || drop(child)))
-        };
-        std::thread::sleep(Duration::from_millis(50));
-        // A helper waits for the child's lock while it closes: the registry finishes the close
-        // on the helper's thread, and closes the parent's reference there.
-        open.announce_within(Duration::from_secs(2), false);
-        closing.join().expect("closed");
-        tracing::dispatcher::with_default(&dispatch, || drop(parent));
         let report = guard.shutdown();
-        let row = sink.span("parent").expect("a row");
-        assert!(row["metrics"]["end"].as_f64().is_some(), "{report:?}");
-        assert_eq!(report.unfinished, 0, "{report:?}");
+        assert_eq!((report.sent, report.unfinished), (1, 1), "{report:?}");
+        let row = sink.span("leaked").expect("a row");
+        assert_eq!(row["input"], "q");
+        assert!(row["metrics"].get("end").is_none());
     }
 
     #[test]

@@ -538,7 +538,7 @@ pub(crate) struct SpanHeader {
     pub(crate) route: Option<Arc<Route>>,
 }
 
-/// Per-span data kept in the registry's extensions while the span is open.
+/// Per-span data kept in the layer's span table while the span is open.
 #[derive(Debug)]
 pub(crate) struct SpanData {
     pub(crate) header: SpanHeader,
@@ -551,8 +551,6 @@ pub(crate) struct SpanData {
     pub(crate) open_delivered: bool,
     /// Whether the trace is kept by sampling.
     pub(crate) sampled: bool,
-    /// The shard of [`crate::open::OpenSpans`] holding the span, while it is there.
-    pub(crate) open_shard: Option<u8>,
     /// Its open message could not be queued at a shutdown or checkpoint: counted as dropped,
     /// and its close is not sent.
     pub(crate) lost: bool,

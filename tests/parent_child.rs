@@ -293,3 +293,45 @@ fn parent_is_fixed_when_the_span_is_created() {
     assert_child_of(by_name(&rows, "made-in-a"), by_name(&rows, "a"));
     assert_root(by_name(&rows, "b"));
 }
+
+/// Spans that a per-layer filter switches off for the layer are skipped: their children
+/// hang from the nearest ancestor the layer records, whether the parent is contextual or
+/// explicit.
+#[test]
+fn spans_filtered_out_for_the_layer_are_skipped_in_parent_links() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::{Layer, filter::filter_fn};
+
+    let sink = tracing_braintrust::MemorySink::new();
+    let (layer, guard) = BraintrustLayer::builder()
+        .with_env_vars(Vec::<(String, String)>::new())
+        .with_memory_sink(sink.clone())
+        .build()
+        .expect("valid configuration");
+    // Another layer keeps the hidden spans alive in the registry.
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::sink))
+        .with(layer.with_filter(filter_fn(|m| !m.name().starts_with("hidden"))));
+    tracing::subscriber::with_default(subscriber, || {
+        let root = tracing::info_span!("root");
+        root.in_scope(|| {
+            let hidden = tracing::info_span!("hidden");
+            hidden.in_scope(|| {
+                let deeper = tracing::info_span!("hidden-too");
+                deeper.in_scope(|| tracing::info_span!("contextual").in_scope(|| {}));
+                tracing::info_span!(parent: &deeper, "explicit").in_scope(|| {});
+            });
+        });
+    });
+    guard.flush();
+    let rows = sink.rows();
+    let root = by_name(&rows, "root");
+    assert_root(root);
+    assert!(rows.iter().all(|r| {
+        !r["span_attributes"]["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("hidden"))
+    }));
+    assert_child_of(by_name(&rows, "contextual"), root);
+    assert_child_of(by_name(&rows, "explicit"), root);
+}
