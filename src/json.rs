@@ -1,5 +1,6 @@
 //! Recording structured values as span fields.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::Serialize;
@@ -20,6 +21,9 @@ pub struct Json<T>(pub T);
 
 impl<T: Serialize> fmt::Debug for Json<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if hand_over(self, &self.0) {
+            return Ok(());
+        }
         // Serialise into a buffer first (reused by this thread, so no allocation once warm):
         // a value that fails halfway must not leave half a document in the output.
         let buffered = JSON_BUFFER.try_with(|cell| match cell.try_borrow_mut() {
@@ -54,8 +58,24 @@ pub(crate) fn write_sanitized<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     value: &T,
 ) -> Result<(), serde_json::Error> {
+    write_sanitized_as(out, value, false)
+}
+
+/// [`write_sanitized`], in the deferred form when `deferred` (see
+/// [`crate::json_ser::expand_deferred`]) if the fast writer takes the value, as JSON
+/// otherwise.
+fn write_sanitized_as<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+    deferred: bool,
+) -> Result<(), serde_json::Error> {
     let start = out.len();
-    if crate::json_ser::to_writer(out, value).is_ok() {
+    let fast = if deferred {
+        crate::json_ser::to_writer_deferred(out, value)
+    } else {
+        crate::json_ser::to_writer(out, value)
+    };
+    if fast.is_ok() {
         return Ok(());
     }
     out.truncate(start);
@@ -68,6 +88,115 @@ pub(crate) fn write_sanitized<T: Serialize + ?Sized>(
 
 thread_local! {
     static JSON_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+
+    /// The address of the value the layer's visitor is formatting (0 when none): a `Json`
+    /// at that address hands its text over in [`HANDED_TEXT`] rather than through the
+    /// formatter (see [`Armed`]).
+    static ARMED: Cell<usize> = const { Cell::new(0) };
+    /// The address of the `Json` whose text is in [`HANDED_TEXT`] (0 when none).
+    static HANDED: Cell<usize> = const { Cell::new(0) };
+    static HANDED_TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The address `value` is at, as the visitor and `Json::fmt` both see it.
+fn address<T: ?Sized>(value: &T) -> usize {
+    std::ptr::from_ref(value).cast::<()>() as usize
+}
+
+/// `Json::fmt` of `json` (whose value is `value`): when the layer's visitor armed this very
+/// address, serialises `value` into [`HANDED_TEXT`], in the deferred form (escaping and
+/// number formatting are left to the worker), and returns `true` (the formatter gets
+/// nothing). Returns `false` (format as usual) otherwise, and when the value cannot be
+/// serialised.
+fn hand_over<J, T: Serialize>(json: &J, value: &T) -> bool {
+    let at = address(json);
+    if ARMED.try_with(Cell::get).ok() != Some(at) {
+        return false;
+    }
+    // Claimed, whatever happens next: a `Json` nested in this value formats as usual.
+    ARMED.set(0);
+    let handed = HANDED_TEXT
+        .try_with(|cell| {
+            let Ok(mut text) = cell.try_borrow_mut() else {
+                return false;
+            };
+            text.clear();
+            let ok = write_sanitized_as(&mut text, value, true).is_ok();
+            if text.capacity() > MAX_KEPT_BUFFER && !ok {
+                *text = Vec::new();
+            }
+            ok
+        })
+        .unwrap_or(false);
+    if handed {
+        HANDED.set(at);
+    }
+    handed
+}
+
+/// Set by the layer's visitor around formatting a value with `Debug`: if the value is a
+/// [`Json`] (the usual way structured values are recorded), it is handed over in the
+/// deferred form of [`crate::json_ser::to_writer_deferred`], skipping the formatter, string
+/// escaping and number formatting, which the worker does when it expands the text.
+///
+/// The hand-over is used only when the value formatted to nothing else; a `Json` met
+/// anywhere else (nested in another value, formatted by another layer) formats as usual.
+pub(crate) struct Armed {
+    at: usize,
+    previous: usize,
+}
+
+/// What [`Armed::finish`] found.
+pub(crate) enum Outcome {
+    /// No `Json` at the value's address claimed the formatting: the formatter's output is
+    /// the value's text.
+    Formatted,
+    /// The `Json` at the value's address handed its text over: `f` gets it.
+    Handed,
+    /// The `Json` at the value's address claimed the formatting but did not hand its text
+    /// over (it could not be serialised, or something else took the text): format again
+    /// without arming.
+    Again,
+}
+
+impl Armed {
+    /// Arms the hand-over for `value`.
+    pub(crate) fn arm(value: &dyn fmt::Debug) -> Armed {
+        let at = address(value);
+        let previous = ARMED.try_with(|armed| armed.replace(at)).unwrap_or(0);
+        Armed { at, previous }
+    }
+
+    /// Disarms, and passes the handed text (in the deferred form) to `f` when there is one.
+    pub(crate) fn finish(self, f: impl FnOnce(&[u8])) -> Outcome {
+        let Ok(now) = ARMED.try_with(|armed| armed.replace(self.previous)) else {
+            return Outcome::Formatted;
+        };
+        if now == self.at {
+            return Outcome::Formatted;
+        }
+        if HANDED.try_with(|h| h.get()).ok() != Some(self.at) {
+            return Outcome::Again;
+        }
+        HANDED.set(0);
+        let given = HANDED_TEXT
+            .try_with(|cell| {
+                let Ok(mut text) = cell.try_borrow_mut() else {
+                    return false;
+                };
+                f(&text);
+                if text.capacity() > MAX_KEPT_BUFFER {
+                    *text = Vec::new();
+                }
+                true
+            })
+            .unwrap_or(false);
+        if given {
+            Outcome::Handed
+        } else {
+            Outcome::Again
+        }
+    }
 }
 
 /// A buffer grown past this by one huge value is released rather than kept.

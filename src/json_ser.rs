@@ -53,10 +53,28 @@ pub(crate) fn to_writer<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     value: &T,
 ) -> Result<(), Unsupported> {
+    write_value(out, value, false)
+}
+
+/// [`to_writer`], with strings and finite `f64`s left in the deferred form (see
+/// [`expand_deferred`]): the escaping and number formatting are left to whoever expands it.
+pub(crate) fn to_writer_deferred<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), Unsupported> {
+    write_value(out, value, true)
+}
+
+fn write_value<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    value: &T,
+    deferred: bool,
+) -> Result<(), Unsupported> {
     // The buffer is moved in (no allocation) so every write is one indirection away.
     let mut writer = Writer {
         out: std::mem::take(out),
         refused: false,
+        deferred,
     };
     writer.out.reserve(INITIAL_RESERVE);
     let result = value.serialize(ValueSerializer {
@@ -76,9 +94,36 @@ pub(crate) fn to_writer<T: Serialize + ?Sized>(
 struct Writer {
     out: Vec<u8>,
     refused: bool,
+    /// Strings and finite `f64`s are written in the deferred form.
+    deferred: bool,
 }
 
+/// In the deferred form, a string is this byte, its length (`u32`, little-endian) and its
+/// bytes as they are.
+const DEFERRED_STR: u8 = 0x01;
+/// In the deferred form, a finite `f64` is this byte and its 8 bytes (little-endian).
+const DEFERRED_F64: u8 = 0x02;
+
 impl Writer {
+    /// Writes a string.
+    #[inline]
+    fn string(&mut self, s: &str) {
+        if !self.deferred {
+            write_str(&mut self.out, s);
+            return;
+        }
+        // Beyond 4 GiB (never: values are capped far below) the deferred form cannot say
+        // the length; such a string is written as JSON.
+        let Ok(len) = u32::try_from(s.len()) else {
+            write_str(&mut self.out, s);
+            return;
+        };
+        self.out.reserve(5 + s.len());
+        self.out.push(DEFERRED_STR);
+        self.out.extend_from_slice(&len.to_le_bytes());
+        self.out.extend_from_slice(s.as_bytes());
+    }
+
     /// Records a refusal and returns the error to propagate.
     #[cold]
     fn refuse(&mut self) -> Unsupported {
@@ -113,7 +158,7 @@ impl Writer {
     #[inline]
     fn variant_key(&mut self, variant: &str) {
         self.out.push(b'{');
-        write_str(&mut self.out, variant);
+        self.string(variant);
         self.out.push(b':');
     }
 
@@ -283,19 +328,25 @@ impl<'w> ser::Serializer for ValueSerializer<'w> {
         if self.writer.non_finite(v) {
             return Ok(());
         }
+        if self.writer.deferred {
+            let out = &mut self.writer.out;
+            out.push(DEFERRED_F64);
+            out.extend_from_slice(&v.to_le_bytes());
+            return Ok(());
+        }
         let result = CompactFormatter.write_f64(&mut self.writer.out, v);
         self.writer.formatted(result)
     }
 
     #[inline]
     fn serialize_char(self, v: char) -> Result<(), Unsupported> {
-        write_str(&mut self.writer.out, v.encode_utf8(&mut [0; 4]));
+        self.writer.string(v.encode_utf8(&mut [0; 4]));
         Ok(())
     }
 
     #[inline]
     fn serialize_str(self, v: &str) -> Result<(), Unsupported> {
-        write_str(&mut self.writer.out, v);
+        self.writer.string(v);
         Ok(())
     }
 
@@ -466,7 +517,7 @@ impl Compound<'_> {
         value: &T,
     ) -> Result<(), Unsupported> {
         self.separate();
-        write_str(&mut self.writer.out, key);
+        self.writer.string(key);
         self.writer.out.push(b':');
         self.element(value)
     }
@@ -630,7 +681,7 @@ impl ser::Serializer for KeySerializer<'_> {
 
     #[inline]
     fn serialize_str(self, v: &str) -> Result<(), Unsupported> {
-        write_str(&mut self.writer.out, v);
+        self.writer.string(v);
         Ok(())
     }
 
@@ -740,6 +791,38 @@ impl ser::Serializer for KeySerializer<'_> {
         _len: usize,
     ) -> Result<Self::SerializeStructVariant, Unsupported> {
         Err(self.writer.refuse())
+    }
+}
+
+/// Turns the deferred form written by [`to_writer_deferred`] into the JSON text
+/// [`to_writer`] writes for the same value, appended to `out`. Plain JSON passes through
+/// unchanged (its text never holds the marker bytes, which are control characters).
+/// Returns `None` for bytes that are not in the deferred form.
+pub(crate) fn expand_deferred(mut deferred: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    out.reserve(deferred.len() + deferred.len() / 4);
+    loop {
+        let marker = deferred
+            .iter()
+            .position(|&b| b == DEFERRED_STR || b == DEFERRED_F64);
+        let Some(at) = marker else {
+            out.extend_from_slice(deferred);
+            return Some(());
+        };
+        out.extend_from_slice(&deferred[..at]);
+        let (&kind, rest) = deferred[at..].split_first()?;
+        if kind == DEFERRED_STR {
+            let (len, rest) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let text = rest.get(..len)?;
+            write_str(out, std::str::from_utf8(text).ok()?);
+            deferred = &rest[len..];
+        } else {
+            let (bits, rest) = rest.split_first_chunk::<8>()?;
+            CompactFormatter
+                .write_f64(out, f64::from_le_bytes(*bits))
+                .ok()?;
+            deferred = rest;
+        }
     }
 }
 

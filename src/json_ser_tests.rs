@@ -6,10 +6,25 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 
-/// Our bytes, or `Err` when refused.
+/// Our bytes, or `Err` when refused. The deferred form is checked on the way: refused
+/// alike, and expanded to the same bytes.
+#[track_caller]
 fn ours<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Unsupported> {
     let mut out = Vec::new();
-    to_writer(&mut out, value).map(|()| out)
+    let direct = to_writer(&mut out, value).map(|()| out);
+    let mut deferred = Vec::new();
+    let result = to_writer_deferred(&mut deferred, value);
+    assert_eq!(direct.is_ok(), result.is_ok(), "refused alike");
+    if let Ok(text) = &direct {
+        let mut expanded = Vec::new();
+        expand_deferred(&deferred, &mut expanded).expect("the deferred form expands");
+        assert_eq!(
+            String::from_utf8_lossy(&expanded),
+            String::from_utf8_lossy(text),
+            "deferred form {deferred:?}"
+        );
+    }
+    direct
 }
 
 /// What the fallback (serde_json through `Sanitized`) writes.
@@ -567,4 +582,38 @@ proptest! {
         let got = ours(&value).map_err(|_| TestCaseError::fail("refused"))?;
         prop_assert_eq!(String::from_utf8(got), String::from_utf8(expected));
     }
+}
+
+#[test]
+fn the_deferred_form_leaves_escapes_and_numbers_to_the_expansion() {
+    let value = json!({"k\u{1}\u{2}": ["a\"b\n", 0.1, 1e300, -0.0, 7, "\u{2}é"]});
+    let mut deferred = Vec::new();
+    to_writer_deferred(&mut deferred, &value).expect("written");
+    // Strings are there as they are (no escapes yet), floats as their bits.
+    assert!(deferred.windows(4).any(|w| w == b"a\"b\n"));
+    assert!(!deferred.windows(3).any(|w| w == b"0.1"));
+    let mut expanded = Vec::new();
+    expand_deferred(&deferred, &mut expanded).expect("expands");
+    assert_eq!(expanded, serde_json::to_vec(&value).expect("serde_json"));
+}
+
+#[test]
+fn plain_json_expands_to_itself_and_broken_deferred_text_is_refused() {
+    let plain = br#"{"a":[1,2.5,"x\u0001"],"b":null}"#;
+    let mut out = Vec::new();
+    expand_deferred(plain, &mut out).expect("plain JSON");
+    assert_eq!(out, plain);
+    let mut deferred = Vec::new();
+    to_writer_deferred(&mut deferred, &json!(["abc", 0.5])).expect("written");
+    for cut in 1..deferred.len() {
+        let mut out = Vec::new();
+        let whole = expand_deferred(&deferred[..cut], &mut out);
+        // A cut inside a marked string or float is refused, never misread.
+        if whole.is_some() {
+            assert!(!out.contains(&1) && !out.contains(&2), "{out:?}");
+        }
+    }
+    // Invalid UTF-8 inside a marked string is refused.
+    let mut out = Vec::new();
+    assert!(expand_deferred(&[1, 1, 0, 0, 0, 0xFF], &mut out).is_none());
 }

@@ -50,6 +50,13 @@ const TAG_F64: u8 = 5;
 const TAG_STR: u8 = 6;
 const TAG_TEXT: u8 = 7;
 const TAG_JSON: u8 = 8;
+/// Text in the deferred form of [`crate::json_ser::to_writer_deferred`] (a `Json` value):
+/// read back as [`FieldValue::Text`] of its expansion.
+const TAG_DEFERRED: u8 = 9;
+
+/// A deferred text at most this many times shorter than the limit cannot expand past it
+/// (an escape takes at most 6 bytes for 1, a float at most 24 for 9).
+const DEFERRED_GROWTH: usize = 6;
 
 /// A length below this takes one byte; longer ones take `LONG_LEN` and four bytes.
 const LONG_LEN: u8 = 0xFF;
@@ -245,6 +252,32 @@ impl TextWriter<'_> {
         }
         let len = u32::try_from(self.written()).unwrap_or(u32::MAX);
         self.fields.buf[self.len_at..self.len_at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+}
+
+impl TextWriter<'_> {
+    /// Whether nothing was written yet.
+    fn is_untouched(&self) -> bool {
+        self.written() == 0 && self.skipped == 0
+    }
+
+    /// Forgets what was written.
+    fn reset(&mut self) {
+        self.fields.buf.truncate(self.len_at + 4);
+        self.skipped = 0;
+    }
+
+    /// Changes the entry's tag.
+    fn set_tag(&mut self, tag: u8) {
+        // The tag, then the long length prefix's marker, then its four bytes.
+        if let Some(at) = self.len_at.checked_sub(2) {
+            self.fields.buf[at] = tag;
+        }
+    }
+
+    /// Appends bytes whole (the caller checked the limit).
+    fn write_raw(&mut self, bytes: &[u8]) {
+        self.fields.buf.extend_from_slice(bytes);
     }
 }
 
@@ -495,6 +528,11 @@ fn decode<'a>(rest: &mut &'a [u8]) -> Option<(&'a str, FieldValue)> {
         TAG_F64 => FieldValue::F64(f64::from_le_bytes(take_array(rest)?)),
         TAG_STR => FieldValue::Str(take_str(rest)?.to_owned()),
         TAG_TEXT => FieldValue::Text(take_str(rest)?.to_owned()),
+        TAG_DEFERRED => {
+            let mut text = Vec::new();
+            crate::json_ser::expand_deferred(take_len_prefixed(rest)?, &mut text)?;
+            FieldValue::Text(String::from_utf8(text).ok()?)
+        }
         TAG_JSON => {
             let text = take_str(rest)?;
             match serde_json::from_str(text) {
@@ -610,7 +648,29 @@ impl Visit for FieldVisitor<'_> {
         let mut out = self
             .fields
             .begin_text(field.name(), TAG_TEXT, self.max_bytes);
+        let armed = crate::json::Armed::arm(value);
         let _ = write!(out, "{value:?}");
+        let untouched = out.is_untouched();
+        let mut taken = false;
+        let outcome = armed.finish(|text| {
+            // Kept only when it cannot be cut by the limit once expanded.
+            if untouched && text.len().saturating_mul(DEFERRED_GROWTH) <= out.max {
+                out.set_tag(TAG_DEFERRED);
+                out.write_raw(text);
+                taken = true;
+            }
+        });
+        // A `Json` recorded as it is is in; a `Json` inside another value, one that could
+        // not hand its text over, or one too long, is formatted again as any value.
+        let again = match outcome {
+            crate::json::Outcome::Formatted => false,
+            crate::json::Outcome::Handed => !taken,
+            crate::json::Outcome::Again => true,
+        };
+        if again {
+            out.reset();
+            let _ = write!(out, "{value:?}");
+        }
         out.finish();
     }
 }

@@ -462,3 +462,56 @@ fn values_of_one_record_call_keep_their_order_around_a_debug_value() {
     let row = by_name(&rows, "mixed");
     assert_eq!(row["metadata"]["a"], true);
 }
+
+/// A `Json` inside another value's `Debug`.
+#[derive(Debug)]
+#[allow(dead_code)]
+struct Around<'a>(tracing_braintrust::Json<&'a Value>, u8);
+
+/// A value whose `Debug` is its `Json`'s.
+struct Transparent(tracing_braintrust::Json<Value>);
+
+impl std::fmt::Debug for Transparent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A value whose serialisation records a `json` value on another span.
+struct Chatty<'a>(&'a tracing::Span);
+
+impl serde::Serialize for Chatty<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.record("output", json(&json!({"nested": 0.5})));
+        s.serialize_str("chatty \"done\"")
+    }
+}
+
+#[test]
+fn json_values_read_the_same_however_they_are_wrapped() {
+    let object = json!({"messages": [{"role": "user", "content": "hi \"there\"\n"}], "t": 0.2});
+    let (rows, _) = capture_with(BraintrustLayer::builder(), || {
+        let other = tracing::info_span!("other", output = tracing::field::Empty);
+        let around = Around(tracing_braintrust::Json(&object), 7);
+        tracing::info_span!(
+            "wrapped",
+            input = json(&object),
+            output = ?Transparent(tracing_braintrust::Json(object.clone())),
+            expected = ?around,
+            metadata.chatty = json(Chatty(&other)),
+            metadata.twice = ?json(&object),
+        )
+        .in_scope(|| {});
+    });
+    let row = by_name(&rows, "wrapped");
+    assert_eq!(row["input"], object);
+    assert_eq!(row["output"], object);
+    assert_eq!(row["metadata"]["twice"], object);
+    // Inside another value: that value's Debug text, as any value.
+    let around = format!("{:?}", Around(tracing_braintrust::Json(&object), 7));
+    assert!(around.starts_with("Around({\"messages\""), "{around}");
+    assert_eq!(row["expected"], around);
+    assert_eq!(row["metadata"]["chatty"], "chatty \"done\"");
+    // Recorded from inside the serialisation of another `Json`.
+    assert_eq!(by_name(&rows, "other")["output"], json!({"nested": 0.5}));
+}
