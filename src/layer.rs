@@ -403,30 +403,7 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
-        let inner = &*self.inner;
-        // Values of a sampled-out span are not formatted; while no such span is open (the
-        // usual case) the span's data need not be looked at first.
-        if inner.sampled_out_open.load(Ordering::Relaxed) != 0
-            && !self.spans.with(id, |d| d.sampled).unwrap_or(false)
-        {
-            return;
-        }
-        // Format outside the lock (Debug impls are user code, and may record on this very
-        // span), into this thread's scratch buffer, then append the bytes to the span's
-        // fields.
-        with_scratch(|buf| {
-            values.record(&mut FieldVisitor {
-                fields: buf,
-                max_bytes: inner.max_field_bytes,
-            });
-            if !buf.is_empty() {
-                self.spans.with(id, |data| {
-                    if data.sampled {
-                        data.fields.extend_from(buf, &inner.pool);
-                    }
-                });
-            }
-        });
+        values.record(&mut RecordVisitor { layer: self, id });
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
@@ -529,6 +506,94 @@ where
                 self.inner.forget_open(span_id);
             }
         }
+    }
+}
+
+/// Records values on an open span. Plain values (numbers, strings, booleans) are written
+/// straight into the span's fields under its lock; values formatted with `Debug` or
+/// `Display` (user code, which may itself record on this very span) are formatted first,
+/// outside the lock, into this thread's scratch buffer, then appended.
+struct RecordVisitor<'a> {
+    layer: &'a BraintrustLayer,
+    id: &'a Id,
+}
+
+impl RecordVisitor<'_> {
+    /// Appends through `record` to the span's fields, if the span is here and kept.
+    fn direct(&self, record: impl FnOnce(&mut FieldVisitor<'_>)) {
+        let inner = &*self.layer.inner;
+        self.layer.spans.with(self.id, |data| {
+            if data.sampled {
+                data.fields.ready_for_records(&inner.pool);
+                record(&mut FieldVisitor {
+                    fields: &mut data.fields,
+                    max_bytes: inner.max_field_bytes,
+                });
+            }
+        });
+    }
+
+    /// Formats through `record` outside the lock, then appends.
+    fn formatted(&self, record: impl FnOnce(&mut FieldVisitor<'_>)) {
+        let inner = &*self.layer.inner;
+        // Values of a sampled-out span are not formatted; while no such span is open (the
+        // usual case) the span's data need not be looked at first.
+        if inner.sampled_out_open.load(Ordering::Relaxed) != 0
+            && !self
+                .layer
+                .spans
+                .with(self.id, |d| d.sampled)
+                .unwrap_or(false)
+        {
+            return;
+        }
+        with_scratch(|buf| {
+            record(&mut FieldVisitor {
+                fields: buf,
+                max_bytes: inner.max_field_bytes,
+            });
+            if !buf.is_empty() {
+                self.layer.spans.with(self.id, |data| {
+                    if data.sampled {
+                        data.fields.extend_from(buf, &inner.pool);
+                    }
+                });
+            }
+        });
+    }
+}
+
+impl tracing_core::field::Visit for RecordVisitor<'_> {
+    fn record_f64(&mut self, field: &tracing_core::Field, value: f64) {
+        self.direct(|v| v.record_f64(field, value));
+    }
+    fn record_i64(&mut self, field: &tracing_core::Field, value: i64) {
+        self.direct(|v| v.record_i64(field, value));
+    }
+    fn record_u64(&mut self, field: &tracing_core::Field, value: u64) {
+        self.direct(|v| v.record_u64(field, value));
+    }
+    fn record_i128(&mut self, field: &tracing_core::Field, value: i128) {
+        self.direct(|v| v.record_i128(field, value));
+    }
+    fn record_u128(&mut self, field: &tracing_core::Field, value: u128) {
+        self.direct(|v| v.record_u128(field, value));
+    }
+    fn record_bool(&mut self, field: &tracing_core::Field, value: bool) {
+        self.direct(|v| v.record_bool(field, value));
+    }
+    fn record_str(&mut self, field: &tracing_core::Field, value: &str) {
+        self.direct(|v| v.record_str(field, value));
+    }
+    fn record_error(
+        &mut self,
+        field: &tracing_core::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        self.formatted(|v| v.record_error(field, value));
+    }
+    fn record_debug(&mut self, field: &tracing_core::Field, value: &dyn std::fmt::Debug) {
+        self.formatted(|v| v.record_debug(field, value));
     }
 }
 

@@ -107,6 +107,15 @@ impl Fields {
         self.buf.extend_from_slice(&other.buf);
     }
 
+    /// Takes a buffer from `pool` when there is none yet, before fields recorded after the
+    /// span's creation are appended (so that a few `record` calls share one allocation).
+    pub(crate) fn ready_for_records(&mut self, pool: &BufferPool) {
+        if self.buf.capacity() == 0 {
+            self.buf = pool.take();
+            self.buf.reserve(FIRST_RECORD_CAPACITY);
+        }
+    }
+
     /// Releases the buffer when one huge value grew it past `max` bytes.
     pub(crate) fn shrink_if_above(&mut self, max: usize) {
         if self.buf.capacity() > max {
