@@ -307,6 +307,10 @@ impl<S> tracing_subscriber::Layer<S> for BraintrustLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn on_register_dispatch(&self, subscriber: &tracing_core::Dispatch) {
+        self.spans.registered_in(subscriber);
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let inner = &*self.inner;
         let local = self.local_lineage(attrs, id, &ctx);

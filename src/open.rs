@@ -44,6 +44,8 @@ const SHRINK_ABOVE: usize = 4096;
 /// The open spans of one layer value, by the subscriber's span id.
 pub(crate) struct SpanTable {
     shards: Box<[Shard]>,
+    /// Whether ids are a `Registry`'s (set when the layer is registered, before any span).
+    by_thread: AtomicBool,
     tx: crossbeam_channel::Sender<Message>,
     counters: Arc<Counters>,
 }
@@ -81,9 +83,21 @@ impl Hasher for IdHasher {
     }
 }
 
-/// The shard of a span id (from other bits than the maps inside use).
-fn shard_of(id: u64) -> usize {
-    (id.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 58) as usize % SHARDS
+/// Where `tracing_subscriber::Registry` span ids keep the slab shard of the thread that
+/// created the span (`sharded-slab`'s default layout on 64-bit targets: 38 address bits,
+/// then the thread's shard).
+const REGISTRY_THREAD_SHIFT: u32 = 38;
+
+/// The shard of a span id: by the creating thread for registry ids (spans mostly live and
+/// die on one thread, whose shard then stays in its core's cache), by a hash otherwise
+/// (from other bits than the maps inside use). Either way a pure function of the id.
+#[inline]
+fn shard_of(id: u64, by_thread: bool) -> usize {
+    if by_thread {
+        (id >> REGISTRY_THREAD_SHIFT) as usize % SHARDS
+    } else {
+        (id.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 58) as usize % SHARDS
+    }
 }
 
 /// A shard's map. (A panicking holder, which this crate's code never is, would release it
@@ -107,7 +121,29 @@ impl std::fmt::Debug for SpanTable {
 impl SpanTable {
     #[inline]
     fn map(&self, id: &Id) -> SpinMutexGuard<'_, SpanMap, Yield> {
-        lock(&self.shards[shard_of(id.into_u64())])
+        let by_thread = self.by_thread.load(Ordering::Relaxed);
+        lock(&self.shards[shard_of(id.into_u64(), by_thread)])
+    }
+
+    /// Takes the subscriber the layer is registered in into account: spans of a
+    /// `tracing_subscriber::Registry` are sharded by the thread that created them. Only
+    /// while the table is empty (before any span), so that a span is always looked for
+    /// where it was stored.
+    pub(crate) fn registered_in(&self, dispatch: &tracing_core::Dispatch) {
+        let registry = dispatch
+            .downcast_ref::<tracing_subscriber::Registry>()
+            .is_some();
+        let shards: Vec<_> = self.shards.iter().map(lock).collect();
+        if shards.iter().all(|map| map.is_empty()) {
+            self.by_thread
+                .store(registry && usize::BITS == 64, Ordering::Relaxed);
+        }
+    }
+
+    /// How many spans each shard holds.
+    #[cfg(test)]
+    fn shard_sizes(&self) -> Vec<usize> {
+        self.shards.iter().map(|s| lock(s).len()).collect()
     }
 
     /// Stores a new span.
@@ -269,6 +305,7 @@ impl OpenSpans {
     pub(crate) fn new_table(&self) -> Arc<SpanTable> {
         let table = Arc::new(SpanTable {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            by_thread: AtomicBool::new(false),
             tx: self.tx.clone(),
             counters: Arc::clone(&self.counters),
         });
@@ -433,6 +470,42 @@ mod tests {
         assert_eq!(sink.span("second").expect("a row")["output"], "b");
         assert!(sink.span("open").is_some());
         drop(open_one);
+    }
+
+    #[test]
+    fn registry_spans_are_kept_by_the_thread_that_created_them() {
+        let (layer, guard, sink) = layer(BraintrustLayer::builder());
+        let table = Arc::clone(&layer.spans);
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+        // Alive at the same time (a thread that ended leaves its slab shard to the next).
+        let barrier = Arc::new(std::sync::Barrier::new(3));
+        let threads: Vec<_> = (0..3)
+            .map(|t| {
+                let (dispatch, barrier) = (dispatch.clone(), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    let spans: Vec<tracing::Span> =
+                        tracing::dispatcher::with_default(&dispatch, || {
+                            (0..20).map(|i| tracing::info_span!("open", t, i)).collect()
+                        });
+                    barrier.wait();
+                    spans
+                })
+            })
+            .collect();
+        let spans: Vec<Vec<tracing::Span>> = threads
+            .into_iter()
+            .map(|t| t.join().expect("created"))
+            .collect();
+        let mut sizes = table.shard_sizes();
+        sizes.retain(|&n| n > 0);
+        sizes.sort_unstable();
+        assert_eq!(sizes, [20, 20, 20], "one shard per thread");
+        // Closed from this thread: found where they were stored.
+        drop(spans);
+        assert_eq!(table.shard_sizes().iter().sum::<usize>(), 0);
+        let report = guard.shutdown();
+        assert_eq!((report.sent, report.unfinished), (60, 0), "{report:?}");
+        assert_eq!(sink.spans("open").len(), 60);
     }
 
     #[test]
