@@ -118,9 +118,8 @@ impl Writer {
             write_str(&mut self.out, s);
             return;
         };
-        self.out.reserve(5 + s.len());
-        self.out.push(DEFERRED_STR);
-        self.out.extend_from_slice(&len.to_le_bytes());
+        let [a, b, c, d] = len.to_le_bytes();
+        self.out.extend_from_slice(&[DEFERRED_STR, a, b, c, d]);
         self.out.extend_from_slice(s.as_bytes());
     }
 

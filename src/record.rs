@@ -170,7 +170,33 @@ impl Fields {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// [`Fields::push_fixed`] for an eight-byte value: the tag and the value go in as one
+    /// write (fewer capacity checks on the application thread).
+    fn push_fixed8(&mut self, name: &str, tag: u8, value: [u8; 8]) {
+        let Ok(short) = u8::try_from(name.len()) else {
+            return self.push_fixed(name, tag, &value);
+        };
+        if short == LONG_LEN {
+            return self.push_fixed(name, tag, &value);
+        }
+        let [a, b, c, d, e, f, g, h] = value;
+        self.buf.extend_from_slice(&[short]);
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(&[tag, a, b, c, d, e, f, g, h]);
+    }
+
     fn push_text(&mut self, name: &str, tag: u8, text: &str) {
+        // Short name and text (the usual case): the tag and the text's length go in as one
+        // write.
+        if let (Ok(n), Ok(t)) = (u8::try_from(name.len()), u8::try_from(text.len())) {
+            if n < LONG_LEN && t < LONG_LEN {
+                self.buf.extend_from_slice(&[n]);
+                self.buf.extend_from_slice(name.as_bytes());
+                self.buf.extend_from_slice(&[tag, t]);
+                self.buf.extend_from_slice(text.as_bytes());
+                return;
+            }
+        }
         self.push_head(name, tag);
         self.push_bytes(text.as_bytes());
     }
@@ -620,13 +646,16 @@ impl FieldVisitor<'_> {
 
 impl Visit for FieldVisitor<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.fixed(field, TAG_F64, &value.to_le_bytes());
+        self.fields
+            .push_fixed8(field.name(), TAG_F64, value.to_le_bytes());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.fixed(field, TAG_I64, &value.to_le_bytes());
+        self.fields
+            .push_fixed8(field.name(), TAG_I64, value.to_le_bytes());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.fixed(field, TAG_U64, &value.to_le_bytes());
+        self.fields
+            .push_fixed8(field.name(), TAG_U64, value.to_le_bytes());
     }
     fn record_i128(&mut self, field: &Field, value: i128) {
         self.fixed(field, TAG_I128, &value.to_le_bytes());
