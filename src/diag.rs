@@ -14,7 +14,7 @@ const REPEAT_PERIOD: Duration = Duration::from_secs(60);
 static LAST_PRINTED: Mutex<Option<HashMap<&'static str, Instant>>> = Mutex::new(None);
 
 /// Prints `msg` on stderr unless a message with the same `key` was printed less than a
-/// minute ago. Never called while holding span extensions.
+/// minute ago. Never called while holding a lock of the span table.
 pub(crate) fn warn(key: &'static str, msg: impl Display) {
     if should_print(key, Some(REPEAT_PERIOD)) {
         eprintln!("[tracing-braintrust] {msg}");

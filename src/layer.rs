@@ -217,8 +217,13 @@ impl LayerInner {
 
     /// The fields `record` visits, written straight into a buffer from the pool (a nested
     /// capture, from a `Debug` impl that itself records, simply takes another buffer).
-    fn capture(&self, record: impl FnOnce(&mut FieldVisitor<'_>)) -> Fields {
+    fn capture(
+        &self,
+        callsite: &'static tracing_core::Metadata<'static>,
+        record: impl FnOnce(&mut FieldVisitor<'_>),
+    ) -> Fields {
         let mut fields = Fields::from_pool(&self.pool);
+        fields.for_callsite(callsite);
         record(&mut FieldVisitor {
             fields: &mut fields,
             max_bytes: self.max_field_bytes,
@@ -322,7 +327,7 @@ where
                 // A parent given as the span's `braintrust.parent` field wins over the
                 // process-wide one. Only callsites declaring that field pay for the lookup.
                 let explicit = if attrs.metadata().fields().field(PARENT_FIELD).is_some() {
-                    let mut f = inner.capture(|v| attrs.record(v));
+                    let mut f = inner.capture(attrs.metadata(), |v| attrs.record(v));
                     let parent = explicit_parent(&mut f);
                     fields = Some(f);
                     parent
@@ -348,7 +353,7 @@ where
             // (`set_braintrust_parent`) brings it into a kept trace.
             let fields = match (is_root, fields) {
                 (true, Some(f)) => f,
-                (true, None) => inner.capture(|v| attrs.record(v)),
+                (true, None) => inner.capture(attrs.metadata(), |v| attrs.record(v)),
                 (false, _) => Fields::new(),
             };
             inner.sampling_changed(None, Some(false));
@@ -365,7 +370,7 @@ where
             );
             return;
         }
-        let fields = fields.unwrap_or_else(|| inner.capture(|v| attrs.record(v)));
+        let fields = fields.unwrap_or_else(|| inner.capture(attrs.metadata(), |v| attrs.record(v)));
         if !inner.live && inner.open_spans.ready() {
             // The worker hears of the span when it closes, or from a shutdown or a panic
             // checkpoint that finds it still open (see `crate::open`).
@@ -427,7 +432,7 @@ where
         if !as_row && !sets_error {
             return;
         }
-        let mut fields = Some(inner.capture(|v| event.record(v)));
+        let mut fields = Some(inner.capture(event.metadata(), |v| event.record(v)));
         let (root, parent, route) = match &span {
             Some(span) => {
                 let found = self.spans.with(&span.id(), |data| {
@@ -529,6 +534,7 @@ impl RecordVisitor<'_> {
         self.layer.spans.with(self.id, |data| {
             if data.sampled {
                 data.fields.ready_for_records(&inner.pool);
+                data.fields.for_callsite(data.header.metadata);
                 record(&mut FieldVisitor {
                     fields: &mut data.fields,
                     max_bytes: inner.max_field_bytes,

@@ -39,8 +39,9 @@
 //!
 //! # How it works
 //!
-//! The layer only records: span fields are captured into the span's extensions, and a
-//! closed span is handed to a bounded queue without blocking. A worker on its own thread
+//! The layer only records: span fields are captured into the layer's table of open spans
+//! (one short lock per callback, never held while user code runs), and a closed span is
+//! handed to a bounded queue without blocking. A worker on its own thread
 //! (named `tracing-braintrust`, with its own tokio runtime and a no-op dispatcher, so it never
 //! traces itself) builds the rows, merges them, and writes or uploads them. A full queue
 //! drops rows and counts them; the [`BraintrustGuard`] reports the counts.

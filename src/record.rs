@@ -32,13 +32,16 @@ pub(crate) enum FieldValue {
 /// Captured fields in recording order (later values win when mapped), packed into one
 /// buffer: capturing a span's fields costs one allocation however many strings they hold.
 ///
-/// Each entry is the field name, a tag and the value. Names and text are stored as bytes
-/// with a length prefix (one byte for lengths below 255, else `0xFF` and four bytes);
-/// numbers in little-endian. Only this module writes the buffer; [`Fields::iter`] reads it
-/// back on the worker.
+/// Each entry is the field name, a tag and the value. A field of the callsite the list was
+/// captured for is named by its index in the callsite's field set (`INDEXED` and one byte);
+/// other names, and text, are stored as bytes with a length prefix (one byte for lengths
+/// below 255, 254 for names, else `0xFF` and four bytes); numbers in little-endian. Only
+/// this module writes the buffer; [`Fields::iter`] reads it back on the worker.
 #[derive(Clone, Default, PartialEq)]
 pub(crate) struct Fields {
     buf: Vec<u8>,
+    /// The callsite whose fields are stored by index.
+    callsite: Option<&'static Metadata<'static>>,
 }
 
 const TAG_BOOL: u8 = 0;
@@ -61,6 +64,10 @@ const DEFERRED_GROWTH: usize = 6;
 /// A length below this takes one byte; longer ones take `LONG_LEN` and four bytes.
 const LONG_LEN: u8 = 0xFF;
 
+/// In a name's place: the field's index in the callsite's field set follows (one byte).
+/// Names of this length or longer take the long form.
+const INDEXED: u8 = 0xFE;
+
 /// Room a new buffer starts with when fields are captured into it (the pool hands back
 /// buffers of up to [`BufferPool::MAX_CAPACITY`]).
 const FIRST_CAPTURE_CAPACITY: usize = 256;
@@ -72,7 +79,10 @@ const FIRST_RECORD_CAPACITY: usize = 128;
 impl Fields {
     /// No fields (no allocation).
     pub(crate) const fn new() -> Self {
-        Fields { buf: Vec::new() }
+        Fields {
+            buf: Vec::new(),
+            callsite: None,
+        }
     }
 
     /// Whether no field was captured.
@@ -94,12 +104,85 @@ impl Fields {
             // once.
             buf.reserve_exact(FIRST_CAPTURE_CAPACITY);
         }
-        Fields { buf }
+        Fields {
+            buf,
+            callsite: None,
+        }
+    }
+
+    /// Stores the fields of `callsite` by index from now on (only while empty: entries
+    /// already written keep their names).
+    pub(crate) fn for_callsite(&mut self, callsite: &'static Metadata<'static>) {
+        if self.buf.is_empty() {
+            self.callsite = Some(callsite);
+        }
+    }
+
+    /// The index `field` is stored by, when it belongs to this list's callsite.
+    #[inline]
+    fn index_of(&self, field: &Field) -> Option<u8> {
+        let callsite = self.callsite?;
+        if field.callsite() != callsite.callsite() {
+            return None;
+        }
+        u8::try_from(field.index()).ok()
+    }
+
+    /// Writes the head of an entry for `field`: its index or its name, then `tag`.
+    fn push_field_head(&mut self, field: &Field, tag: u8) {
+        match self.index_of(field) {
+            Some(i) => self.buf.extend_from_slice(&[INDEXED, i, tag]),
+            None => self.push_head(field.name(), tag),
+        }
+    }
+
+    /// Appends an eight-byte value of `field`.
+    fn push_field_fixed8(&mut self, field: &Field, tag: u8, value: [u8; 8]) {
+        match self.index_of(field) {
+            Some(i) => {
+                let [a, b, c, d, e, f, g, h] = value;
+                self.buf
+                    .extend_from_slice(&[INDEXED, i, tag, a, b, c, d, e, f, g, h]);
+            }
+            None => self.push_fixed8(field.name(), tag, value),
+        }
+    }
+
+    /// Appends a string value of `field`, cut at a character boundary after `max` bytes
+    /// with a marker.
+    fn push_field_str(&mut self, field: &Field, text: &str, max: usize) {
+        if let (Some(i), Ok(t)) = (self.index_of(field), u8::try_from(text.len())) {
+            if t < LONG_LEN && text.len() <= max {
+                self.buf.extend_from_slice(&[INDEXED, i, TAG_STR, t]);
+                self.buf.extend_from_slice(text.as_bytes());
+                return;
+            }
+        }
+        if self.index_of(field).is_none() {
+            return self.push_str_limited(field.name(), text, max);
+        }
+        self.push_field_head(field, TAG_STR);
+        if text.len() <= max {
+            self.push_bytes(text.as_bytes());
+        } else {
+            let mut writer = self.text_writer(max);
+            let _ = writer.write_str(text);
+            writer.finish();
+        }
     }
 
     /// Appends every field of `other`, after the existing ones, taking the buffer from
     /// `pool` when there is none yet.
     pub(crate) fn extend_from(&mut self, other: &Fields, pool: &BufferPool) {
+        if self.buf.is_empty() {
+            self.callsite = other.callsite;
+        } else if other.callsite.is_some() && other.callsite != self.callsite {
+            // Indexes of another callsite: copied by name.
+            for (name, value) in other.iter() {
+                self.push(name, &value);
+            }
+            return;
+        }
         if self.buf.capacity() == 0 {
             self.buf = pool.take();
             self.buf.reserve(other.buf.len().max(FIRST_RECORD_CAPACITY));
@@ -143,7 +226,17 @@ impl Fields {
     }
 
     fn push_head(&mut self, name: &str, tag: u8) {
-        self.push_bytes(name.as_bytes());
+        let name = name.as_bytes();
+        match u8::try_from(name.len()) {
+            Ok(short) if short < INDEXED => self.buf.push(short),
+            _ => {
+                self.buf.push(LONG_LEN);
+                let len = u32::try_from(name.len()).unwrap_or(u32::MAX);
+                self.buf.extend_from_slice(&len.to_le_bytes());
+            }
+        }
+        self.buf
+            .extend_from_slice(&name[..name.len().min(u32::MAX as usize)]);
         self.buf.push(tag);
     }
 
@@ -176,7 +269,7 @@ impl Fields {
         let Ok(short) = u8::try_from(name.len()) else {
             return self.push_fixed(name, tag, &value);
         };
-        if short == LONG_LEN {
+        if short >= INDEXED {
             return self.push_fixed(name, tag, &value);
         }
         let [a, b, c, d, e, f, g, h] = value;
@@ -189,7 +282,7 @@ impl Fields {
         // Short name and text (the usual case): the tag and the text's length go in as one
         // write.
         if let (Ok(n), Ok(t)) = (u8::try_from(name.len()), u8::try_from(text.len())) {
-            if n < LONG_LEN && t < LONG_LEN {
+            if n < INDEXED && t < LONG_LEN {
                 self.buf.extend_from_slice(&[n]);
                 self.buf.extend_from_slice(name.as_bytes());
                 self.buf.extend_from_slice(&[tag, t]);
@@ -221,6 +314,13 @@ impl Fields {
     /// Appends a text field whose value is written through the returned writer (at most
     /// `max` bytes are kept, then a truncation marker). The entry is complete once
     /// [`TextWriter::finish`] runs.
+    fn begin_field_text(&mut self, field: &Field, tag: u8, max: usize) -> TextWriter<'_> {
+        self.push_field_head(field, tag);
+        self.text_writer(max)
+    }
+
+    /// [`Fields::begin_field_text`] for a field given by name.
+    #[cfg(test)]
     fn begin_text(&mut self, name: &str, tag: u8, max: usize) -> TextWriter<'_> {
         self.push_head(name, tag);
         self.text_writer(max)
@@ -242,7 +342,10 @@ impl Fields {
     /// The fields in recording order. Decoding is done on the worker; it allocates the
     /// strings of the owned values.
     pub(crate) fn iter(&self) -> FieldsIter<'_> {
-        FieldsIter { rest: &self.buf }
+        FieldsIter {
+            rest: &self.buf,
+            callsite: self.callsite,
+        }
     }
 
     /// Removes the first field named `name` and returns its value.
@@ -251,7 +354,7 @@ impl Fields {
         let mut at = 0;
         while !rest.is_empty() {
             let before = rest.len();
-            let (entry_name, value) = decode(&mut rest)?;
+            let (entry_name, value) = decode(&mut rest, self.callsite)?;
             let end = at + before - rest.len();
             if entry_name == name {
                 self.buf.drain(at..end);
@@ -505,13 +608,14 @@ impl BufferPool {
 #[derive(Debug, Clone)]
 pub(crate) struct FieldsIter<'a> {
     rest: &'a [u8],
+    callsite: Option<&'static Metadata<'static>>,
 }
 
 impl<'a> Iterator for FieldsIter<'a> {
     type Item = (&'a str, FieldValue);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let item = decode(&mut self.rest);
+        let item = decode(&mut self.rest, self.callsite);
         if item.is_none() {
             // Only this module writes the buffer; stop rather than misread on a bug.
             self.rest = &[];
@@ -547,12 +651,28 @@ fn take_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
     std::str::from_utf8(take_len_prefixed(rest)?).ok()
 }
 
+/// The name of the entry at the front of `rest`: by index in `callsite`'s fields, or as
+/// stored.
+fn take_name<'a>(
+    rest: &mut &'a [u8],
+    callsite: Option<&'static Metadata<'static>>,
+) -> Option<&'a str> {
+    if rest.first() == Some(&INDEXED) {
+        let index = usize::from(*take_bytes(rest, 2)?.get(1)?);
+        return Some(callsite?.fields().iter().nth(index)?.name());
+    }
+    take_str(rest)
+}
+
 /// Decodes one entry from the front of `rest`.
-fn decode<'a>(rest: &mut &'a [u8]) -> Option<(&'a str, FieldValue)> {
+fn decode<'a>(
+    rest: &mut &'a [u8],
+    callsite: Option<&'static Metadata<'static>>,
+) -> Option<(&'a str, FieldValue)> {
     if rest.is_empty() {
         return None;
     }
-    let name = take_str(rest)?;
+    let name = take_name(rest, callsite)?;
     let tag = *take_bytes(rest, 1)?.first()?;
     let value = match tag {
         TAG_BOOL => FieldValue::Bool(*take_bytes(rest, 1)?.first()? != 0),
@@ -640,22 +760,23 @@ pub(crate) struct FieldVisitor<'a> {
 
 impl FieldVisitor<'_> {
     fn fixed(&mut self, field: &Field, tag: u8, bytes: &[u8]) {
-        self.fields.push_fixed(field.name(), tag, bytes);
+        self.fields.push_field_head(field, tag);
+        self.fields.buf.extend_from_slice(bytes);
     }
 }
 
 impl Visit for FieldVisitor<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.fields
-            .push_fixed8(field.name(), TAG_F64, value.to_le_bytes());
+            .push_field_fixed8(field, TAG_F64, value.to_le_bytes());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.fields
-            .push_fixed8(field.name(), TAG_I64, value.to_le_bytes());
+            .push_field_fixed8(field, TAG_I64, value.to_le_bytes());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.fields
-            .push_fixed8(field.name(), TAG_U64, value.to_le_bytes());
+            .push_field_fixed8(field, TAG_U64, value.to_le_bytes());
     }
     fn record_i128(&mut self, field: &Field, value: i128) {
         self.fixed(field, TAG_I128, &value.to_le_bytes());
@@ -667,13 +788,10 @@ impl Visit for FieldVisitor<'_> {
         self.fixed(field, TAG_BOOL, &[u8::from(value)]);
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.fields
-            .push_str_limited(field.name(), value, self.max_bytes);
+        self.fields.push_field_str(field, value, self.max_bytes);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let mut out = self
-            .fields
-            .begin_text(field.name(), TAG_STR, self.max_bytes);
+        let mut out = self.fields.begin_field_text(field, TAG_STR, self.max_bytes);
         let _ = write!(out, "{value}");
         let mut source = value.source();
         while let Some(cause) = source {
@@ -685,7 +803,7 @@ impl Visit for FieldVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         let mut out = self
             .fields
-            .begin_text(field.name(), TAG_TEXT, self.max_bytes);
+            .begin_field_text(field, TAG_TEXT, self.max_bytes);
         let armed = crate::json::Armed::arm(value);
         let _ = write!(out, "{value:?}");
         let untouched = out.is_untouched();
@@ -801,6 +919,7 @@ mod tests {
         let pool = BufferPool::new();
         let big = Fields {
             buf: Vec::with_capacity(BufferPool::MAX_CAPACITY + 1),
+            callsite: None,
         };
         pool.give(big);
         pool.give(Fields::new());
@@ -813,6 +932,7 @@ mod tests {
         for _ in 0..BufferPool::SLOTS + 10 {
             pool.give(Fields {
                 buf: Vec::with_capacity(16),
+                callsite: None,
             });
         }
         pool.release();
@@ -825,6 +945,7 @@ mod tests {
         for _ in 0..BufferPool::BATCH + 5 {
             pool.unused(Fields {
                 buf: Vec::with_capacity(16),
+                callsite: None,
             });
         }
         let mut stashed = 0;
@@ -872,17 +993,92 @@ mod tests {
         );
     }
 
+    /// The metadata of a span callsite with fields `a` and `b` (and a second one with `b`
+    /// and `a`, in that order).
+    fn callsites() -> (&'static Metadata<'static>, &'static Metadata<'static>) {
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry());
+        tracing::dispatcher::with_default(&dispatch, || {
+            let first = tracing::info_span!("first", a = 1, b = 2);
+            let second = tracing::info_span!("second", b = 2, a = 1);
+            (
+                first.metadata().expect("enabled"),
+                second.metadata().expect("enabled"),
+            )
+        })
+    }
+
+    #[test]
+    fn fields_of_the_callsite_are_stored_by_index_and_read_back_by_name() {
+        let (first, second) = callsites();
+        let field = |meta: &'static Metadata<'static>, name: &str| {
+            meta.fields().field(name).expect("declared")
+        };
+        let mut fields = Fields::new();
+        fields.for_callsite(first);
+        let mut visitor = FieldVisitor {
+            fields: &mut fields,
+            max_bytes: 100,
+        };
+        visitor.record_u64(&field(first, "b"), 7);
+        visitor.record_str(&field(first, "a"), "text");
+        // A field of another callsite is stored by name.
+        visitor.record_str(&field(second, "a"), "other");
+        visitor.record_debug(&field(first, "a"), &"dbg");
+        let indexed = fields.buf.iter().filter(|&&b| b == INDEXED).count();
+        assert_eq!(indexed, 3, "{:?}", fields.buf);
+        let back = round_trip(&fields);
+        assert_eq!(
+            back,
+            [
+                ("b".to_owned(), FieldValue::U64(7)),
+                ("a".to_owned(), FieldValue::Str("text".into())),
+                ("a".to_owned(), FieldValue::Str("other".into())),
+                ("a".to_owned(), FieldValue::Text("\"dbg\"".into())),
+            ]
+        );
+        // Appended to a list of another callsite: the names stay right.
+        let mut other = Fields::new();
+        other.for_callsite(second);
+        FieldVisitor {
+            fields: &mut other,
+            max_bytes: 100,
+        }
+        .record_u64(&field(second, "b"), 1);
+        other.extend_from(&fields, &BufferPool::new());
+        let names: Vec<_> = other.iter().map(|(n, _)| n.to_owned()).collect();
+        assert_eq!(names, ["b", "b", "a", "a", "a"]);
+        // Appended to an empty list, the callsite comes along.
+        let mut empty = Fields::new();
+        empty.extend_from(&fields, &BufferPool::new());
+        assert_eq!(round_trip(&empty), back);
+    }
+
+    #[test]
+    fn names_as_long_as_the_index_marker_take_the_long_form() {
+        for len in [253, 254, 255, 300] {
+            let name = "n".repeat(len);
+            let mut fields = Fields::new();
+            fields.push(&name, &FieldValue::U64(1));
+            fields.push(&name, &FieldValue::Str("s".into()));
+            let back = round_trip(&fields);
+            assert_eq!(back.len(), 2, "{len}");
+            assert!(back.iter().all(|(n, _)| *n == name), "{len}");
+        }
+    }
+
     #[test]
     fn a_damaged_buffer_ends_the_iteration_instead_of_panicking() {
         let fields: Fields = [("a", FieldValue::Str("abc".into()))].into_iter().collect();
         for cut in 0..fields.buf.len() {
             let damaged = Fields {
                 buf: fields.buf[..cut].to_vec(),
+                callsite: None,
             };
             assert_eq!(damaged.iter().count(), 0, "cut at {cut}");
         }
         let bad_tag = Fields {
             buf: vec![1, b'a', 99, 0],
+            callsite: None,
         };
         assert_eq!(bad_tag.iter().count(), 0);
     }
