@@ -21,7 +21,7 @@ pub struct Json<T>(pub T);
 
 impl<T: Serialize> fmt::Debug for Json<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if hand_over(self, &self.0) {
+        if hand_over(f, &self.0) {
             return Ok(());
         }
         // Serialise into a buffer first (reused by this thread, so no allocation once warm):
@@ -89,114 +89,80 @@ fn write_sanitized_as<T: Serialize + ?Sized>(
 thread_local! {
     static JSON_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 
-    /// The address of the value the layer's visitor is formatting (0 when none): a `Json`
-    /// at that address hands its text over in [`HANDED_TEXT`] rather than through the
-    /// formatter (see [`Armed`]).
-    static ARMED: Cell<usize> = const { Cell::new(0) };
-    /// The address of the `Json` whose text is in [`HANDED_TEXT`] (0 when none).
-    static HANDED: Cell<usize> = const { Cell::new(0) };
+    /// Set by the layer's writer when it answers a `Json`'s probe (see [`probe`]).
+    static ACCEPTED: Cell<bool> = const { Cell::new(false) };
+    /// Deferred texts handed over by `Json`s and not yet taken by the layer's writer. A
+    /// stack: a writer takes what was appended after the length it noted when it answered
+    /// the probe, and truncates back to it.
     static HANDED_TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The address `value` is at, as the visitor and `Json::fmt` both see it.
-fn address<T: ?Sized>(value: &T) -> usize {
-    std::ptr::from_ref(value).cast::<()>() as usize
+/// What [`probe`] points at.
+static PROBE: u8 = 0;
+
+/// The probe a `Json` writes before formatting itself: an empty string that points at a
+/// static of this crate. Any other writer prints nothing for it; the layer's own writer
+/// (formatting a whole value for a span field, nothing written yet) answers it with an error
+/// after setting [`ACCEPTED`], and the `Json` then hands its text over in the deferred form
+/// of [`crate::json_ser::to_writer_deferred`] instead of formatting it: no formatter, no
+/// escaping, no number formatting on the application thread (the worker expands it).
+///
+/// Only the writer the value is formatted into sees the probe: a `Json` formatted inside
+/// another value's `Debug` into a string of its own, or by another layer, formats as usual.
+fn probe() -> &'static str {
+    std::str::from_utf8(&std::slice::from_ref(&PROBE)[..0]).unwrap_or_default()
 }
 
-/// `Json::fmt` of `json` (whose value is `value`): when the layer's visitor armed this very
-/// address, serialises `value` into [`HANDED_TEXT`], in the deferred form (escaping and
-/// number formatting are left to the worker), and returns `true` (the formatter gets
-/// nothing). Returns `false` (format as usual) otherwise, and when the value cannot be
-/// serialised.
-fn hand_over<J, T: Serialize>(json: &J, value: &T) -> bool {
-    let at = address(json);
-    if ARMED.try_with(Cell::get).ok() != Some(at) {
+/// Whether `s` is the probe of a `Json`.
+pub(crate) fn is_probe(s: &str) -> bool {
+    s.is_empty() && std::ptr::eq(s.as_ptr(), std::ptr::from_ref(&PROBE))
+}
+
+/// Sends the probe through `f`; when the layer's writer answers it, appends `value` in the
+/// deferred form to [`HANDED_TEXT`] and returns `true` (nothing more is to be written).
+fn hand_over<T: Serialize>(f: &mut fmt::Formatter<'_>, value: &T) -> bool {
+    if f.write_str(probe()).is_ok() || !ACCEPTED.try_with(|a| a.replace(false)).unwrap_or(false) {
         return false;
     }
-    // Claimed, whatever happens next: a `Json` nested in this value formats as usual.
-    ARMED.set(0);
-    let handed = HANDED_TEXT
+    HANDED_TEXT
         .try_with(|cell| {
             let Ok(mut text) = cell.try_borrow_mut() else {
                 return false;
             };
-            text.clear();
-            let ok = write_sanitized_as(&mut text, value, true).is_ok();
-            if text.capacity() > MAX_KEPT_BUFFER && !ok {
-                *text = Vec::new();
-            }
-            ok
+            // On error the text is left as it was, and the value is formatted as usual
+            // (the writer takes that text instead).
+            write_sanitized_as(&mut text, value, true).is_ok()
         })
-        .unwrap_or(false);
-    if handed {
-        HANDED.set(at);
-    }
-    handed
+        .unwrap_or(false)
 }
 
-/// Set by the layer's visitor around formatting a value with `Debug`: if the value is a
-/// [`Json`] (the usual way structured values are recorded), it is handed over in the
-/// deferred form of [`crate::json_ser::to_writer_deferred`], skipping the formatter, string
-/// escaping and number formatting, which the worker does when it expands the text.
-///
-/// The hand-over is used only when the value formatted to nothing else; a `Json` met
-/// anywhere else (nested in another value, formatted by another layer) formats as usual.
-pub(crate) struct Armed {
-    at: usize,
-    previous: usize,
+/// For the layer's writer, answering a probe: the length of the hand-over stack to take
+/// the text from, once the `Json` appended it. `None` (the probe is not answered) when the
+/// stack cannot take a text now (a `Json` is being serialised into it).
+pub(crate) fn accept_probe() -> Option<usize> {
+    let start = HANDED_TEXT
+        .try_with(|cell| cell.try_borrow().map(|text| text.len()).ok())
+        .ok()
+        .flatten()?;
+    ACCEPTED.try_with(|a| a.set(true)).ok()?;
+    Some(start)
 }
 
-/// What [`Armed::finish`] found.
-pub(crate) enum Outcome {
-    /// No `Json` at the value's address claimed the formatting: the formatter's output is
-    /// the value's text.
-    Formatted,
-    /// The `Json` at the value's address handed its text over: `f` gets it.
-    Handed,
-    /// The `Json` at the value's address claimed the formatting but did not hand its text
-    /// over (it could not be serialised, or something else took the text): format again
-    /// without arming.
-    Again,
-}
-
-impl Armed {
-    /// Arms the hand-over for `value`.
-    pub(crate) fn arm(value: &dyn fmt::Debug) -> Armed {
-        let at = address(value);
-        let previous = ARMED.try_with(|armed| armed.replace(at)).unwrap_or(0);
-        Armed { at, previous }
-    }
-
-    /// Disarms, and passes the handed text (in the deferred form) to `f` when there is one.
-    pub(crate) fn finish(self, f: impl FnOnce(&[u8])) -> Outcome {
-        let Ok(now) = ARMED.try_with(|armed| armed.replace(self.previous)) else {
-            return Outcome::Formatted;
+/// Passes the text handed over since `start` (in the deferred form) to `f`, and truncates
+/// the stack back to `start`.
+pub(crate) fn take_handed(start: usize, f: impl FnOnce(&[u8])) {
+    let _ = HANDED_TEXT.try_with(|cell| {
+        let Ok(mut text) = cell.try_borrow_mut() else {
+            return;
         };
-        if now == self.at {
-            return Outcome::Formatted;
+        if let Some(handed) = text.get(start..) {
+            f(handed);
         }
-        if HANDED.try_with(|h| h.get()).ok() != Some(self.at) {
-            return Outcome::Again;
+        text.truncate(start);
+        if text.is_empty() && text.capacity() > MAX_KEPT_BUFFER {
+            *text = Vec::new();
         }
-        HANDED.set(0);
-        let given = HANDED_TEXT
-            .try_with(|cell| {
-                let Ok(mut text) = cell.try_borrow_mut() else {
-                    return false;
-                };
-                f(&text);
-                if text.capacity() > MAX_KEPT_BUFFER {
-                    *text = Vec::new();
-                }
-                true
-            })
-            .unwrap_or(false);
-        if given {
-            Outcome::Handed
-        } else {
-            Outcome::Again
-        }
-    }
+    });
 }
 
 /// A buffer grown past this by one huge value is released rather than kept.

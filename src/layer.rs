@@ -64,11 +64,18 @@ impl BraintrustLayer {
         let direct = if attrs.is_root() {
             return None;
         } else if let Some(parent) = attrs.parent() {
-            parent.clone()
+            Some(parent.clone())
         } else {
-            ctx.current_span().id()?.clone()
+            let current = ctx.current_span();
+            if current.is_known() {
+                // No current span: a root.
+                Some(current.id()?.clone())
+            } else {
+                // A subscriber that does not say: its record of the parent is asked below.
+                None
+            }
         };
-        if let Some(found) = self.spans.with(&direct, lineage) {
+        if let Some(found) = direct.and_then(|direct| self.spans.with(&direct, lineage)) {
             return Some(found);
         }
         let span = ctx.span(id)?;

@@ -193,8 +193,17 @@ impl SpanTable {
 
     /// Sends the open message of every span of shard `s` that has not sent one. Returns
     /// `false` when some could not be sent (the queue is full, or the shard was busy).
-    fn announce_shard(&self, s: usize) -> bool {
-        let Some(mut map) = try_lock(&self.shards[s]) else {
+    ///
+    /// A shutdown (`wait`) takes the shard's lock even while application threads keep
+    /// taking it (it is held briefly, and never by the thread that shuts down); a panic
+    /// checkpoint only tries, in case the panicking thread holds it.
+    fn announce_shard(&self, s: usize, wait: bool) -> bool {
+        let map = if wait {
+            Some(lock(&self.shards[s]))
+        } else {
+            try_lock(&self.shards[s])
+        };
+        let Some(mut map) = map else {
             return false;
         };
         for data in map.values_mut() {
@@ -224,11 +233,8 @@ impl SpanTable {
     /// deadline: each is counted as dropped now and its close is not sent, so that it is
     /// accounted for once.
     fn give_up_shard(&self, s: usize) {
-        // A shard still busy at the deadline: its spans send their close as usual (the
-        // worker has stopped by then, and counts what it does not take).
-        let Some(mut map) = try_lock(&self.shards[s]) else {
-            return;
-        };
+        // Held briefly by application threads, never by the thread that shuts down.
+        let mut map = lock(&self.shards[s]);
         for data in map.values_mut() {
             if data.sampled && !data.open_delivered && !data.lost {
                 data.lost = true;
@@ -343,7 +349,7 @@ impl OpenSpans {
             .flat_map(|t| (0..SHARDS).map(move |s| (&**t, s)))
             .collect();
         loop {
-            pending.retain(|(table, s)| !table.announce_shard(*s));
+            pending.retain(|(table, s)| !table.announce_shard(*s, last));
             if pending.is_empty() {
                 return;
             }
@@ -506,6 +512,68 @@ mod tests {
         let report = guard.shutdown();
         assert_eq!((report.sent, report.unfinished), (60, 0), "{report:?}");
         assert_eq!(sink.spans("open").len(), 60);
+    }
+
+    /// Spans open at shutdown are each announced (a row without end) or counted as dropped.
+    /// Here a thread keeps recording on its own open spans while the guard shuts down with
+    /// little time to announce them.
+    #[test]
+    fn spans_recorded_on_during_a_short_shutdown_are_all_accounted_for() {
+        const SPANS: u64 = 200;
+        for attempt in 0..30 {
+            let (layer, guard, sink) = layer(
+                BraintrustLayer::builder()
+                    .with_queue_size(2)
+                    .with_shutdown_timeout(Duration::from_millis(8)),
+            );
+            let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+            let stop = Arc::new(AtomicBool::new(false));
+            let ready = Arc::new(std::sync::Barrier::new(2));
+            let busy = {
+                let (dispatch, stop, ready) =
+                    (dispatch.clone(), Arc::clone(&stop), Arc::clone(&ready));
+                std::thread::spawn(move || {
+                    let spans: Vec<tracing::Span> =
+                        tracing::dispatcher::with_default(&dispatch, || {
+                            (0..SPANS)
+                                .map(|i| tracing::info_span!("open", i, n = tracing::field::Empty))
+                                .collect()
+                        });
+                    ready.wait();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        spans[(n % SPANS) as usize].record("n", n);
+                        n += 1;
+                    }
+                    spans
+                })
+            };
+            ready.wait();
+            std::thread::sleep(Duration::from_millis(20));
+            let report = guard.shutdown();
+            stop.store(true, Ordering::Relaxed);
+            let spans = busy.join().expect("recorded");
+            drop(spans);
+            // Every span open at shutdown was counted as dropped, or announced and written
+            // without an end (by a worker that may still be finishing when the shutdown
+            // gives up waiting, as `complete: false` says).
+            let waited = std::time::Instant::now();
+            let written = loop {
+                let written = sink.spans("open").len() as u64;
+                if written + report.dropped >= SPANS || waited.elapsed() > Duration::from_secs(5) {
+                    break written;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            assert_eq!(
+                written + report.dropped,
+                SPANS,
+                "attempt {attempt}: {written} written, {report:?}"
+            );
+            if report.complete {
+                assert_eq!(report.enqueued, SPANS, "attempt {attempt}: {report:?}");
+            }
+        }
     }
 
     #[test]

@@ -315,8 +315,15 @@ impl Fields {
     /// `max` bytes are kept, then a truncation marker). The entry is complete once
     /// [`TextWriter::finish`] runs.
     fn begin_field_text(&mut self, field: &Field, tag: u8, max: usize) -> TextWriter<'_> {
-        self.push_field_head(field, tag);
-        self.text_writer(max)
+        let Some(i) = self.index_of(field) else {
+            self.push_head(field.name(), tag);
+            return self.text_writer(max);
+        };
+        // The head and the long length prefix `text_writer` writes, in one write.
+        self.buf
+            .extend_from_slice(&[INDEXED, i, tag, LONG_LEN, 0, 0, 0, 0]);
+        let len_at = self.buf.len() - 4;
+        self.writer_at(len_at, max)
     }
 
     /// [`Fields::begin_field_text`] for a field given by name.
@@ -328,14 +335,20 @@ impl Fields {
 
     fn text_writer(&mut self, max: usize) -> TextWriter<'_> {
         // A long length prefix, patched by `finish`.
-        self.buf.push(LONG_LEN);
-        let len_at = self.buf.len();
-        self.buf.extend_from_slice(&[0; 4]);
+        self.buf.extend_from_slice(&[LONG_LEN, 0, 0, 0, 0]);
+        let len_at = self.buf.len() - 4;
+        self.writer_at(len_at, max)
+    }
+
+    /// The writer of a text whose four length bytes (after `LONG_LEN`) start at `len_at`.
+    fn writer_at(&mut self, len_at: usize, max: usize) -> TextWriter<'_> {
         TextWriter {
             fields: self,
             len_at,
             max: max.min(u32::MAX as usize / 2),
             skipped: 0,
+            accept: false,
+            handed: None,
         }
     }
 
@@ -372,6 +385,11 @@ pub(crate) struct TextWriter<'a> {
     len_at: usize,
     max: usize,
     skipped: usize,
+    /// Whether a `Json` may hand its text over (see [`crate::json::is_probe`]): set for a
+    /// whole value formatted with `Debug`.
+    accept: bool,
+    /// Where the text a `Json` handed over starts on the thread's hand-over stack.
+    handed: Option<usize>,
 }
 
 impl TextWriter<'_> {
@@ -379,30 +397,32 @@ impl TextWriter<'_> {
         self.fields.buf.len() - (self.len_at + 4)
     }
 
-    /// Adds the truncation marker if needed and patches the length.
-    fn finish(self) {
+    /// Lets a `Json` that is the whole value hand its text over.
+    fn accept_hand_over(&mut self) {
+        self.accept = true;
+    }
+
+    /// Adds the text a `Json` handed over (as it came when it cannot grow past the limit,
+    /// else expanded and cut like any text), then the truncation marker if needed, and
+    /// patches the length.
+    fn finish(mut self) {
+        if let Some(start) = self.handed.take() {
+            crate::json::take_handed(start, |deferred| {
+                if deferred.len().saturating_mul(DEFERRED_GROWTH) <= self.max {
+                    self.set_tag(TAG_DEFERRED);
+                    self.fields.buf.extend_from_slice(deferred);
+                } else {
+                    self.append_expanded(deferred);
+                }
+            });
+        }
         if self.skipped > 0 {
-            let _ = write!(
-                self.fields.buf_writer(),
-                "...[truncated {} bytes]",
-                self.skipped
-            );
+            let skipped = self.skipped;
+            let _ = write!(self.fields.buf_writer(), "...[truncated {skipped} bytes]");
         }
         let len = u32::try_from(self.written()).unwrap_or(u32::MAX);
-        self.fields.buf[self.len_at..self.len_at + 4].copy_from_slice(&len.to_le_bytes());
-    }
-}
-
-impl TextWriter<'_> {
-    /// Whether nothing was written yet.
-    fn is_untouched(&self) -> bool {
-        self.written() == 0 && self.skipped == 0
-    }
-
-    /// Forgets what was written.
-    fn reset(&mut self) {
-        self.fields.buf.truncate(self.len_at + 4);
-        self.skipped = 0;
+        let len_at = self.len_at;
+        self.fields.buf[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
     }
 
     /// Changes the entry's tag.
@@ -413,14 +433,25 @@ impl TextWriter<'_> {
         }
     }
 
-    /// Appends bytes whole (the caller checked the limit).
-    fn write_raw(&mut self, bytes: &[u8]) {
-        self.fields.buf.extend_from_slice(bytes);
+    /// Appends the JSON text of a deferred text, cut at the limit like any text.
+    fn append_expanded(&mut self, deferred: &[u8]) {
+        let mut text = Vec::new();
+        if crate::json_ser::expand_deferred(deferred, &mut text).is_some() {
+            if let Ok(text) = std::str::from_utf8(&text) {
+                self.append(text);
+            }
+        }
     }
-}
 
-impl fmt::Write for TextWriter<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
+    /// Something follows the text a `Json` handed over: that text goes in first, expanded.
+    fn settle_hand_over(&mut self) {
+        if let Some(start) = self.handed.take() {
+            crate::json::take_handed(start, |deferred| self.append_expanded(deferred));
+        }
+    }
+
+    /// Appends `s`, keeping at most `max` bytes.
+    fn append(&mut self, s: &str) {
         // Once a piece was cut, nothing more is kept: the text stays a prefix.
         let room = if self.skipped > 0 {
             0
@@ -437,7 +468,34 @@ impl fmt::Write for TextWriter<'_> {
             self.fields.buf.extend_from_slice(&s.as_bytes()[..cut]);
             self.skipped += s.len() - cut;
         }
+    }
+}
+
+impl fmt::Write for TextWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if crate::json::is_probe(s) {
+            // A `Json` asks whether it can hand its text over: only as the whole value.
+            if self.accept && self.handed.is_none() && self.written() == 0 && self.skipped == 0 {
+                if let Some(start) = crate::json::accept_probe() {
+                    self.handed = Some(start);
+                    return Err(fmt::Error);
+                }
+            }
+            return Ok(());
+        }
+        self.settle_hand_over();
+        self.append(s);
         Ok(())
+    }
+}
+
+impl Drop for TextWriter<'_> {
+    fn drop(&mut self) {
+        // Unwinding from a `Debug` impl that panicked after a hand-over: the thread's
+        // hand-over stack goes back to where it was.
+        if let Some(start) = self.handed.take() {
+            crate::json::take_handed(start, |_| {});
+        }
     }
 }
 
@@ -804,29 +862,8 @@ impl Visit for FieldVisitor<'_> {
         let mut out = self
             .fields
             .begin_field_text(field, TAG_TEXT, self.max_bytes);
-        let armed = crate::json::Armed::arm(value);
+        out.accept_hand_over();
         let _ = write!(out, "{value:?}");
-        let untouched = out.is_untouched();
-        let mut taken = false;
-        let outcome = armed.finish(|text| {
-            // Kept only when it cannot be cut by the limit once expanded.
-            if untouched && text.len().saturating_mul(DEFERRED_GROWTH) <= out.max {
-                out.set_tag(TAG_DEFERRED);
-                out.write_raw(text);
-                taken = true;
-            }
-        });
-        // A `Json` recorded as it is is in; a `Json` inside another value, one that could
-        // not hand its text over, or one too long, is formatted again as any value.
-        let again = match outcome {
-            crate::json::Outcome::Formatted => false,
-            crate::json::Outcome::Handed => !taken,
-            crate::json::Outcome::Again => true,
-        };
-        if again {
-            out.reset();
-            let _ = write!(out, "{value:?}");
-        }
         out.finish();
     }
 }

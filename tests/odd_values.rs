@@ -2,12 +2,16 @@
 
 mod common;
 
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{by_name, capture, capture_with, fixture_rows, memory_dispatch};
+use common::{by_name, capture, capture_with, fixture_rows, memory_dispatch, memory_layer};
 use serde_json::{Value, json};
-use tracing_braintrust::{BraintrustLayer, json};
+use tracing_braintrust::{BraintrustLayer, Json, json};
+use tracing_subscriber::layer::SubscriberExt;
 
 /// The Python SDK's encoding of special floats, as captured in `j_special_values.jsonl`.
 fn python_special(key: &str) -> Value {
@@ -514,4 +518,187 @@ fn json_values_read_the_same_however_they_are_wrapped() {
     assert_eq!(row["metadata"]["chatty"], "chatty \"done\"");
     // Recorded from inside the serialisation of another `Json`.
     assert_eq!(by_name(&rows, "other")["output"], json!({"nested": 0.5}));
+}
+
+// A `json(..)` value hands its text over to the layer only as the whole value being
+// recorded; everywhere else it formats as usual.
+
+/// A wrapper whose Debug is a transformation of its Json's text (here: cut to 10 bytes).
+#[repr(transparent)]
+struct Short(Json<Value>);
+
+impl fmt::Debug for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = format!("{:?}", self.0);
+        f.write_str(&text[..text.len().min(10)])
+    }
+}
+
+#[test]
+fn a_wrapper_that_reformats_its_json_is_recorded_as_it_prints() {
+    let v = json!({"secret": "a long value here", "n": 1});
+    let expected = format!("{:?}", Short(Json(v.clone())));
+    assert_eq!(expected, r#"{"n":1,"se"#);
+    let (rows, _) = capture(|| {
+        tracing::info_span!("s", output = tracing::field::debug(Short(Json(v.clone()))))
+            .in_scope(|| {});
+    });
+    // Anything but the whole JSON: the layer must see what Debug prints.
+    assert_eq!(by_name(&rows, "s")["output"], Value::String(expected));
+}
+
+/// A value whose Debug panics when asked to; its Json is at its own address.
+#[repr(C)]
+struct Flaky {
+    j: Json<i32>,
+    panic: Cell<bool>,
+}
+
+impl fmt::Debug for Flaky {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.panic.get() {
+            panic!("Debug failed");
+        }
+        self.j.fmt(f)
+    }
+}
+
+#[inline(never)]
+fn record_flaky(span: &tracing::Span, panic: bool) {
+    let value = tracing::field::debug(Flaky {
+        j: Json(1),
+        panic: Cell::new(panic),
+    });
+    span.record("output", &value);
+}
+
+#[test]
+fn a_panicking_debug_leaves_no_hand_over_behind() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (layer, sink, guard) = memory_layer(BraintrustLayer::builder());
+    let subscriber = tracing_subscriber::registry()
+        .with(layer)
+        .with(Seen(Arc::clone(&seen)));
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!("s", output = tracing::field::Empty);
+        // The same call site twice: first its value's Debug panics (caught), then not.
+        for panic in [true, false] {
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                record_flaky(&span, panic);
+            }));
+        }
+        drop(span);
+    });
+    guard.shutdown();
+    assert_eq!(by_name(&sink.rows(), "s")["output"], 1);
+    // The other layer formatted the second value: it must read `1`.
+    assert_eq!(*seen.lock().unwrap(), vec!["1".to_owned()]);
+}
+
+/// A wrapper whose Debug is its Json's, that then records an unserialisable value.
+#[repr(transparent)]
+struct RecordsAfter(Json<Value>);
+
+thread_local! {
+    static OTHER: std::cell::RefCell<Option<tracing::Span>> = const { std::cell::RefCell::new(None) };
+}
+
+impl fmt::Debug for RecordsAfter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)?;
+        let mut bad = HashMap::new();
+        bad.insert(vec![1u8], 1);
+        OTHER.with(|o| {
+            if let Some(span) = &*o.borrow() {
+                span.record("output", json(&bad));
+            }
+        });
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failed_nested_hand_over_leaves_the_outer_value_whole() {
+    let v = json!({"answer": 42});
+    let (rows, _) = capture(|| {
+        let other = tracing::info_span!("other", output = tracing::field::Empty);
+        OTHER.with(|o| *o.borrow_mut() = Some(other.clone()));
+        tracing::info_span!(
+            "outer",
+            output = tracing::field::debug(RecordsAfter(Json(v.clone())))
+        )
+        .in_scope(|| {});
+        OTHER.with(|o| *o.borrow_mut() = None);
+    });
+    assert_eq!(by_name(&rows, "outer")["output"], v);
+}
+
+/// A wrapper whose Debug logs its Json (as a Debug impl may), then prints it.
+#[repr(transparent)]
+struct Logs(Json<Value>);
+
+impl fmt::Debug for Logs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Re-enters through the span's own dispatcher (events would be suppressed).
+        OTHER.with(|o| {
+            if let Some(span) = &*o.borrow() {
+                span.record("inner", tracing::field::debug(&self.0));
+            }
+        });
+        self.0.fmt(f)
+    }
+}
+
+/// Keeps the Debug text of every event's `inner` field.
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Seen {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct V<'a>(&'a Mutex<Vec<String>>);
+        impl tracing::field::Visit for V<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+                if field.name() == "inner" {
+                    self.0.lock().unwrap().push(format!("{value:?}"));
+                }
+            }
+        }
+        event.record(&mut V(&self.0));
+    }
+    fn on_record(
+        &self,
+        _: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct V<'a>(&'a Mutex<Vec<String>>);
+        impl tracing::field::Visit for V<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+                if field.name() == "output" || field.name() == "inner" {
+                    self.0.lock().unwrap().push(format!("{value:?}"));
+                }
+            }
+        }
+        values.record(&mut V(&self.0));
+    }
+}
+
+#[test]
+fn another_layer_formatting_the_same_json_reads_its_text() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (layer, _sink, guard) = memory_layer(BraintrustLayer::builder());
+    let subscriber = tracing_subscriber::registry()
+        .with(layer)
+        .with(Seen(Arc::clone(&seen)));
+    let v = json!({"k": "v"});
+    tracing::subscriber::with_default(subscriber, || {
+        let other = tracing::info_span!("other", inner = tracing::field::Empty);
+        OTHER.with(|o| *o.borrow_mut() = Some(other.clone()));
+        tracing::info_span!("s", output = tracing::field::debug(Logs(Json(v.clone()))))
+            .in_scope(|| {});
+        OTHER.with(|o| *o.borrow_mut() = None);
+    });
+    guard.shutdown();
+    let seen = seen.lock().unwrap().clone();
+    // One Debug call: one nested record, which the other layer reads as the JSON text.
+    assert_eq!(seen, vec![r#"{"k":"v"}"#.to_owned()]);
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{by_name, capture, is_hex, memory_dispatch};
+use common::{by_name, capture, is_hex, memory_dispatch, memory_layer};
 use serde_json::{Value, json};
 use tracing::Instrument;
 use tracing::instrument::WithSubscriber;
@@ -334,4 +334,68 @@ fn spans_filtered_out_for_the_layer_are_skipped_in_parent_links() {
     }));
     assert_child_of(by_name(&rows, "contextual"), root);
     assert_child_of(by_name(&rows, "explicit"), root);
+}
+
+/// A subscriber that wraps a registry and forwards everything but `current_span` (which
+/// `Subscriber` leaves to a default that says "unknown").
+struct Wrapper(tracing_subscriber::Registry);
+
+impl tracing::Subscriber for Wrapper {
+    fn enabled(&self, m: &tracing::Metadata<'_>) -> bool {
+        self.0.enabled(m)
+    }
+    fn new_span(&self, a: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        self.0.new_span(a)
+    }
+    fn record(&self, id: &tracing::span::Id, r: &tracing::span::Record<'_>) {
+        self.0.record(id, r)
+    }
+    fn record_follows_from(&self, a: &tracing::span::Id, b: &tracing::span::Id) {
+        self.0.record_follows_from(a, b)
+    }
+    fn event(&self, e: &tracing::Event<'_>) {
+        self.0.event(e)
+    }
+    fn enter(&self, id: &tracing::span::Id) {
+        self.0.enter(id)
+    }
+    fn exit(&self, id: &tracing::span::Id) {
+        self.0.exit(id)
+    }
+    fn clone_span(&self, id: &tracing::span::Id) -> tracing::span::Id {
+        self.0.clone_span(id)
+    }
+    fn try_close(&self, id: tracing::span::Id) -> bool {
+        self.0.try_close(id)
+    }
+}
+
+impl<'a> tracing_subscriber::registry::LookupSpan<'a> for Wrapper {
+    type Data =
+        <tracing_subscriber::Registry as tracing_subscriber::registry::LookupSpan<'a>>::Data;
+    fn span_data(&'a self, id: &tracing::span::Id) -> Option<Self::Data> {
+        self.0.span_data(id)
+    }
+}
+
+#[test]
+fn a_subscriber_that_does_not_know_the_current_span_still_links_parents() {
+    let (layer, sink, guard) = memory_layer(BraintrustLayer::builder());
+    let subscriber = tracing_subscriber::layer::SubscriberExt::with(
+        Wrapper(tracing_subscriber::registry()),
+        layer,
+    );
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info_span!("parent").in_scope(|| {
+            tracing::info_span!("child").in_scope(|| {});
+        });
+    });
+    guard.shutdown();
+    let rows = sink.rows();
+    let (parent, child) = (by_name(&rows, "parent"), by_name(&rows, "child"));
+    assert_eq!(
+        child["span_parents"],
+        json!([parent["span_id"]]),
+        "{child:#}"
+    );
 }
