@@ -40,27 +40,25 @@
 //!
 //! `cargo bench --bench layer -- --measurement-time 2`
 //!
-//! Medians from one run (2 vCPU AMD EPYC VM, Rust 1.95, `--measurement-time 3`, nothing
+//! Medians from one run (2 vCPU Intel Xeon VM, Rust 1.95, `--measurement-time 3`, nothing
 //! else running; the same table is in the README's Performance section):
 //!
 //! | group | registry | fmt_sink | otel_batch_noop | braintrust | vs registry | vs otel |
 //! |---|---|---|---|---|---|---|
-//! | lifecycle_1t | 182 ns | 1.38 µs | 3.01 µs | 806 ns | 4.4x | 0.27x |
-//! | lifecycle_1t_idle | 605 ns | 4.13 µs | 6.33 µs | 2.42 µs | 4.0x | 0.38x |
-//! | lifecycle_4t_cpu | 284 ns | 2.98 µs | 3.26 µs | 839 ns | 3.0x | 0.26x |
-//! | lifecycle_4t_wall | 158 ns | 1.29 µs | 1.70 µs | 509 ns | 3.2x | 0.30x |
-//! | events20 | 382 ns | 24.5 µs | 22.6 µs | 6.91 µs | 18x | 0.31x |
-//! | nested100 | 23.3 µs | 58.0 µs | 198 µs | 62.0 µs | 2.7x | 0.31x |
-//! | filtered_warn | 190 ns | 8.14 ns | 8.26 ns | 8.19 ns | 0.04x | 0.99x |
+//! | lifecycle_1t | 140 ns | 1.15 µs | 2.17 µs | 454 ns | 3.2x | 0.21x |
+//! | lifecycle_1t_idle | 360 ns | 2.73 µs | 3.64 µs | 1.55 µs | 4.3x | 0.42x |
+//! | lifecycle_4t_cpu | 559 ns | 3.30 µs | 2.31 µs | 703 ns | 1.3x | 0.30x |
+//! | lifecycle_4t_wall | 273 ns | 1.88 µs | 1.38 µs | 434 ns | 1.6x | 0.32x |
+//! | events20 | 253 ns | 17.5 µs | 12.8 µs | 4.71 µs | 19x | 0.37x |
+//! | nested100 | 19.0 µs | 39.6 µs | 178 µs | 51.0 µs | 2.7x | 0.29x |
+//! | filtered_warn | 147 ns | 2.0 ns | 2.1 ns | 2.0 ns | 0.01x | 0.95x |
 //!
-//! Four more runs of `lifecycle_1t` right after gave braintrust 913, 904, 824 and 794 ns
-//! (5.3x, 4.5x, 4.4x and 4.7x registry, 0.28x to 0.29x otel); the machine's noise is that
-//! large. Pinned to one vCPU (`taskset -c 0`, the workers then run only when the benchmark
-//! thread does not): braintrust 736 ns, registry 176 ns, otel 1.71 µs.
-//! In `filtered_warn`, `registry+noop_layer` is 110 ns, `+noop_layer` (filtered) 234 ns and
-//! `+braintrust` (filtered) 228 ns: per-layer filtering itself costs most of the difference.
-//! `lifecycle_parts` (registry / braintrust): `bare` 199 ns / 377 ns, `no_input` 174 ns /
-//! 528 ns, `no_records` 187 ns / 623 ns, `full` 181 ns / 825 ns.
+//! Four more runs of `lifecycle_1t` right after gave braintrust 447, 500, 465 and 438 ns
+//! (3.0x to 3.2x registry, 0.215x to 0.221x otel); the machine's noise is that large.
+//! In `filtered_warn`, `registry+noop_layer` is 90 ns, `+noop_layer` (filtered) 189 ns and
+//! `+braintrust` (filtered) 196 ns: per-layer filtering itself costs most of the difference.
+//! `lifecycle_parts` (registry / braintrust): `bare` 162 ns / 247 ns, `no_input` 158 ns /
+//! 363 ns, `no_records` 154 ns / 420 ns, `full` 151 ns / 436 ns.
 
 mod common;
 
