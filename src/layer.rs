@@ -364,34 +364,16 @@ where
                 (false, _) => Fields::new(),
             };
             inner.sampling_changed(None, Some(false));
-            self.spans.insert(
-                id,
-                SpanData {
-                    header,
-                    fields,
-                    error: None,
-                    open_delivered: false,
-                    sampled: false,
-                    lost: false,
-                },
-            );
+            self.spans
+                .insert(id, SpanData::open(header, fields, false, false));
             return;
         }
         let fields = fields.unwrap_or_else(|| inner.capture(attrs.metadata(), |v| attrs.record(v)));
         if !inner.live && inner.open_spans.ready() {
             // The worker hears of the span when it closes, or from a shutdown or a panic
             // checkpoint that finds it still open (see `crate::open`).
-            self.spans.insert(
-                id,
-                SpanData {
-                    header,
-                    fields,
-                    error: None,
-                    open_delivered: false,
-                    sampled: true,
-                    lost: false,
-                },
-            );
+            self.spans
+                .insert(id, SpanData::open(header, fields, true, false));
             return;
         }
         let (fields, open_delivered) = match inner.tx.try_send(Message::Open(OpenSpan {
@@ -405,17 +387,8 @@ where
                 _ => (Fields::new(), false),
             },
         };
-        self.spans.insert(
-            id,
-            SpanData {
-                header,
-                fields,
-                error: None,
-                open_delivered,
-                sampled: true,
-                lost: false,
-            },
-        );
+        self.spans
+            .insert(id, SpanData::open(header, fields, true, open_delivered));
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
@@ -580,28 +553,27 @@ impl RecordVisitor<'_> {
     }
 }
 
+/// `Visit` methods for plain values, written straight into the span's fields.
+macro_rules! record_directly {
+    ($($method:ident($ty:ty)),* $(,)?) => {
+        $(
+            fn $method(&mut self, field: &tracing_core::Field, value: $ty) {
+                self.direct(|v| v.$method(field, value));
+            }
+        )*
+    };
+}
+
 impl tracing_core::field::Visit for RecordVisitor<'_> {
-    fn record_f64(&mut self, field: &tracing_core::Field, value: f64) {
-        self.direct(|v| v.record_f64(field, value));
-    }
-    fn record_i64(&mut self, field: &tracing_core::Field, value: i64) {
-        self.direct(|v| v.record_i64(field, value));
-    }
-    fn record_u64(&mut self, field: &tracing_core::Field, value: u64) {
-        self.direct(|v| v.record_u64(field, value));
-    }
-    fn record_i128(&mut self, field: &tracing_core::Field, value: i128) {
-        self.direct(|v| v.record_i128(field, value));
-    }
-    fn record_u128(&mut self, field: &tracing_core::Field, value: u128) {
-        self.direct(|v| v.record_u128(field, value));
-    }
-    fn record_bool(&mut self, field: &tracing_core::Field, value: bool) {
-        self.direct(|v| v.record_bool(field, value));
-    }
-    fn record_str(&mut self, field: &tracing_core::Field, value: &str) {
-        self.direct(|v| v.record_str(field, value));
-    }
+    record_directly!(
+        record_f64(f64),
+        record_i64(i64),
+        record_u64(u64),
+        record_i128(i128),
+        record_u128(u128),
+        record_bool(bool),
+        record_str(&str),
+    );
     fn record_error(
         &mut self,
         field: &tracing_core::Field,

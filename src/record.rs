@@ -807,6 +807,25 @@ pub(crate) struct SpanData {
     pub(crate) lost: bool,
 }
 
+impl SpanData {
+    /// A span that just opened: no error yet, not lost.
+    pub(crate) fn open(
+        header: SpanHeader,
+        fields: Fields,
+        sampled: bool,
+        open_delivered: bool,
+    ) -> Self {
+        SpanData {
+            header,
+            fields,
+            error: None,
+            open_delivered,
+            sampled,
+            lost: false,
+        }
+    }
+}
+
 /// Upper bound for one captured string; longer values are cut with a marker.
 pub(crate) const DEFAULT_MAX_FIELD_BYTES: usize = 1 << 20;
 
