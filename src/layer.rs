@@ -54,12 +54,7 @@ impl BraintrustLayer {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let lineage = |d: &mut SpanData| Lineage {
-            root: d.header.root.clone(),
-            parent: Some(SpanId::Hex(d.header.span_id)),
-            route: d.header.route.clone(),
-            sampled: d.sampled,
-        };
+        let lineage = |d: &mut SpanData| Lineage::under(d);
         // What the registry takes as the parent, without looking the new span up.
         let direct = if attrs.is_root() {
             return None;
@@ -68,7 +63,7 @@ impl BraintrustLayer {
         } else {
             let current = ctx.current_span();
             if current.is_known() {
-                // No current span: a root.
+                // No current span (`?`): a root.
                 Some(current.id()?.clone())
             } else {
                 // A subscriber that does not say: its record of the parent is asked below.
@@ -215,6 +210,18 @@ struct Lineage {
     parent: Option<SpanId>,
     route: Option<Arc<Route>>,
     sampled: bool,
+}
+
+impl Lineage {
+    /// The lineage of a span or event inside the span of `data`.
+    fn under(data: &SpanData) -> Lineage {
+        Lineage {
+            root: data.header.root.clone(),
+            parent: Some(SpanId::Hex(data.header.span_id)),
+            route: data.header.route.clone(),
+            sampled: data.sampled,
+        }
+    }
 }
 
 impl LayerInner {
@@ -431,16 +438,12 @@ where
                             fields.take()
                         };
                     }
-                    Some((
-                        data.header.root.clone(),
-                        Some(SpanId::Hex(data.header.span_id)),
-                        data.header.route.clone(),
-                    ))
+                    Some(Lineage::under(data))
                 });
                 let Some(Some(lineage)) = found else {
                     return;
                 };
-                lineage
+                (lineage.root, lineage.parent, lineage.route)
             }
             None => inner.detached(),
         };
@@ -513,8 +516,8 @@ impl RecordVisitor<'_> {
         let inner = &*self.layer.inner;
         self.layer.spans.with(self.id, |data| {
             if data.sampled {
-                data.fields.ready_for_records(&inner.pool);
-                data.fields.for_callsite(data.header.metadata);
+                data.fields
+                    .ready_for_records(&inner.pool, data.header.metadata);
                 record(&mut FieldVisitor {
                     fields: &mut data.fields,
                     max_bytes: inner.max_field_bytes,

@@ -179,7 +179,7 @@ impl SpanTable {
     /// was reused): the worker hears of it as open, so that a shutdown writes it without
     /// `metrics.end`; counted as dropped when even that is not possible.
     fn abandon(&self, data: SpanData) {
-        if !data.sampled || data.open_delivered || data.lost {
+        if !data.unannounced() {
             return;
         }
         let open = OpenSpan {
@@ -207,7 +207,7 @@ impl SpanTable {
             return false;
         };
         for data in map.values_mut() {
-            if !data.sampled || data.open_delivered || data.lost {
+            if !data.unannounced() {
                 continue;
             }
             // Sent under the shard's lock, so that the span's close, which needs it, is
@@ -236,7 +236,7 @@ impl SpanTable {
         // Held briefly by application threads, never by the thread that shuts down.
         let mut map = lock(&self.shards[s]);
         for data in map.values_mut() {
-            if data.sampled && !data.open_delivered && !data.lost {
+            if data.unannounced() {
                 data.lost = true;
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -248,12 +248,7 @@ impl SpanTable {
     fn waiting(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| {
-                lock(s)
-                    .values()
-                    .filter(|d| d.sampled && !d.open_delivered && !d.lost)
-                    .count()
-            })
+            .map(|s| lock(s).values().filter(|d| d.unannounced()).count())
             .sum()
     }
 }

@@ -76,6 +76,15 @@ const FIRST_CAPTURE_CAPACITY: usize = 256;
 /// a few `record` calls share one allocation.
 const FIRST_RECORD_CAPACITY: usize = 128;
 
+/// How an entry names its field.
+#[derive(Clone, Copy)]
+enum Name<'a> {
+    /// Its index in the list's callsite.
+    Index(u8),
+    /// Its name.
+    Text(&'a str),
+}
+
 impl Fields {
     /// No fields (no allocation).
     pub(crate) const fn new() -> Self {
@@ -118,56 +127,17 @@ impl Fields {
         }
     }
 
-    /// The index `field` is stored by, when it belongs to this list's callsite.
+    /// How an entry names `field`: by its index when it belongs to this list's callsite.
     #[inline]
-    fn index_of(&self, field: &Field) -> Option<u8> {
-        let callsite = self.callsite?;
-        if field.callsite() != callsite.callsite() {
-            return None;
-        }
-        u8::try_from(field.index()).ok()
-    }
-
-    /// Writes the head of an entry for `field`: its index or its name, then `tag`.
-    fn push_field_head(&mut self, field: &Field, tag: u8) {
-        match self.index_of(field) {
-            Some(i) => self.buf.extend_from_slice(&[INDEXED, i, tag]),
-            None => self.push_head(field.name(), tag),
-        }
-    }
-
-    /// Appends an eight-byte value of `field`.
-    fn push_field_fixed8(&mut self, field: &Field, tag: u8, value: [u8; 8]) {
-        match self.index_of(field) {
-            Some(i) => {
-                let [a, b, c, d, e, f, g, h] = value;
-                self.buf
-                    .extend_from_slice(&[INDEXED, i, tag, a, b, c, d, e, f, g, h]);
+    fn name_of(&self, field: &Field) -> Name<'static> {
+        match self.callsite {
+            Some(callsite) if field.callsite() == callsite.callsite() => {
+                match u8::try_from(field.index()) {
+                    Ok(i) => Name::Index(i),
+                    Err(_) => Name::Text(field.name()),
+                }
             }
-            None => self.push_fixed8(field.name(), tag, value),
-        }
-    }
-
-    /// Appends a string value of `field`, cut at a character boundary after `max` bytes
-    /// with a marker.
-    fn push_field_str(&mut self, field: &Field, text: &str, max: usize) {
-        if let (Some(i), Ok(t)) = (self.index_of(field), u8::try_from(text.len())) {
-            if t < LONG_LEN && text.len() <= max {
-                self.buf.extend_from_slice(&[INDEXED, i, TAG_STR, t]);
-                self.buf.extend_from_slice(text.as_bytes());
-                return;
-            }
-        }
-        if self.index_of(field).is_none() {
-            return self.push_str_limited(field.name(), text, max);
-        }
-        self.push_field_head(field, TAG_STR);
-        if text.len() <= max {
-            self.push_bytes(text.as_bytes());
-        } else {
-            let mut writer = self.text_writer(max);
-            let _ = writer.write_str(text);
-            writer.finish();
+            _ => Name::Text(field.name()),
         }
     }
 
@@ -190,13 +160,19 @@ impl Fields {
         self.buf.extend_from_slice(&other.buf);
     }
 
-    /// Takes a buffer from `pool` when there is none yet, before fields recorded after the
-    /// span's creation are appended (so that a few `record` calls share one allocation).
-    pub(crate) fn ready_for_records(&mut self, pool: &BufferPool) {
+    /// Before fields of `callsite` recorded after the span's creation are appended: takes
+    /// a buffer from `pool` when there is none yet (so that a few `record` calls share one
+    /// allocation), and stores them by index when nothing is stored yet.
+    pub(crate) fn ready_for_records(
+        &mut self,
+        pool: &BufferPool,
+        callsite: &'static Metadata<'static>,
+    ) {
         if self.buf.capacity() == 0 {
             self.buf = pool.take();
             self.buf.reserve(FIRST_RECORD_CAPACITY);
         }
+        self.for_callsite(callsite);
     }
 
     /// Releases the buffer when one huge value grew it past `max` bytes.
@@ -225,7 +201,18 @@ impl Fields {
         self.buf.extend_from_slice(&bytes[..len]);
     }
 
-    fn push_head(&mut self, name: &str, tag: u8) {
+    /// Writes how an entry names its field: `INDEXED` and the index, or the name with its
+    /// length.
+    #[inline(always)]
+    fn push_name(&mut self, name: Name<'_>) {
+        match name {
+            Name::Index(i) => self.buf.extend_from_slice(&[INDEXED, i]),
+            Name::Text(name) => self.push_name_text(name),
+        }
+    }
+
+    /// A name with its length (names of `INDEXED` bytes or more in the long form).
+    fn push_name_text(&mut self, name: &str) {
         let name = name.as_bytes();
         match u8::try_from(name.len()) {
             Ok(short) if short < INDEXED => self.buf.push(short),
@@ -237,18 +224,23 @@ impl Fields {
         }
         self.buf
             .extend_from_slice(&name[..name.len().min(u32::MAX as usize)]);
+    }
+
+    fn push_head(&mut self, name: Name<'_>, tag: u8) {
+        self.push_name(name);
         self.buf.push(tag);
     }
 
     /// Appends a field.
     pub(crate) fn push(&mut self, name: &str, value: &FieldValue) {
+        let name = Name::Text(name);
         match value {
             FieldValue::Bool(b) => self.push_fixed(name, TAG_BOOL, &[u8::from(*b)]),
-            FieldValue::I64(v) => self.push_fixed(name, TAG_I64, &v.to_le_bytes()),
-            FieldValue::U64(v) => self.push_fixed(name, TAG_U64, &v.to_le_bytes()),
+            FieldValue::I64(v) => self.push_fixed8(name, TAG_I64, v.to_le_bytes()),
+            FieldValue::U64(v) => self.push_fixed8(name, TAG_U64, v.to_le_bytes()),
             FieldValue::I128(v) => self.push_fixed(name, TAG_I128, &v.to_le_bytes()),
             FieldValue::U128(v) => self.push_fixed(name, TAG_U128, &v.to_le_bytes()),
-            FieldValue::F64(v) => self.push_fixed(name, TAG_F64, &v.to_le_bytes()),
+            FieldValue::F64(v) => self.push_fixed8(name, TAG_F64, v.to_le_bytes()),
             FieldValue::Str(s) => self.push_text(name, TAG_STR, s),
             FieldValue::Text(s) => self.push_text(name, TAG_TEXT, s),
             FieldValue::Json(v) => {
@@ -258,54 +250,57 @@ impl Fields {
         }
     }
 
-    fn push_fixed(&mut self, name: &str, tag: u8, bytes: &[u8]) {
+    fn push_fixed(&mut self, name: Name<'_>, tag: u8, bytes: &[u8]) {
         self.push_head(name, tag);
         self.buf.extend_from_slice(bytes);
     }
 
     /// [`Fields::push_fixed`] for an eight-byte value: the tag and the value go in as one
     /// write (fewer capacity checks on the application thread).
-    fn push_fixed8(&mut self, name: &str, tag: u8, value: [u8; 8]) {
-        let Ok(short) = u8::try_from(name.len()) else {
-            return self.push_fixed(name, tag, &value);
-        };
-        if short >= INDEXED {
-            return self.push_fixed(name, tag, &value);
-        }
+    #[inline(always)]
+    fn push_fixed8(&mut self, name: Name<'_>, tag: u8, value: [u8; 8]) {
         let [a, b, c, d, e, f, g, h] = value;
-        self.buf.extend_from_slice(&[short]);
-        self.buf.extend_from_slice(name.as_bytes());
-        self.buf.extend_from_slice(&[tag, a, b, c, d, e, f, g, h]);
-    }
-
-    fn push_text(&mut self, name: &str, tag: u8, text: &str) {
-        // Short name and text (the usual case): the tag and the text's length go in as one
-        // write.
-        if let (Ok(n), Ok(t)) = (u8::try_from(name.len()), u8::try_from(text.len())) {
-            if n < INDEXED && t < LONG_LEN {
-                self.buf.extend_from_slice(&[n]);
-                self.buf.extend_from_slice(name.as_bytes());
-                self.buf.extend_from_slice(&[tag, t]);
-                self.buf.extend_from_slice(text.as_bytes());
-                return;
+        match name {
+            Name::Index(i) => self
+                .buf
+                .extend_from_slice(&[INDEXED, i, tag, a, b, c, d, e, f, g, h]),
+            Name::Text(name) => {
+                self.push_name_text(name);
+                self.buf.extend_from_slice(&[tag, a, b, c, d, e, f, g, h]);
             }
         }
-        self.push_head(name, tag);
-        self.push_bytes(text.as_bytes());
+    }
+
+    #[inline(always)]
+    fn push_text(&mut self, name: Name<'_>, tag: u8, text: &str) {
+        match (name, u8::try_from(text.len())) {
+            // A short text (the usual case): the head and its length go in as one write.
+            (Name::Index(i), Ok(t)) if t < LONG_LEN => {
+                self.buf.extend_from_slice(&[INDEXED, i, tag, t]);
+            }
+            (Name::Text(name), Ok(t)) if t < LONG_LEN => {
+                self.push_name_text(name);
+                self.buf.extend_from_slice(&[tag, t]);
+            }
+            _ => {
+                self.push_head(name, tag);
+                return self.push_bytes(text.as_bytes());
+            }
+        }
+        self.buf.extend_from_slice(text.as_bytes());
     }
 
     /// Appends a field whose value is JSON text (parsed back on the worker).
     pub(crate) fn push_json(&mut self, name: &str, json_text: &str) {
-        self.push_text(name, TAG_JSON, json_text);
+        self.push_text(Name::Text(name), TAG_JSON, json_text);
     }
 
     /// Appends a string field, cut at a character boundary after `max` bytes with a marker.
-    pub(crate) fn push_str_limited(&mut self, name: &str, text: &str, max: usize) {
+    fn push_str_limited(&mut self, name: Name<'_>, text: &str, max: usize) {
         if text.len() <= max {
             self.push_text(name, TAG_STR, text);
         } else {
-            self.push_head(name, TAG_STR);
-            let mut writer = self.text_writer(max);
+            let mut writer = self.begin_text(name, TAG_STR, max);
             let _ = writer.write_str(text);
             writer.finish();
         }
@@ -314,37 +309,13 @@ impl Fields {
     /// Appends a text field whose value is written through the returned writer (at most
     /// `max` bytes are kept, then a truncation marker). The entry is complete once
     /// [`TextWriter::finish`] runs.
-    fn begin_field_text(&mut self, field: &Field, tag: u8, max: usize) -> TextWriter<'_> {
-        let Some(i) = self.index_of(field) else {
-            self.push_head(field.name(), tag);
-            return self.text_writer(max);
-        };
-        // The head and the long length prefix `text_writer` writes, in one write.
-        self.buf
-            .extend_from_slice(&[INDEXED, i, tag, LONG_LEN, 0, 0, 0, 0]);
-        let len_at = self.buf.len() - 4;
-        self.writer_at(len_at, max)
-    }
-
-    /// [`Fields::begin_field_text`] for a field given by name.
-    #[cfg(test)]
-    fn begin_text(&mut self, name: &str, tag: u8, max: usize) -> TextWriter<'_> {
+    fn begin_text(&mut self, name: Name<'_>, tag: u8, max: usize) -> TextWriter<'_> {
         self.push_head(name, tag);
-        self.text_writer(max)
-    }
-
-    fn text_writer(&mut self, max: usize) -> TextWriter<'_> {
         // A long length prefix, patched by `finish`.
         self.buf.extend_from_slice(&[LONG_LEN, 0, 0, 0, 0]);
-        let len_at = self.buf.len() - 4;
-        self.writer_at(len_at, max)
-    }
-
-    /// The writer of a text whose four length bytes (after `LONG_LEN`) start at `len_at`.
-    fn writer_at(&mut self, len_at: usize, max: usize) -> TextWriter<'_> {
         TextWriter {
+            len_at: self.buf.len() - 4,
             fields: self,
-            len_at,
             max: max.min(u32::MAX as usize / 2),
             skipped: 0,
             accept: false,
@@ -808,6 +779,12 @@ pub(crate) struct SpanData {
 }
 
 impl SpanData {
+    /// Whether the worker has yet to hear of this kept span (a shutdown or a panic
+    /// checkpoint announces it).
+    pub(crate) fn unannounced(&self) -> bool {
+        self.sampled && !self.open_delivered && !self.lost
+    }
+
     /// A span that just opened: no error yet, not lost.
     pub(crate) fn open(
         header: SpanHeader,
@@ -837,23 +814,31 @@ pub(crate) struct FieldVisitor<'a> {
 
 impl FieldVisitor<'_> {
     fn fixed(&mut self, field: &Field, tag: u8, bytes: &[u8]) {
-        self.fields.push_field_head(field, tag);
-        self.fields.buf.extend_from_slice(bytes);
+        let name = self.fields.name_of(field);
+        self.fields.push_fixed(name, tag, bytes);
+    }
+
+    fn fixed8(&mut self, field: &Field, tag: u8, value: [u8; 8]) {
+        let name = self.fields.name_of(field);
+        self.fields.push_fixed8(name, tag, value);
+    }
+
+    /// Starts a text entry for `field`, cut after `max_bytes`.
+    fn text(&mut self, field: &Field, tag: u8) -> TextWriter<'_> {
+        let name = self.fields.name_of(field);
+        self.fields.begin_text(name, tag, self.max_bytes)
     }
 }
 
 impl Visit for FieldVisitor<'_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.fields
-            .push_field_fixed8(field, TAG_F64, value.to_le_bytes());
+        self.fixed8(field, TAG_F64, value.to_le_bytes());
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.fields
-            .push_field_fixed8(field, TAG_I64, value.to_le_bytes());
+        self.fixed8(field, TAG_I64, value.to_le_bytes());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.fields
-            .push_field_fixed8(field, TAG_U64, value.to_le_bytes());
+        self.fixed8(field, TAG_U64, value.to_le_bytes());
     }
     fn record_i128(&mut self, field: &Field, value: i128) {
         self.fixed(field, TAG_I128, &value.to_le_bytes());
@@ -865,10 +850,11 @@ impl Visit for FieldVisitor<'_> {
         self.fixed(field, TAG_BOOL, &[u8::from(value)]);
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.fields.push_field_str(field, value, self.max_bytes);
+        let name = self.fields.name_of(field);
+        self.fields.push_str_limited(name, value, self.max_bytes);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let mut out = self.fields.begin_field_text(field, TAG_STR, self.max_bytes);
+        let mut out = self.text(field, TAG_STR);
         let _ = write!(out, "{value}");
         let mut source = value.source();
         while let Some(cause) = source {
@@ -878,9 +864,7 @@ impl Visit for FieldVisitor<'_> {
         out.finish();
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let mut out = self
-            .fields
-            .begin_field_text(field, TAG_TEXT, self.max_bytes);
+        let mut out = self.text(field, TAG_TEXT);
         out.accept_hand_over();
         let _ = write!(out, "{value:?}");
         out.finish();
@@ -1014,13 +998,13 @@ mod tests {
     #[test]
     fn long_text_is_cut_at_a_char_boundary_with_a_marker() {
         let mut fields = Fields::new();
-        fields.push_str_limited("s", &"é".repeat(10), 5);
-        let mut out = fields.begin_text("d", TAG_TEXT, 8);
+        fields.push_str_limited(Name::Text("s"), &"é".repeat(10), 5);
+        let mut out = fields.begin_text(Name::Text("d"), TAG_TEXT, 8);
         for _ in 0..1000 {
             let _ = out.write_str("0123456789");
         }
         out.finish();
-        fields.push_str_limited("short", "short", 100);
+        fields.push_str_limited(Name::Text("short"), "short", 100);
         let back = round_trip(&fields);
         let FieldValue::Str(s) = &back[0].1 else {
             panic!("{back:?}")
@@ -1037,7 +1021,7 @@ mod tests {
 
         // A cut piece ends the kept text: later, shorter pieces are not written after it.
         let mut fields = Fields::new();
-        let mut out = fields.begin_text("p", TAG_TEXT, 3);
+        let mut out = fields.begin_text(Name::Text("p"), TAG_TEXT, 3);
         for piece in ["[\"", "é", "\",\"", "b", "\"]"] {
             let _ = out.write_str(piece);
         }
