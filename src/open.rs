@@ -1,11 +1,11 @@
 //! Where the layer keeps the data of open spans, and how a shutdown or a panic checkpoint
 //! reaches the spans the worker has not heard of.
 //!
-//! Each layer value keeps its open spans in a [`SpanTable`]: shards, each a mutex over a map
-//! from the subscriber's span id to the span's [`SpanData`]. A callback finds its span with
-//! one hash and one uncontended lock, instead of a registry lookup, a lock of the span's
-//! extensions and a map of their types; storing a span allocates nothing once its shard has
-//! grown. No user code runs while a shard is locked (values are formatted before, and the
+//! Each layer value keeps its open spans in a [`SpanTable`]: shards, each a mutex over the
+//! spans' [`SpanData`] by the subscriber's span id (a `Registry` span at its slab address, any
+//! other in a hash map). A callback finds its span with one index (or one hash) and one
+//! uncontended lock, instead of a registry lookup, a lock of the span's extensions and a map
+//! of their types; storing a span allocates nothing once its shard has grown. No user code runs while a shard is locked (values are formatted before, and the
 //! locks are taken by this crate only), so a shard is held for a few hundred nanoseconds at
 //! most, and a shutdown or a panic checkpoint that walks the tables waits for nothing else.
 //!
@@ -60,7 +60,153 @@ pub(crate) struct SpanTable {
 #[derive(Default)]
 struct Shard(SpinMutex<SpanMap, Yield>);
 
-type SpanMap = HashMap<u64, SpanData, BuildHasherDefault<IdHasher>>;
+/// The spans of one shard.
+///
+/// A `Registry` span id is a slab key: below [`REGISTRY_THREAD_SHIFT`] it holds the span's
+/// address in its thread's slab, which the registry hands out from the lowest free one, so
+/// the addresses in use stay close to the number of spans open at once on that thread.
+/// Those spans sit in a vector at their address: no hashing, no probing. A span whose
+/// address is taken (by a span of another thread sharing the shard), or too large, and any
+/// span of a subscriber that is not a `Registry`, goes to a hash map.
+#[derive(Default)]
+struct SpanMap {
+    /// `direct[address]`: the span with that address, and its id.
+    direct: Vec<Option<(u64, SpanData)>>,
+    /// How many spans `direct` holds.
+    in_direct: usize,
+    /// The other spans.
+    others: HashMap<u64, SpanData, BuildHasherDefault<IdHasher>>,
+}
+
+/// The largest slab address kept by position: beyond it (more than this many spans open
+/// at once on one thread) spans go to the hash map.
+const MAX_DIRECT: usize = 1 << 16;
+
+/// The address bits of a `Registry` span id.
+const ADDRESS_MASK: u64 = (1 << REGISTRY_THREAD_SHIFT) - 1;
+
+impl SpanMap {
+    /// Where a span with this id is kept by position, if it is.
+    #[inline]
+    fn address(id: u64, by_thread: bool) -> Option<usize> {
+        if !by_thread {
+            return None;
+        }
+        // Registry ids are the slab key plus one.
+        let address = (id.wrapping_sub(1) & ADDRESS_MASK) as usize;
+        (address < MAX_DIRECT).then_some(address)
+    }
+
+    /// Stores a span; returns the span that had this id before, if any (its close never
+    /// reached the layer).
+    #[inline]
+    fn insert(&mut self, id: u64, data: SpanData, by_thread: bool) -> Option<SpanData> {
+        if let Some(at) = Self::address(id, by_thread) {
+            if at >= self.direct.len() {
+                let len = (at + 1).max(self.direct.len() * 2).clamp(16, MAX_DIRECT);
+                self.direct.resize_with(len, || None);
+            }
+            let slot = &mut self.direct[at];
+            match slot {
+                None => {
+                    *slot = Some((id, data));
+                    self.in_direct += 1;
+                    if self.others.is_empty() {
+                        return None;
+                    }
+                    return self.others.remove(&id);
+                }
+                Some((found, _)) if *found == id => {
+                    return slot.replace((id, data)).map(|(_, old)| old);
+                }
+                // Another span has the address: one of another thread sharing the shard,
+                // or one whose close never came.
+                Some(_) => {}
+            }
+        }
+        self.others.insert(id, data)
+    }
+
+    #[inline]
+    fn get_mut(&mut self, id: u64, by_thread: bool) -> Option<&mut SpanData> {
+        if let Some(at) = Self::address(id, by_thread) {
+            if let Some(Some((found, data))) = self.direct.get_mut(at) {
+                if *found == id {
+                    return Some(data);
+                }
+            }
+        }
+        if self.others.is_empty() {
+            return None;
+        }
+        self.others.get_mut(&id)
+    }
+
+    #[inline]
+    fn remove(&mut self, id: u64, by_thread: bool) -> Option<SpanData> {
+        if let Some(at) = Self::address(id, by_thread) {
+            if let Some(slot) = self.direct.get_mut(at) {
+                if slot.as_ref().is_some_and(|(found, _)| *found == id) {
+                    self.in_direct -= 1;
+                    let data = slot.take().map(|(_, data)| data);
+                    self.shrink();
+                    return data;
+                }
+            }
+        }
+        if self.others.is_empty() {
+            return None;
+        }
+        let data = self.others.remove(&id);
+        if self.others.capacity() > SHRINK_ABOVE && self.others.len() < self.others.capacity() / 8 {
+            // A burst of open spans is over: give most of the room back.
+            let len = self.others.len();
+            self.others.shrink_to(len * 2);
+        }
+        data
+    }
+
+    /// After a burst of open spans: gives back the room past the last span kept by
+    /// position, once most of it is empty.
+    #[inline]
+    fn shrink(&mut self) {
+        if self.direct.len() > SHRINK_ABOVE && self.in_direct < self.direct.len() / 8 {
+            while let Some(None) = self.direct.last() {
+                self.direct.pop();
+            }
+            if self.direct.capacity() > self.direct.len() * 2 {
+                self.direct.shrink_to(self.direct.len() * 2);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.in_direct + self.others.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut SpanData> {
+        self.direct
+            .iter_mut()
+            .flatten()
+            .map(|(_, data)| data)
+            .chain(self.others.values_mut())
+    }
+
+    /// Takes every span out.
+    fn drain(&mut self) -> Vec<SpanData> {
+        self.in_direct = 0;
+        std::mem::take(&mut self.direct)
+            .into_iter()
+            .flatten()
+            .map(|(_, data)| data)
+            .chain(self.others.drain().map(|(_, data)| data))
+            .collect()
+    }
+}
 
 /// Registry span ids are slab keys: a multiply and a fold spread them over the table.
 #[derive(Default)]
@@ -119,10 +265,14 @@ impl std::fmt::Debug for SpanTable {
 }
 
 impl SpanTable {
+    /// The shard of `id`, locked, and whether ids are a `Registry`'s.
     #[inline]
-    fn map(&self, id: &Id) -> SpinMutexGuard<'_, SpanMap, Yield> {
+    fn map(&self, id: &Id) -> (SpinMutexGuard<'_, SpanMap, Yield>, bool) {
         let by_thread = self.by_thread.load(Ordering::Relaxed);
-        lock(&self.shards[shard_of(id.into_u64(), by_thread)])
+        (
+            lock(&self.shards[shard_of(id.into_u64(), by_thread)]),
+            by_thread,
+        )
     }
 
     /// Takes the subscriber the layer is registered in into account: spans of a
@@ -146,10 +296,18 @@ impl SpanTable {
         self.shards.iter().map(|s| lock(s).len()).collect()
     }
 
+    /// How many spans are kept by their position in their shard.
+    #[cfg(test)]
+    fn kept_by_position(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).in_direct).sum()
+    }
+
     /// Stores a new span.
     #[inline]
     pub(crate) fn insert(&self, id: &Id, data: SpanData) {
-        let old = self.map(id).insert(id.into_u64(), data);
+        let (mut map, by_thread) = self.map(id);
+        let old = map.insert(id.into_u64(), data, by_thread);
+        drop(map);
         if let Some(old) = old {
             // The subscriber reused an id whose close never reached the layer.
             self.abandon(old);
@@ -159,20 +317,15 @@ impl SpanTable {
     /// Runs `f` on the span's data, if the span is here.
     #[inline]
     pub(crate) fn with<R>(&self, id: &Id, f: impl FnOnce(&mut SpanData) -> R) -> Option<R> {
-        self.map(id).get_mut(&id.into_u64()).map(f)
+        let (mut map, by_thread) = self.map(id);
+        map.get_mut(id.into_u64(), by_thread).map(f)
     }
 
     /// Takes the span's data out (it closed).
     #[inline]
     pub(crate) fn remove(&self, id: &Id) -> Option<SpanData> {
-        let mut map = self.map(id);
-        let data = map.remove(&id.into_u64());
-        if map.capacity() > SHRINK_ABOVE && map.len() < map.capacity() / 8 {
-            // A burst of open spans is over: give most of the room back.
-            let len = map.len();
-            map.shrink_to(len * 2);
-        }
-        data
+        let (mut map, by_thread) = self.map(id);
+        map.remove(id.into_u64(), by_thread)
     }
 
     /// A span that will never close through the layer (its table is going away, or its id
@@ -248,7 +401,7 @@ impl SpanTable {
     fn waiting(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| lock(s).values().filter(|d| d.unannounced()).count())
+            .map(|s| lock(s).values_mut().filter(|d| d.unannounced()).count())
             .sum()
     }
 }
@@ -256,7 +409,7 @@ impl SpanTable {
 impl Drop for SpanTable {
     fn drop(&mut self) {
         for shard in self.shards.iter() {
-            let spans: Vec<SpanData> = lock(shard).drain().map(|(_, data)| data).collect();
+            let spans = lock(shard).drain();
             for data in spans {
                 self.abandon(data);
             }
@@ -371,6 +524,136 @@ impl OpenSpans {
             .filter_map(Weak::upgrade)
             .map(|t| t.waiting())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod map_tests {
+    use super::*;
+    use crate::record::{Fields, SpanHeader};
+
+    /// A `Registry` span id: the slab key (generation, thread, address) plus one
+    /// (`sharded-slab`'s default layout: 13 bits for the thread after the address).
+    fn registry_id(generation: u64, thread: u64, address: u64) -> u64 {
+        ((generation << (REGISTRY_THREAD_SHIFT + 13)) | (thread << REGISTRY_THREAD_SHIFT) | address)
+            + 1
+    }
+
+    /// Span data told apart by its exec counter.
+    fn data(n: u64) -> SpanData {
+        let metadata = tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            tracing::info_span!("in_the_map").metadata()
+        })
+        .expect("an enabled span has metadata");
+        let header = SpanHeader {
+            span_id: n,
+            row_id: u128::from(n),
+            root: crate::ids::TraceId::random(),
+            parent: None,
+            exec_counter: n,
+            start: crate::clock::Stamp::now(),
+            metadata,
+            route: None,
+        };
+        SpanData::open(header, Fields::new(), true, false)
+    }
+
+    fn counter(map: &mut SpanMap, id: u64, by_thread: bool) -> Option<u64> {
+        map.get_mut(id, by_thread).map(|d| d.header.exec_counter)
+    }
+
+    #[test]
+    fn threads_sharing_a_shard_keep_spans_at_the_same_address_apart() {
+        let mut map = SpanMap::default();
+        let (a, b) = (registry_id(0, 1, 5), registry_id(0, 33, 5));
+        assert_eq!(shard_of(a, true), shard_of(b, true));
+        assert!(map.insert(a, data(1), true).is_none());
+        assert!(map.insert(b, data(2), true).is_none());
+        assert_eq!(map.len(), 2);
+        assert_eq!(counter(&mut map, a, true), Some(1));
+        assert_eq!(counter(&mut map, b, true), Some(2));
+        assert_eq!(map.remove(a, true).map(|d| d.header.exec_counter), Some(1));
+        assert_eq!(counter(&mut map, a, true), None);
+        assert_eq!(counter(&mut map, b, true), Some(2));
+        // The address is free again: a new span of the first thread takes it.
+        let c = registry_id(1, 1, 5);
+        assert!(map.insert(c, data(3), true).is_none());
+        assert_eq!(counter(&mut map, c, true), Some(3));
+        assert_eq!(map.remove(b, true).map(|d| d.header.exec_counter), Some(2));
+        assert_eq!(map.remove(c, true).map(|d| d.header.exec_counter), Some(3));
+        assert!(map.is_empty());
+        assert!(map.remove(c, true).is_none());
+    }
+
+    #[test]
+    fn a_span_that_never_closed_is_handed_back_when_its_id_comes_again() {
+        let mut map = SpanMap::default();
+        let (stale, new) = (registry_id(0, 3, 7), registry_id(1, 3, 7));
+        assert!(map.insert(stale, data(1), true).is_none());
+        // Its address given out again: both are kept.
+        assert!(map.insert(new, data(2), true).is_none());
+        assert_eq!(counter(&mut map, stale, true), Some(1));
+        assert_eq!(counter(&mut map, new, true), Some(2));
+        // The very same id again (a subscriber that reuses ids outright), kept by position
+        // or not: the span that had it is handed back.
+        let old = map.insert(new, data(3), true);
+        assert_eq!(old.map(|d| d.header.exec_counter), Some(2));
+        let old = map.insert(stale, data(4), true);
+        assert_eq!(old.map(|d| d.header.exec_counter), Some(1));
+        assert_eq!(map.len(), 2);
+        // Closed at its address, then reused while a copy sits in the hash map.
+        assert_eq!(
+            map.remove(stale, true).map(|d| d.header.exec_counter),
+            Some(4)
+        );
+        let old = map.insert(new, data(5), true);
+        assert_eq!(old.map(|d| d.header.exec_counter), Some(3));
+        assert_eq!(map.len(), 1);
+        assert!(map.others.is_empty());
+    }
+
+    #[test]
+    fn far_addresses_and_ids_of_other_subscribers_go_to_the_hash_map() {
+        let mut map = SpanMap::default();
+        let far = registry_id(0, 2, MAX_DIRECT as u64 + 3);
+        assert!(map.insert(far, data(1), true).is_none());
+        assert!(map.insert(42, data(2), false).is_none());
+        assert!(map.insert(43, data(3), false).is_none());
+        assert_eq!(map.direct.len(), 0, "nothing kept by position");
+        assert_eq!(map.len(), 3);
+        assert_eq!(counter(&mut map, far, true), Some(1));
+        assert_eq!(counter(&mut map, 43, false), Some(3));
+        let mut all: Vec<u64> = map.values_mut().map(|d| d.header.exec_counter).collect();
+        all.sort_unstable();
+        assert_eq!(all, [1, 2, 3]);
+        assert_eq!(
+            map.remove(42, false).map(|d| d.header.exec_counter),
+            Some(2)
+        );
+        assert_eq!(map.drain().len(), 2);
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn the_room_of_a_burst_is_given_back() {
+        let mut map = SpanMap::default();
+        let ids: Vec<u64> = (0..20_000).map(|a| registry_id(0, 4, a)).collect();
+        for (n, id) in ids.iter().enumerate() {
+            assert!(map.insert(*id, data(n as u64), true).is_none());
+        }
+        assert_eq!(map.in_direct, 20_000);
+        assert!(map.others.is_empty());
+        // The oldest span stays open; the rest close.
+        for id in &ids[1..] {
+            assert!(map.remove(*id, true).is_some());
+        }
+        assert_eq!(map.len(), 1);
+        assert!(
+            map.direct.capacity() <= 2,
+            "{} slots kept for one span",
+            map.direct.capacity()
+        );
+        assert_eq!(counter(&mut map, ids[0], true), Some(0));
     }
 }
 
@@ -501,6 +784,7 @@ mod tests {
         sizes.retain(|&n| n > 0);
         sizes.sort_unstable();
         assert_eq!(sizes, [20, 20, 20], "one shard per thread");
+        assert_eq!(table.kept_by_position(), 60, "by their slab address");
         // Closed from this thread: found where they were stored.
         drop(spans);
         assert_eq!(table.shard_sizes().iter().sum::<usize>(), 0);
