@@ -99,7 +99,7 @@ impl SpanMap {
 
     /// Stores a span; returns the span that had this id before, if any (its close never
     /// reached the layer).
-    #[inline]
+    #[inline(always)]
     fn insert(&mut self, id: u64, data: SpanData, by_thread: bool) -> Option<SpanData> {
         if let Some(at) = Self::address(id, by_thread) {
             if at >= self.direct.len() {
@@ -142,7 +142,7 @@ impl SpanMap {
         self.others.get_mut(&id)
     }
 
-    #[inline]
+    #[inline(always)]
     fn remove(&mut self, id: u64, by_thread: bool) -> Option<SpanData> {
         if let Some(at) = Self::address(id, by_thread) {
             if let Some(slot) = self.direct.get_mut(at) {
@@ -303,7 +303,7 @@ impl SpanTable {
     }
 
     /// Stores a new span.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn insert(&self, id: &Id, data: SpanData) {
         let (mut map, by_thread) = self.map(id);
         let old = map.insert(id.into_u64(), data, by_thread);
@@ -322,7 +322,7 @@ impl SpanTable {
     }
 
     /// Takes the span's data out (it closed).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn remove(&self, id: &Id) -> Option<SpanData> {
         let (mut map, by_thread) = self.map(id);
         map.remove(id.into_u64(), by_thread)

@@ -111,7 +111,7 @@ impl Fields {
         if buf.capacity() == 0 {
             // Room for a typical span's fields, so that capturing them grows it at most
             // once.
-            buf.reserve_exact(FIRST_CAPTURE_CAPACITY);
+            buf = Vec::with_capacity(FIRST_CAPTURE_CAPACITY);
         }
         Fields {
             buf,
