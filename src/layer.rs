@@ -427,7 +427,7 @@ where
                         // No log rows for a sampled-out trace; its errors are kept only
                         // when asked for.
                         if sets_error && inner.keep_errors {
-                            data.error = fields.take();
+                            data.error = fields.take().map(Box::new);
                         }
                         return None;
                     }
@@ -436,7 +436,8 @@ where
                             fields.clone()
                         } else {
                             fields.take()
-                        };
+                        }
+                        .map(Box::new);
                     }
                     Some(Lineage::under(data))
                 });

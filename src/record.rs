@@ -767,8 +767,9 @@ pub(crate) struct SpanData {
     /// Fields recorded after the open message was handed to the worker (or all of them while
     /// it was not).
     pub(crate) fields: Fields,
-    /// The last ERROR event seen inside the span, as raw fields.
-    pub(crate) error: Option<Fields>,
+    /// The last ERROR event seen inside the span, as raw fields (boxed: rare, and the
+    /// span's data and its close message stay smaller without it).
+    pub(crate) error: Option<Box<Fields>>,
     /// Whether the worker received the open message (with the initial fields).
     pub(crate) open_delivered: bool,
     /// Whether the trace is kept by sampling.

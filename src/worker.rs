@@ -43,7 +43,7 @@ pub(crate) struct OpenSpan {
 pub(crate) struct ClosedSpan {
     pub(crate) header: SpanHeader,
     pub(crate) fields: Fields,
-    pub(crate) error: Option<Fields>,
+    pub(crate) error: Option<Box<Fields>>,
     pub(crate) end: crate::clock::Stamp,
     pub(crate) open_delivered: bool,
 }
@@ -306,7 +306,7 @@ impl Worker {
                     &self.settings,
                     &close.header,
                     initial.into_iter().flatten().chain(close.fields.iter()),
-                    close.error.as_ref(),
+                    close.error.as_deref(),
                     Some(close.end),
                 );
                 if self.live && opened.is_some() {
@@ -318,7 +318,7 @@ impl Worker {
                 }
                 self.pool.give(close.fields);
                 if let Some(error) = close.error {
-                    self.pool.give(error);
+                    self.pool.give(*error);
                 }
             }
             Message::Event(event) => {
