@@ -273,6 +273,76 @@ fn filtered_warn(c: &mut Criterion) {
     group.finish();
 }
 
+/// Spans per turn in `lifecycle_1t_paired`.
+const PAIRED_SPANS: u64 = 20_000;
+/// Rounds of `lifecycle_1t_paired`.
+const PAIRED_ROUNDS: usize = 40;
+
+/// Workload 1 under the registry, OpenTelemetry and this layer in turns: rounds of
+/// [`PAIRED_SPANS`] spans under each, the order rotated every round, each setup settled
+/// (untimed) after its turn. On a shared virtual machine the host's slow and fast periods
+/// last seconds, longer than a turn, so they fall on all three alike; the ratios are taken
+/// within each round, and their median is printed with the median times. (Criterion, which
+/// measures one baseline after the other, cannot pair them.)
+fn lifecycle_1t_paired() {
+    let input = small_input();
+    let work = || span_lifecycle(&input);
+    let kinds = [Kind::Registry, Kind::Otel, Kind::Braintrust];
+    let setups: Vec<Setup> = kinds.iter().map(|&k| Setup::new(k, false)).collect();
+    // Warm up each (thread-locals, queues, pools), untimed.
+    for setup in &setups {
+        run_single(setup, PAIRED_SPANS, &work);
+    }
+    let mut per_span: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+    let (mut vs_otel, mut vs_registry) = (Vec::new(), Vec::new());
+    for round in 0..PAIRED_ROUNDS {
+        let mut times = [0.0; 3];
+        for turn in 0..kinds.len() {
+            let k = (round + turn) % kinds.len();
+            let cpu = run_single(&setups[k], PAIRED_SPANS, &work);
+            times[k] = cpu.as_secs_f64() * 1e9 / PAIRED_SPANS as f64;
+            per_span[k].push(times[k]);
+        }
+        vs_registry.push(times[2] / times[0]);
+        vs_otel.push(times[2] / times[1]);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let quartiles = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 4], v[v.len() / 2], v[v.len() * 3 / 4])
+    };
+    let times: Vec<String> = kinds
+        .iter()
+        .zip(per_span.iter_mut())
+        .map(|(k, v)| format!("{} {:.0} ns", k.name(), median(v)))
+        .collect();
+    let (o1, o2, o3) = quartiles(&mut vs_otel);
+    let (r1, r2, r3) = quartiles(&mut vs_registry);
+    println!(
+        "lifecycle_1t_paired: {PAIRED_ROUNDS} rounds of {PAIRED_SPANS} spans each; median per span: {}",
+        times.join(", ")
+    );
+    println!(
+        "lifecycle_1t_paired: braintrust / otel_batch_noop per round: median {o2:.3}x (quartiles {o1:.3}x, {o3:.3}x); braintrust / registry: median {r2:.2}x (quartiles {r1:.2}x, {r3:.2}x)"
+    );
+    for setup in setups {
+        eprintln!("  [paired] {}", setup.finish());
+    }
+}
+
+/// Whether the command line selects `name`: no benchmark filter given, or one that is part
+/// of it (criterion's filter is the one argument that is neither an option nor a number).
+fn selected(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .sample_size(30)
@@ -291,4 +361,7 @@ fn main() {
     nested100(&mut c);
     filtered_warn(&mut c);
     c.final_summary();
+    if selected("lifecycle_1t_paired") {
+        lifecycle_1t_paired();
+    }
 }
