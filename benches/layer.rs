@@ -21,6 +21,10 @@
 //! - `lifecycle_parts`: workload 1 taken apart, under the registry and this layer only:
 //!   `full` (workload 1), `no_input` (without the JSON `input`), `no_records` (without the
 //!   2 records after creation), `bare` (a span with no fields).
+//! - `lifecycle_1t_paired` (not a criterion group; printed after them): workload 1 under the
+//!   registry, OpenTelemetry and this layer in turns of 20 000 spans, the order rotated each
+//!   round, ratios taken within each round (`cargo bench --bench layer -- lifecycle_1t_paired`
+//!   runs it alone).
 //! - `events20`: a span with 20 INFO events; time per span (with its events).
 //! - `nested100`: a root with 100 nested children; time per trace (101 spans).
 //! - `filtered_warn`: workload 1 with the layer behind `with_filter(LevelFilter::WARN)`
@@ -40,25 +44,30 @@
 //!
 //! `cargo bench --bench layer -- --measurement-time 2`
 //!
-//! Medians from one run (2 vCPU Intel Xeon VM, Rust 1.95, `--measurement-time 3`, nothing
-//! else running; the same table is in the README's Performance section):
+//! Medians from one run (2 vCPU AMD EPYC VM, Rust 1.95, `--measurement-time 3`, nothing
+//! else running; the same table is in the README's Performance section). The host has slow
+//! periods of seconds that fall on some groups and not others (the registry alone reads
+//! 136-507 ns across this run's groups): compare within a row, and see
+//! `lifecycle_1t_paired` for workload 1.
 //!
 //! | group | registry | fmt_sink | otel_batch_noop | braintrust | vs registry | vs otel |
 //! |---|---|---|---|---|---|---|
-//! | lifecycle_1t | 140 ns | 1.15 µs | 2.17 µs | 454 ns | 3.2x | 0.21x |
-//! | lifecycle_1t_idle | 360 ns | 2.73 µs | 3.64 µs | 1.55 µs | 4.3x | 0.42x |
-//! | lifecycle_4t_cpu | 559 ns | 3.30 µs | 2.31 µs | 703 ns | 1.3x | 0.30x |
-//! | lifecycle_4t_wall | 273 ns | 1.88 µs | 1.38 µs | 434 ns | 1.6x | 0.32x |
-//! | events20 | 253 ns | 17.5 µs | 12.8 µs | 4.71 µs | 19x | 0.37x |
-//! | nested100 | 19.0 µs | 39.6 µs | 178 µs | 51.0 µs | 2.7x | 0.29x |
-//! | filtered_warn | 147 ns | 2.0 ns | 2.1 ns | 2.0 ns | 0.01x | 0.95x |
+//! | lifecycle_1t | 507 ns | 3.18 µs | 3.67 µs | 1.05 µs | 2.1x | 0.29x |
+//! | lifecycle_1t_idle | 617 ns | 3.62 µs | 3.07 µs | 1.31 µs | 2.1x | 0.43x |
+//! | lifecycle_4t_cpu | 585 ns | 3.83 µs | 3.01 µs | 947 ns | 1.6x | 0.31x |
+//! | lifecycle_4t_wall | 380 ns | 2.10 µs | 1.72 µs | 550 ns | 1.4x | 0.32x |
+//! | events20 | 457 ns | 42.5 µs | 34.2 µs | 5.19 µs | 11x | 0.15x |
+//! | nested100 | 55.7 µs | 57.1 µs | 191 µs | 62.6 µs | 1.1x | 0.33x |
+//! | filtered_warn | 173 ns | 10.2 ns | 10.2 ns | 9.95 ns | 0.06x | 0.97x |
 //!
-//! Four more runs of `lifecycle_1t` right after gave braintrust 447, 500, 465 and 438 ns
-//! (3.0x to 3.2x registry, 0.215x to 0.221x otel); the machine's noise is that large.
-//! In `filtered_warn`, `registry+noop_layer` is 90 ns, `+noop_layer` (filtered) 189 ns and
-//! `+braintrust` (filtered) 196 ns: per-layer filtering itself costs most of the difference.
-//! `lifecycle_parts` (registry / braintrust): `bare` 162 ns / 247 ns, `no_input` 158 ns /
-//! 363 ns, `no_records` 154 ns / 420 ns, `full` 151 ns / 436 ns.
+//! `lifecycle_1t_paired`, five runs right after (median of 40 rounds): braintrust 467, 472,
+//! 497, 483 and 469 ns against registry 143, 145, 151, 151 and 136 ns (3.3x to 3.5x) and
+//! otel 2.92, 2.86, 2.95, 2.90 and 2.80 µs (0.162x to 0.173x; upper quartiles of the rounds
+//! 0.176x to 0.200x).
+//! In `filtered_warn`, `registry+noop_layer` is 96 ns, `+noop_layer` (filtered) 197 ns and
+//! `+braintrust` (filtered) 205 ns: per-layer filtering itself costs most of the difference.
+//! `lifecycle_parts` (registry / braintrust, in a slow period): `bare` 606 ns / 310 ns,
+//! `no_input` 146 ns / 550 ns, `no_records` 386 ns / 820 ns, `full` 223 ns / 574 ns.
 
 mod common;
 
