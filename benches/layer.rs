@@ -342,14 +342,52 @@ fn lifecycle_1t_paired() {
     }
 }
 
-/// Whether the command line selects `name`: no benchmark filter given, or one that is part
-/// of it (criterion's filter is the one argument that is neither an option nor a number).
+/// Whether the command line selects `name`, as criterion reads it: `cargo bench` (which
+/// passes `--bench`) with no filter, or with a filter (a regular expression, or the exact
+/// name with `--exact`) that matches it. Listing and test runs (`--list`, `cargo test
+/// --benches`) skip it.
 fn selected(name: &str) -> bool {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
-        .collect();
-    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+    /// Criterion's options that take a value.
+    const WITH_VALUE: [&str; 16] = [
+        "--baseline",
+        "--baseline-lenient",
+        "--color",
+        "--confidence-level",
+        "--format",
+        "--load-baseline",
+        "--measurement-time",
+        "--noise-threshold",
+        "--nresamples",
+        "--output-format",
+        "--plotting-backend",
+        "--profile-time",
+        "--sample-size",
+        "--save-baseline",
+        "--significance-level",
+        "--warm-up-time",
+    ];
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench")
+        || args
+            .iter()
+            .any(|a| a == "--list" || a == "--test" || a.starts_with("--profile-time"))
+    {
+        return false;
+    }
+    let mut filter = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            rest.next();
+        } else if !arg.starts_with('-') {
+            filter = Some(arg.as_str());
+        }
+    }
+    match filter {
+        None => true,
+        Some(f) if args.iter().any(|a| a == "--exact") => f == name,
+        Some(f) => regex::Regex::new(f).is_ok_and(|r| r.is_match(name)),
+    }
 }
 
 fn config() -> Criterion {

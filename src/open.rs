@@ -82,6 +82,9 @@ struct SpanMap {
 /// at once on one thread) spans go to the hash map.
 const MAX_DIRECT: usize = 1 << 16;
 
+/// The room kept by position in a shard that holds few spans.
+const MIN_DIRECT: usize = 16;
+
 /// The address bits of a `Registry` span id.
 const ADDRESS_MASK: u64 = (1 << REGISTRY_THREAD_SHIFT) - 1;
 
@@ -101,9 +104,9 @@ impl SpanMap {
     /// reached the layer).
     #[inline(always)]
     fn insert(&mut self, id: u64, data: SpanData, by_thread: bool) -> Option<SpanData> {
-        if let Some(at) = Self::address(id, by_thread) {
+        if let Some(at) = Self::address(id, by_thread).filter(|&at| self.may_hold(at)) {
             if at >= self.direct.len() {
-                let len = (at + 1).max(self.direct.len() * 2).clamp(16, MAX_DIRECT);
+                let len = (at + 1).next_power_of_two().clamp(MIN_DIRECT, MAX_DIRECT);
                 self.direct.resize_with(len, || None);
             }
             let slot = &mut self.direct[at];
@@ -166,18 +169,46 @@ impl SpanMap {
         data
     }
 
-    /// After a burst of open spans: gives back the room past the last span kept by
-    /// position, once most of it is empty.
+    /// Whether a span at address `at` is kept by position: within the room already there,
+    /// or within a few times the spans kept so (so that the vector's size follows how many
+    /// spans are open, not how high one address is).
+    #[inline]
+    fn may_hold(&self, at: usize) -> bool {
+        at < self.direct.len().max(MIN_DIRECT) || at < 4 * (self.in_direct + 1)
+    }
+
+    /// After a burst of open spans: once few of them are left, keeps room for a few times
+    /// as many and moves the spans past it to the hash map. (The vector grows back only when
+    /// twice as many spans are open again, so growing and shrinking cannot alternate span
+    /// after span.)
     #[inline]
     fn shrink(&mut self) {
-        if self.direct.len() > SHRINK_ABOVE && self.in_direct < self.direct.len() / 8 {
-            while let Some(None) = self.direct.last() {
-                self.direct.pop();
-            }
-            if self.direct.capacity() > self.direct.len() * 2 {
-                self.direct.shrink_to(self.direct.len() * 2);
+        if self.few_kept() {
+            self.shrink_now();
+        }
+    }
+
+    /// Whether the vector is large and mostly empty.
+    #[inline]
+    fn few_kept(&self) -> bool {
+        self.direct.len() > 4 * MIN_DIRECT && self.in_direct < self.direct.len() / 16
+    }
+
+    #[cold]
+    fn shrink_now(&mut self) {
+        // Each pass at least halves the vector (its length is a power of two); a pass that
+        // moved spans may leave it still mostly empty.
+        while self.few_kept() {
+            let keep = (self.in_direct * 4)
+                .next_power_of_two()
+                .clamp(MIN_DIRECT, self.direct.len());
+            for (id, data) in self.direct.drain(keep..).flatten() {
+                self.in_direct -= 1;
+                self.others.insert(id, data);
             }
         }
+        let len = self.direct.len();
+        self.direct.shrink_to(len);
     }
 
     fn len(&self) -> usize {
@@ -635,6 +666,99 @@ mod map_tests {
     }
 
     #[test]
+    fn the_map_agrees_with_a_plain_hash_map() {
+        // xorshift: the same sequence on every run.
+        let mut seed = 0x1234_5678_9abc_def1_u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..40 {
+            let mut map = SpanMap::default();
+            let mut model: HashMap<u64, u64> = HashMap::new();
+            let mut next = 0_u64;
+            let far = round % 2 == 0;
+            for _ in 0..3000 {
+                // A few generations, two threads sharing the shard, near and far addresses.
+                let address = if far && rnd(10) == 0 {
+                    4096 + rnd(6000)
+                } else {
+                    rnd(40)
+                };
+                let id = registry_id(rnd(3), [1, 33][rnd(2) as usize], address);
+                match rnd(4) {
+                    0 | 1 => {
+                        next += 1;
+                        let old = map.insert(id, data(next), true);
+                        assert_eq!(old.map(|d| d.header.exec_counter), model.insert(id, next));
+                    }
+                    2 => {
+                        let got = map.remove(id, true).map(|d| d.header.exec_counter);
+                        assert_eq!(got, model.remove(&id));
+                    }
+                    _ => assert_eq!(counter(&mut map, id, true), model.get(&id).copied()),
+                }
+                assert_eq!(map.len(), model.len());
+                assert_eq!(map.in_direct, map.direct.iter().flatten().count());
+                for (found, _) in map.direct.iter().flatten() {
+                    assert!(!map.others.contains_key(found), "an id in both places");
+                }
+            }
+            let mut all: Vec<u64> = map.values_mut().map(|d| d.header.exec_counter).collect();
+            all.sort_unstable();
+            let mut want: Vec<u64> = model.values().copied().collect();
+            want.sort_unstable();
+            assert_eq!(all, want);
+        }
+    }
+
+    #[test]
+    fn one_span_left_at_a_high_address_keeps_little_room() {
+        let mut map = SpanMap::default();
+        let top = MAX_DIRECT as u64 - 1;
+        for a in 0..=top {
+            assert!(map.insert(registry_id(0, 1, a), data(a), true).is_none());
+        }
+        for a in 0..top {
+            assert!(map.remove(registry_id(0, 1, a), true).is_some());
+        }
+        assert!(
+            map.direct.capacity() <= MIN_DIRECT,
+            "{} slots kept for one span",
+            map.direct.capacity()
+        );
+        assert_eq!(counter(&mut map, registry_id(0, 1, top), true), Some(top));
+        let last = map.remove(registry_id(0, 1, top), true);
+        assert_eq!(last.map(|d| d.header.exec_counter), Some(top));
+        assert!(map.is_empty());
+    }
+
+    #[test]
+    fn the_room_does_not_grow_and_shrink_span_after_span() {
+        let mut map = SpanMap::default();
+        for a in 0..=5000 {
+            assert!(map.insert(registry_id(0, 1, a), data(a), true).is_none());
+        }
+        for a in 0..5000 {
+            assert!(map.remove(registry_id(0, 1, a), true).is_some());
+        }
+        // One span stays open at address 5000; spans open and close just above it.
+        let settled = map.direct.len();
+        let mut lens = Vec::new();
+        for generation in 1..4 {
+            let id = registry_id(generation, 1, 5001);
+            assert!(map.insert(id, data(0), true).is_none());
+            lens.push(map.direct.len());
+            assert!(map.remove(id, true).is_some());
+            lens.push(map.direct.len());
+        }
+        assert_eq!(lens, [settled; 6]);
+        assert_eq!(map.len(), 1);
+    }
+
+    #[test]
     fn the_room_of_a_burst_is_given_back() {
         let mut map = SpanMap::default();
         let ids: Vec<u64> = (0..20_000).map(|a| registry_id(0, 4, a)).collect();
@@ -649,7 +773,7 @@ mod map_tests {
         }
         assert_eq!(map.len(), 1);
         assert!(
-            map.direct.capacity() <= 2,
+            map.direct.capacity() <= MIN_DIRECT,
             "{} slots kept for one span",
             map.direct.capacity()
         );
