@@ -65,7 +65,7 @@ pub(crate) fn to_json(value: FieldValue) -> Value {
         },
         FieldValue::F64(v) => float(v),
         FieldValue::Str(s) => Value::String(s),
-        FieldValue::Text(s) => capped(parse_text(s)),
+        FieldValue::Text(s) | FieldValue::Written(s) => capped(parse_text(s)),
         FieldValue::Json(v) => capped(v),
     }
 }
@@ -574,6 +574,10 @@ fn set_part(slot: &mut Option<Part>, value: FieldValue) {
             Ok(raw) => *slot = Some(Part::Raw(raw)),
             Err(text) => *slot = Some(Part::Value(to_json(FieldValue::Text(text)))),
         },
+        (None, FieldValue::Written(text)) => match RawJson::check_written(text) {
+            Ok(raw) => *slot = Some(Part::Raw(raw)),
+            Err(text) => *slot = Some(Part::Value(to_json(FieldValue::Written(text)))),
+        },
         (_, value) => merge_or_replace(slot, to_json(value)),
     }
 }
@@ -641,6 +645,16 @@ impl RawJson {
         if plain_json_shape(text.as_bytes())
             && serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok()
         {
+            Ok(Self(text))
+        } else {
+            Err(text)
+        }
+    }
+
+    /// [`RawJson::check`] for text this crate's JSON writer wrote (valid, compact JSON):
+    /// only its shape is looked at.
+    pub(crate) fn check_written(text: String) -> Result<Self, String> {
+        if plain_json_shape(text.as_bytes()) {
             Ok(Self(text))
         } else {
             Err(text)
@@ -1173,6 +1187,31 @@ mod raw_tests {
             to_json(FieldValue::Text("[123456789012345678901234,0.5]".into())),
             json!(["123456789012345678901234", 0.5])
         );
+    }
+
+    #[test]
+    fn json_text_this_crate_wrote_is_kept_as_text_or_parsed_like_any_text() {
+        let cases = [
+            r#"{"messages":[{"role":"user","content":"hi \"you\""}],"t":0.2}"#,
+            // Not kept as it is: a float too long to keep, a 64-bit overflow, a surrogate.
+            "[0.30000000000000004]",
+            "[123456789012345678901234]",
+            r#"["\ud83d\ude00"]"#,
+            "{}",
+        ];
+        for text in cases {
+            let (mut written, mut checked) = (None, None);
+            set_part(&mut written, FieldValue::Written(text.to_owned()));
+            set_part(&mut checked, FieldValue::Text(text.to_owned()));
+            assert_eq!(written, checked, "{text}");
+            assert_eq!(
+                to_json(FieldValue::Written(text.to_owned())),
+                to_json(FieldValue::Text(text.to_owned()))
+            );
+        }
+        let mut slot = None;
+        set_part(&mut slot, FieldValue::Written(cases[0].to_owned()));
+        assert!(matches!(slot, Some(Part::Raw(_))), "{slot:?}");
     }
 
     #[test]

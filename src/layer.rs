@@ -628,7 +628,9 @@ pub(crate) const PARENT_FIELD: &str = "braintrust.parent";
 fn explicit_parent(fields: &mut Fields) -> Option<RemoteParent> {
     let (_, value) = fields.iter().find(|(name, _)| *name == PARENT_FIELD)?;
     let text = match value {
-        crate::record::FieldValue::Str(s) | crate::record::FieldValue::Text(s) => s,
+        crate::record::FieldValue::Str(s)
+        | crate::record::FieldValue::Text(s)
+        | crate::record::FieldValue::Written(s) => s,
         _ => return None,
     };
     let parent = crate::propagation::parse_parent(text.trim_matches('"')).ok()?;

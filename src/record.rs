@@ -25,6 +25,10 @@ pub(crate) enum FieldValue {
     /// A value recorded through `Debug` or `Display`: sent as JSON when the text is valid
     /// JSON, as a string otherwise.
     Text(String),
+    /// The JSON text of a `json()` value, as this crate's JSON writer wrote it (read back
+    /// from its deferred form): valid, compact JSON, so it is not checked again. Otherwise
+    /// mapped as [`FieldValue::Text`].
+    Written(String),
     /// An already structured value (from [`crate::SpanExt::record_json`]).
     Json(serde_json::Value),
 }
@@ -54,7 +58,7 @@ const TAG_STR: u8 = 6;
 const TAG_TEXT: u8 = 7;
 const TAG_JSON: u8 = 8;
 /// Text in the deferred form of [`crate::json_ser::to_writer_deferred`] (a `Json` value):
-/// read back as [`FieldValue::Text`] of its expansion.
+/// read back as [`FieldValue::Written`], its expansion.
 const TAG_DEFERRED: u8 = 9;
 
 /// A deferred text at most this many times shorter than the limit cannot expand past it
@@ -242,7 +246,7 @@ impl Fields {
             FieldValue::U128(v) => self.push_fixed(name, TAG_U128, &v.to_le_bytes()),
             FieldValue::F64(v) => self.push_fixed8(name, TAG_F64, v.to_le_bytes()),
             FieldValue::Str(s) => self.push_text(name, TAG_STR, s),
-            FieldValue::Text(s) => self.push_text(name, TAG_TEXT, s),
+            FieldValue::Text(s) | FieldValue::Written(s) => self.push_text(name, TAG_TEXT, s),
             FieldValue::Json(v) => {
                 let text = v.to_string();
                 self.push_text(name, TAG_JSON, &text);
@@ -715,7 +719,7 @@ fn decode<'a>(
         TAG_DEFERRED => {
             let mut text = Vec::new();
             crate::json_ser::expand_deferred(take_len_prefixed(rest)?, &mut text)?;
-            FieldValue::Text(String::from_utf8(text).ok()?)
+            FieldValue::Written(String::from_utf8(text).ok()?)
         }
         TAG_JSON => {
             let text = take_str(rest)?;
@@ -1046,6 +1050,29 @@ mod tests {
                 second.metadata().expect("enabled"),
             )
         })
+    }
+
+    #[test]
+    fn a_json_value_is_read_back_as_the_text_the_writer_wrote() {
+        let (first, _) = callsites();
+        let a = first.fields().field("a").expect("declared");
+        let b = first.fields().field("b").expect("declared");
+        let value = serde_json::json!({"q": "say \"hi\"\n", "t": 0.1, "n": [1, null]});
+        let mut fields = Fields::new();
+        let mut visitor = FieldVisitor {
+            fields: &mut fields,
+            max_bytes: 1000,
+        };
+        visitor.record_debug(&a, &crate::json(&value));
+        // Not the whole value: formatted as usual, read back as any text.
+        visitor.record_debug(&b, &format_args!("={:?}", crate::json(&value)));
+        let back = round_trip(&fields);
+        let text = serde_json::to_string(&value).expect("serialisable");
+        assert_eq!(back[0], ("a".to_owned(), FieldValue::Written(text.clone())));
+        assert_eq!(
+            back[1],
+            ("b".to_owned(), FieldValue::Text(format!("={text}")))
+        );
     }
 
     #[test]
