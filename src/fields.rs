@@ -65,7 +65,7 @@ pub(crate) fn to_json(value: FieldValue) -> Value {
         },
         FieldValue::F64(v) => float(v),
         FieldValue::Str(s) => Value::String(s),
-        FieldValue::Text(s) | FieldValue::Written(s) => capped(parse_text(s)),
+        FieldValue::Text(s) | FieldValue::Written { text: s, .. } => capped(parse_text(s)),
         FieldValue::Json(v) => capped(v),
     }
 }
@@ -574,10 +574,9 @@ fn set_part(slot: &mut Option<Part>, value: FieldValue) {
             Ok(raw) => *slot = Some(Part::Raw(raw)),
             Err(text) => *slot = Some(Part::Value(to_json(FieldValue::Text(text)))),
         },
-        (None, FieldValue::Written(text)) => match RawJson::check_written(text) {
-            Ok(raw) => *slot = Some(Part::Raw(raw)),
-            Err(text) => *slot = Some(Part::Value(to_json(FieldValue::Written(text)))),
-        },
+        (None, FieldValue::Written { text, plain: true }) => {
+            *slot = Some(Part::Raw(RawJson::written(text)));
+        }
         (_, value) => merge_or_replace(slot, to_json(value)),
     }
 }
@@ -651,77 +650,83 @@ impl RawJson {
         }
     }
 
-    /// [`RawJson::check`] for text this crate's JSON writer wrote (valid, compact JSON):
-    /// only its shape is looked at.
-    pub(crate) fn check_written(text: String) -> Result<Self, String> {
-        if plain_json_shape(text.as_bytes()) {
-            Ok(Self(text))
-        } else {
-            Err(text)
-        }
+    /// Text this crate's JSON writer wrote (valid, compact JSON) and found to have the plain
+    /// shape on the way (see [`crate::json_ser::expand_deferred_shaped`]).
+    pub(crate) fn written(text: String) -> Self {
+        Self(text)
     }
 }
 
 /// The cheap half of [`RawJson::check`], one pass over the bytes: an object or array, no
 /// whitespace, not too deep, short plain numbers, no surrogate escape. Syntax is left to the
 /// parser.
-fn plain_json_shape(bytes: &[u8]) -> bool {
-    if !matches!(bytes.first(), Some(b'{' | b'[')) {
-        return false;
-    }
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' => {
-                i += 1;
-                // To the closing quote, past escapes.
-                loop {
-                    match bytes.get(i) {
-                        None => return false,
-                        Some(b'"') => break,
-                        Some(b'\\') => {
-                            if bytes.get(i + 1) == Some(&b'u')
-                                && matches!(bytes.get(i + 2), Some(b'd' | b'D'))
-                            {
-                                return false;
+pub(crate) fn plain_json_shape(bytes: &[u8]) -> bool {
+    matches!(bytes.first(), Some(b'{' | b'[')) && Shape::default().scan(bytes)
+}
+
+/// [`plain_json_shape`] over a text given in pieces, each made of whole tokens (a string,
+/// a number or a literal is never split between pieces).
+#[derive(Debug, Default)]
+pub(crate) struct Shape {
+    depth: usize,
+}
+
+impl Shape {
+    /// Looks at the next piece; `false` once the text cannot have the plain shape.
+    pub(crate) fn scan(&mut self, bytes: &[u8]) -> bool {
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'"' => {
+                    i += 1;
+                    // To the closing quote, past escapes.
+                    loop {
+                        match bytes.get(i) {
+                            None => return false,
+                            Some(b'"') => break,
+                            Some(b'\\') => {
+                                if bytes.get(i + 1) == Some(&b'u')
+                                    && matches!(bytes.get(i + 2), Some(b'd' | b'D'))
+                                {
+                                    return false;
+                                }
+                                i += 2;
                             }
-                            i += 2;
+                            Some(_) => i += 1,
                         }
-                        Some(_) => i += 1,
                     }
                 }
-            }
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > MAX_VALUE_DEPTH {
-                    return false;
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    if self.depth > MAX_VALUE_DEPTH {
+                        return false;
+                    }
                 }
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            b'-' | b'0'..=b'9' => {
-                let start = i;
-                while matches!(
-                    bytes.get(i + 1),
-                    Some(b'-' | b'+' | b'.' | b'0'..=b'9' | b'e' | b'E')
-                ) {
-                    i += 1;
+                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                b'-' | b'0'..=b'9' => {
+                    let start = i;
+                    while matches!(
+                        bytes.get(i + 1),
+                        Some(b'-' | b'+' | b'.' | b'0'..=b'9' | b'e' | b'E')
+                    ) {
+                        i += 1;
+                    }
+                    let token = &bytes[start..=i];
+                    if token.len() > MAX_RAW_NUMBER
+                        || token == b"-0"
+                        || token.iter().any(|b| matches!(b, b'e' | b'E'))
+                    {
+                        return false;
+                    }
                 }
-                let token = &bytes[start..=i];
-                if token.len() > MAX_RAW_NUMBER
-                    || token == b"-0"
-                    || token.iter().any(|b| matches!(b, b'e' | b'E'))
-                {
-                    return false;
-                }
+                // Compact text only: a row is one line of the local file.
+                b' ' | b'\t' | b'\n' | b'\r' => return false,
+                _ => {}
             }
-            // Compact text only: a row is one line of the local file.
-            b' ' | b'\t' | b'\n' | b'\r' => return false,
-            _ => {}
+            i += 1;
         }
-        i += 1;
+        true
     }
-    true
 }
 
 /// Inserts `value` at a dotted path (`a.b.c`), creating objects on the way; a non-object in
@@ -1199,18 +1204,26 @@ mod raw_tests {
             r#"["\ud83d\ude00"]"#,
             "{}",
         ];
+        let (mut written_slot, mut checked) = (None, None);
         for text in cases {
-            let (mut written, mut checked) = (None, None);
-            set_part(&mut written, FieldValue::Written(text.to_owned()));
+            let plain = plain_json_shape(text.as_bytes());
+            let written = |text: &str| FieldValue::Written {
+                text: text.to_owned(),
+                plain,
+            };
+            set_part(&mut written_slot, written(text));
             set_part(&mut checked, FieldValue::Text(text.to_owned()));
-            assert_eq!(written, checked, "{text}");
+            assert_eq!(written_slot, checked, "{text}");
             assert_eq!(
-                to_json(FieldValue::Written(text.to_owned())),
+                to_json(written(text)),
                 to_json(FieldValue::Text(text.to_owned()))
             );
+            written_slot = None;
+            checked = None;
         }
         let mut slot = None;
-        set_part(&mut slot, FieldValue::Written(cases[0].to_owned()));
+        let text = cases[0].to_owned();
+        set_part(&mut slot, FieldValue::Written { text, plain: true });
         assert!(matches!(slot, Some(Part::Raw(_))), "{slot:?}");
     }
 

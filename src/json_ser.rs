@@ -797,17 +797,44 @@ impl ser::Serializer for KeySerializer<'_> {
 /// [`to_writer`] writes for the same value, appended to `out`. Plain JSON passes through
 /// unchanged (its text never holds the marker bytes, which are control characters).
 /// Returns `None` for bytes that are not in the deferred form.
-pub(crate) fn expand_deferred(mut deferred: &[u8], out: &mut Vec<u8>) -> Option<()> {
+pub(crate) fn expand_deferred(deferred: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    expand(deferred, out, None).map(|_| ())
+}
+
+/// [`expand_deferred`], also telling whether the text has the plain shape of
+/// [`crate::fields::plain_json_shape`], found on the way: the strings, written here from
+/// the deferred form, need no look (they never hold a surrogate escape).
+pub(crate) fn expand_deferred_shaped(deferred: &[u8], out: &mut Vec<u8>) -> Option<bool> {
+    let mut shape = crate::fields::Shape::default();
+    let opens = matches!(deferred.first(), Some(b'{' | b'['));
+    expand(deferred, out, Some(&mut shape)).map(|plain| opens && plain)
+}
+
+/// Expands `deferred` onto `out`; with a `shape`, scans what is not a deferred string and
+/// returns whether it kept the plain shape.
+fn expand(
+    mut deferred: &[u8],
+    out: &mut Vec<u8>,
+    mut shape: Option<&mut crate::fields::Shape>,
+) -> Option<bool> {
     out.reserve(deferred.len() + deferred.len() / 4);
+    let mut plain = true;
+    let mut scan = |piece: &[u8]| {
+        if let Some(shape) = shape.as_deref_mut() {
+            plain = plain && shape.scan(piece);
+        }
+    };
     loop {
         let marker = deferred
             .iter()
             .position(|&b| b == DEFERRED_STR || b == DEFERRED_F64);
         let Some(at) = marker else {
             out.extend_from_slice(deferred);
-            return Some(());
+            scan(deferred);
+            return Some(plain);
         };
         out.extend_from_slice(&deferred[..at]);
+        scan(&deferred[..at]);
         let (&kind, rest) = deferred[at..].split_first()?;
         if kind == DEFERRED_STR {
             let (len, rest) = rest.split_first_chunk::<4>()?;
@@ -817,9 +844,11 @@ pub(crate) fn expand_deferred(mut deferred: &[u8], out: &mut Vec<u8>) -> Option<
             deferred = &rest[len..];
         } else {
             let (bits, rest) = rest.split_first_chunk::<8>()?;
+            let start = out.len();
             CompactFormatter
                 .write_f64(out, f64::from_le_bytes(*bits))
                 .ok()?;
+            scan(&out[start..]);
             deferred = rest;
         }
     }

@@ -23,6 +23,16 @@ fn ours<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Unsupported> {
             String::from_utf8_lossy(text),
             "deferred form {deferred:?}"
         );
+        // The shape found on the way is the shape of the whole text.
+        let mut shaped = Vec::new();
+        let plain = expand_deferred_shaped(&deferred, &mut shaped).expect("expands");
+        assert_eq!(shaped, expanded);
+        assert_eq!(
+            plain,
+            crate::fields::plain_json_shape(&expanded),
+            "shape of {}",
+            String::from_utf8_lossy(&expanded)
+        );
     }
     direct
 }
@@ -616,4 +626,27 @@ fn plain_json_expands_to_itself_and_broken_deferred_text_is_refused() {
     // Invalid UTF-8 inside a marked string is refused.
     let mut out = Vec::new();
     assert!(expand_deferred(&[1, 1, 0, 0, 0, 0xFF], &mut out).is_none());
+}
+
+#[test]
+fn the_shape_found_while_expanding_is_that_of_the_text() {
+    // `ours` compares the shape found on the way with the whole text's, for each of these.
+    let mut deep = json!(1);
+    for _ in 0..crate::fields::MAX_VALUE_DEPTH + 1 {
+        deep = json!([deep]);
+    }
+    let values = [
+        json!({"a": [1, 2.5, "x\u{1}"], "b": null}),
+        json!([1e300]),
+        json!([0.30000000000000004]),
+        json!([-0.0]),
+        json!([123_456_789_012_345_678_u64]),
+        json!(["\u{1F600}", "a\"b\\c"]),
+        json!("not an object"),
+        json!(0.5),
+        deep,
+    ];
+    for value in &values {
+        ours(value).expect("written");
+    }
 }

@@ -630,7 +630,7 @@ fn explicit_parent(fields: &mut Fields) -> Option<RemoteParent> {
     let text = match value {
         crate::record::FieldValue::Str(s)
         | crate::record::FieldValue::Text(s)
-        | crate::record::FieldValue::Written(s) => s,
+        | crate::record::FieldValue::Written { text: s, .. } => s,
         _ => return None,
     };
     let parent = crate::propagation::parse_parent(text.trim_matches('"')).ok()?;

@@ -28,7 +28,12 @@ pub(crate) enum FieldValue {
     /// The JSON text of a `json()` value, as this crate's JSON writer wrote it (read back
     /// from its deferred form): valid, compact JSON, so it is not checked again. Otherwise
     /// mapped as [`FieldValue::Text`].
-    Written(String),
+    Written {
+        text: String,
+        /// Whether it has the shape that is kept as text as it is (see
+        /// [`crate::fields::plain_json_shape`]).
+        plain: bool,
+    },
     /// An already structured value (from [`crate::SpanExt::record_json`]).
     Json(serde_json::Value),
 }
@@ -246,7 +251,9 @@ impl Fields {
             FieldValue::U128(v) => self.push_fixed(name, TAG_U128, &v.to_le_bytes()),
             FieldValue::F64(v) => self.push_fixed8(name, TAG_F64, v.to_le_bytes()),
             FieldValue::Str(s) => self.push_text(name, TAG_STR, s),
-            FieldValue::Text(s) | FieldValue::Written(s) => self.push_text(name, TAG_TEXT, s),
+            FieldValue::Text(s) | FieldValue::Written { text: s, .. } => {
+                self.push_text(name, TAG_TEXT, s);
+            }
             FieldValue::Json(v) => {
                 let text = v.to_string();
                 self.push_text(name, TAG_JSON, &text);
@@ -718,8 +725,12 @@ fn decode<'a>(
         TAG_TEXT => FieldValue::Text(take_str(rest)?.to_owned()),
         TAG_DEFERRED => {
             let mut text = Vec::new();
-            crate::json_ser::expand_deferred(take_len_prefixed(rest)?, &mut text)?;
-            FieldValue::Written(String::from_utf8(text).ok()?)
+            let plain =
+                crate::json_ser::expand_deferred_shaped(take_len_prefixed(rest)?, &mut text)?;
+            FieldValue::Written {
+                text: String::from_utf8(text).ok()?,
+                plain,
+            }
         }
         TAG_JSON => {
             let text = take_str(rest)?;
@@ -1068,7 +1079,11 @@ mod tests {
         visitor.record_debug(&b, &format_args!("={:?}", crate::json(&value)));
         let back = round_trip(&fields);
         let text = serde_json::to_string(&value).expect("serialisable");
-        assert_eq!(back[0], ("a".to_owned(), FieldValue::Written(text.clone())));
+        let written = FieldValue::Written {
+            text: text.clone(),
+            plain: true,
+        };
+        assert_eq!(back[0], ("a".to_owned(), written));
         assert_eq!(
             back[1],
             ("b".to_owned(), FieldValue::Text(format!("={text}")))

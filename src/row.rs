@@ -391,7 +391,7 @@ pub(crate) fn error_text(fields: &Fields) -> String {
 /// An event's message is text, even when it happens to be valid JSON.
 fn message_text(value: &FieldValue) -> String {
     match value {
-        FieldValue::Str(s) | FieldValue::Text(s) | FieldValue::Written(s) => s.clone(),
+        FieldValue::Str(s) | FieldValue::Text(s) | FieldValue::Written { text: s, .. } => s.clone(),
         other => match to_json(other.clone()) {
             Value::String(s) => s,
             v => v.to_string(),
