@@ -20,7 +20,7 @@ use serde::ser::{
 use serde_json::ser::{CompactFormatter, Formatter};
 
 use crate::sanitize::MAX_DEPTH;
-use crate::sink::http::json_out::write_str;
+use crate::sink::http::json_out::{write_str, write_str_bytes};
 
 /// The value could not be written by the fast path; the caller falls back to serde_json.
 #[derive(Debug)]
@@ -796,7 +796,9 @@ impl ser::Serializer for KeySerializer<'_> {
 /// Turns the deferred form written by [`to_writer_deferred`] into the JSON text
 /// [`to_writer`] writes for the same value, appended to `out`. Plain JSON passes through
 /// unchanged (its text never holds the marker bytes, which are control characters).
-/// Returns `None` for bytes that are not in the deferred form.
+/// Returns `None` for bytes that are not in the deferred form. Strings are copied as bytes,
+/// not checked one by one: the text is UTF-8 when the deferred form came from valid
+/// strings, and callers check the whole text once.
 pub(crate) fn expand_deferred(deferred: &[u8], out: &mut Vec<u8>) -> Option<()> {
     expand(deferred, out, None).map(|_| ())
 }
@@ -839,8 +841,8 @@ fn expand(
         if kind == DEFERRED_STR {
             let (len, rest) = rest.split_first_chunk::<4>()?;
             let len = u32::from_le_bytes(*len) as usize;
-            let text = rest.get(..len)?;
-            write_str(out, std::str::from_utf8(text).ok()?);
+            // Copied as bytes: the caller validates the whole text once.
+            write_str_bytes(out, rest.get(..len)?);
             deferred = &rest[len..];
         } else {
             let (bits, rest) = rest.split_first_chunk::<8>()?;

@@ -623,9 +623,11 @@ fn plain_json_expands_to_itself_and_broken_deferred_text_is_refused() {
             assert!(!out.contains(&1) && !out.contains(&2), "{out:?}");
         }
     }
-    // Invalid UTF-8 inside a marked string is refused.
+    // Invalid UTF-8 inside a marked string stays invalid, for the caller's check of the
+    // whole text to refuse.
     let mut out = Vec::new();
-    assert!(expand_deferred(&[1, 1, 0, 0, 0, 0xFF], &mut out).is_none());
+    expand_deferred(&[1, 1, 0, 0, 0, 0xFF], &mut out).expect("the form is whole");
+    assert!(std::str::from_utf8(&out).is_err());
 }
 
 #[test]

@@ -1164,5 +1164,21 @@ mod tests {
             callsite: None,
         };
         assert_eq!(bad_tag.iter().count(), 0);
+        // A deferred JSON text whose string is not UTF-8: the whole text is refused.
+        let bad_text = Fields {
+            buf: vec![1, b'a', TAG_DEFERRED, 6, 1, 1, 0, 0, 0, 0xFF],
+            callsite: None,
+        };
+        assert_eq!(bad_text.iter().count(), 0);
+        let good_text = Fields {
+            buf: vec![1, b'a', TAG_DEFERRED, 6, 1, 1, 0, 0, 0, b'x'],
+            callsite: None,
+        };
+        let back: Vec<_> = good_text.iter().map(|(_, v)| v).collect();
+        let written = FieldValue::Written {
+            text: "\"x\"".into(),
+            plain: false,
+        };
+        assert_eq!(back, [written]);
     }
 }

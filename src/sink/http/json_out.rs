@@ -169,7 +169,12 @@ pub(crate) fn write_u64(out: &mut Vec<u8>, mut n: u64) {
 /// `\r`, `\t`, and `\u00xx` (lower-case hex) for the other control characters; everything
 /// else (including non-ASCII) as it is.
 pub(crate) fn write_str(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
+    write_str_bytes(out, text.as_bytes());
+}
+
+/// [`write_str`] for the bytes of a string: escapes touch only ASCII bytes, so the output
+/// is valid UTF-8 exactly when `bytes` is (for callers that validate the whole text once).
+pub(crate) fn write_str_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     if write_short(out, bytes) {
         return;
     }
