@@ -488,6 +488,11 @@ impl RowParts {
 pub(crate) struct Metrics(Vec<(Cow<'static, str>, Value)>);
 
 impl Metrics {
+    /// Room for `n` metrics before the list grows.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.0.reserve(n);
+    }
+
     fn find(&self, name: &str) -> Result<usize, usize> {
         self.0.binary_search_by(|(k, _)| k.as_ref().cmp(name))
     }

@@ -105,16 +105,22 @@ pub(crate) fn span_id_hex(v: u64) -> String {
 /// `format!("{v:0digits$x}")` prints, without the formatting machinery: ids are written
 /// for every row).
 fn push_hex(out: &mut String, v: u128, digits: u32) {
-    for at in (0..digits).rev() {
-        out.push(char::from(hex_digit(v, at)));
-    }
+    let text = hex32(v);
+    let last = text.get(32 - digits.min(32) as usize..).unwrap_or_default();
+    // Hex digits only.
+    out.push_str(std::str::from_utf8(last).unwrap_or_default());
 }
 
-/// The lower-case hex digit of nibble `at` of `v` (0: the lowest).
-pub(crate) fn hex_digit(v: u128, at: u32) -> u8 {
+/// The 32 lower-case hex digits of `v`, most significant first, two per byte (ids are
+/// written for every row).
+pub(crate) fn hex32(v: u128) -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    // A nibble indexes the 16 digits.
-    HEX[((v >> (4 * at)) & 0xF) as usize]
+    let mut out = [0; 32];
+    for (pair, byte) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xF)];
+    }
+    out
 }
 
 /// Formats random bits as a version 4, RFC 4122 variant UUID string.
@@ -130,13 +136,11 @@ impl UuidText {
     pub(crate) fn new(bits: u128) -> Self {
         let v4 = (bits & !(0xF << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
         // 8-4-4-4-12 hex digits, as `uuid::Uuid::hyphenated` prints them.
+        let digits = hex32(v4);
         let mut text = [b'-'; 36];
-        let mut digit = 0;
-        for (at, byte) in text.iter_mut().enumerate() {
-            if !matches!(at, 8 | 13 | 18 | 23) {
-                *byte = hex_digit(v4, 31 - digit);
-                digit += 1;
-            }
+        // Groups of 8, 4, 4, 4 and 12 digits, a dash after each but the last.
+        for (from, to, len) in [(0, 0, 8), (8, 9, 4), (12, 14, 4), (16, 19, 4), (20, 24, 12)] {
+            text[to..to + len].copy_from_slice(&digits[from..from + len]);
         }
         UuidText(text)
     }

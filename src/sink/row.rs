@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use serde_json::{Map, Value};
 
 use crate::fields::{Metrics, Part};
-use crate::ids::{SpanId, TraceId, UuidText, hex_digit, span_id_hex};
+use crate::ids::{SpanId, TraceId, UuidText, hex32, span_id_hex};
 use crate::sink::http::json_out::{self, write_key as key};
 
 /// A row as a JSON object: keys serialise sorted (serde_json's default map).
@@ -413,8 +413,9 @@ fn write_trace_id(out: &mut Vec<u8>, id: &TraceId) {
 
 /// The last `digits` hex digits of `v`, lower case and zero-padded, as a JSON string.
 fn write_hex(out: &mut Vec<u8>, v: u128, digits: u32) {
+    let text = hex32(v);
     out.push(b'"');
-    out.extend((0..digits).rev().map(|at| hex_digit(v, at)));
+    out.extend_from_slice(text.get(32 - digits.min(32) as usize..).unwrap_or_default());
     out.push(b'"');
 }
 
