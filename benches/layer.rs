@@ -63,7 +63,9 @@
 //! `lifecycle_1t_paired`, five runs right after (median of 40 rounds): braintrust 467, 472,
 //! 497, 483 and 469 ns against registry 143, 145, 151, 151 and 136 ns (3.3x to 3.5x) and
 //! otel 2.92, 2.86, 2.95, 2.90 and 2.80 µs (0.162x to 0.173x; upper quartiles of the rounds
-//! 0.176x to 0.200x).
+//! 0.176x to 0.200x). In a long slow period of the host an hour later, seven runs read
+//! 0.204x to 0.259x and 5.1x to 6.7x the registry (this layer slows by about 2.5 times
+//! there, the registry by a third): see the README.
 //! In `filtered_warn`, `registry+noop_layer` is 96 ns, `+noop_layer` (filtered) 197 ns and
 //! `+braintrust` (filtered) 205 ns: per-layer filtering itself costs most of the difference.
 //! `lifecycle_parts` (registry / braintrust, in a slow period): `bare` 606 ns / 310 ns,
