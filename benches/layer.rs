@@ -317,24 +317,20 @@ fn lifecycle_1t_paired() {
         vs_registry.push(times[2] / times[0]);
         vs_otel.push(times[2] / times[1]);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let quartiles = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         (v[v.len() / 4], v[v.len() / 2], v[v.len() * 3 / 4])
     };
-    let times: Vec<String> = kinds
+    let medians: Vec<String> = kinds
         .iter()
         .zip(per_span.iter_mut())
-        .map(|(k, v)| format!("{} {:.0} ns", k.name(), median(v)))
+        .map(|(k, v)| format!("{} {:.0} ns", k.name(), quartiles(v).1))
         .collect();
     let (o1, o2, o3) = quartiles(&mut vs_otel);
     let (r1, r2, r3) = quartiles(&mut vs_registry);
     println!(
         "lifecycle_1t_paired: {PAIRED_ROUNDS} rounds of {PAIRED_SPANS} spans each; median per span: {}",
-        times.join(", ")
+        medians.join(", ")
     );
     println!(
         "lifecycle_1t_paired: braintrust / otel_batch_noop per round: median {o2:.3}x (quartiles {o1:.3}x, {o3:.3}x); braintrust / registry: median {r2:.2}x (quartiles {r1:.2}x, {r3:.2}x)"

@@ -106,9 +106,13 @@ pub(crate) fn span_id_hex(v: u64) -> String {
 /// for every row).
 fn push_hex(out: &mut String, v: u128, digits: u32) {
     let text = hex32(v);
-    let last = text.get(32 - digits.min(32) as usize..).unwrap_or_default();
     // Hex digits only.
-    out.push_str(std::str::from_utf8(last).unwrap_or_default());
+    out.push_str(std::str::from_utf8(hex_tail(&text, digits)).unwrap_or_default());
+}
+
+/// The last `digits` (at most 32) of the digits [`hex32`] wrote.
+pub(crate) fn hex_tail(text: &[u8; 32], digits: u32) -> &[u8] {
+    text.get(32 - digits.min(32) as usize..).unwrap_or_default()
 }
 
 /// The 32 lower-case hex digits of `v`, most significant first, two per byte (ids are

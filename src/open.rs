@@ -5,9 +5,10 @@
 //! spans' [`SpanData`] by the subscriber's span id (a `Registry` span at its slab address, any
 //! other in a hash map). A callback finds its span with one index (or one hash) and one
 //! uncontended lock, instead of a registry lookup, a lock of the span's extensions and a map
-//! of their types; storing a span allocates nothing once its shard has grown. No user code runs while a shard is locked (values are formatted before, and the
-//! locks are taken by this crate only), so a shard is held for a few hundred nanoseconds at
-//! most, and a shutdown or a panic checkpoint that walks the tables waits for nothing else.
+//! of their types; storing a span allocates nothing once its shard has grown. No user code
+//! runs while a shard is locked (values are formatted before, and the locks are taken by
+//! this crate only), so a shard is held for a few hundred nanoseconds at most, and a
+//! shutdown or a panic checkpoint that walks the tables waits for nothing else.
 //!
 //! Outside live mode a span's first message to the worker is its close: a span that opens
 //! and closes costs one hand-off, not two. The worker still has to know the spans that are
@@ -66,8 +67,9 @@ struct Shard(SpinMutex<SpanMap, Yield>);
 /// address in its thread's slab, which the registry hands out from the lowest free one, so
 /// the addresses in use stay close to the number of spans open at once on that thread.
 /// Those spans sit in a vector at their address: no hashing, no probing. A span whose
-/// address is taken (by a span of another thread sharing the shard), or too large, and any
-/// span of a subscriber that is not a `Registry`, goes to a hash map.
+/// address is taken (by a span of another thread sharing the shard), too far above the
+/// number of spans kept by position (see [`SpanMap::may_hold`]) or past [`MAX_DIRECT`], and
+/// any span of a subscriber that is not a `Registry`, goes to a hash map.
 #[derive(Default)]
 struct SpanMap {
     /// `direct[address]`: the span with that address, and its id.

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use serde_json::{Map, Value};
 
 use crate::fields::{Metrics, Part};
-use crate::ids::{SpanId, TraceId, UuidText, hex32, span_id_hex};
+use crate::ids::{SpanId, TraceId, UuidText, hex_tail, hex32, span_id_hex};
 use crate::sink::http::json_out::{self, write_key as key};
 
 /// A row as a JSON object: keys serialise sorted (serde_json's default map).
@@ -415,7 +415,7 @@ fn write_trace_id(out: &mut Vec<u8>, id: &TraceId) {
 fn write_hex(out: &mut Vec<u8>, v: u128, digits: u32) {
     let text = hex32(v);
     out.push(b'"');
-    out.extend_from_slice(text.get(32 - digits.min(32) as usize..).unwrap_or_default());
+    out.extend_from_slice(hex_tail(&text, digits));
     out.push(b'"');
 }
 
