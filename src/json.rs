@@ -97,8 +97,8 @@ thread_local! {
     static HANDED_TEXT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// What [`probe`] points at.
-static PROBE: u8 = 0;
+/// The text whose empty prefix is the probe: only its address matters.
+static PROBE: &str = "\u{0}tracing-braintrust probe";
 
 /// The probe a `Json` writes before formatting itself: an empty string that points at a
 /// static of this crate. Any other writer prints nothing for it; the layer's own writer
@@ -110,12 +110,12 @@ static PROBE: u8 = 0;
 /// Only the writer the value is formatted into sees the probe: a `Json` formatted inside
 /// another value's `Debug` into a string of its own, or by another layer, formats as usual.
 fn probe() -> &'static str {
-    std::str::from_utf8(&std::slice::from_ref(&PROBE)[..0]).unwrap_or_default()
+    PROBE.split_at(0).0
 }
 
 /// Whether `s` is the probe of a `Json`.
 pub(crate) fn is_probe(s: &str) -> bool {
-    s.is_empty() && std::ptr::eq(s.as_ptr(), std::ptr::from_ref(&PROBE))
+    s.is_empty() && std::ptr::eq(s.as_ptr(), PROBE.as_ptr())
 }
 
 /// Sends the probe through `f`; when the layer's writer answers it, appends `value` in the
