@@ -187,7 +187,10 @@ impl Builder {
     }
 
     /// How many spans and events may wait for the worker (`BRAINTRUST_QUEUE_SIZE`, default
-    /// 25 000). When the queue is full, new rows are dropped and counted, never waited for.
+    /// 25 000, at most 8 388 608: the queue is allocated up front, 352 bytes per span). When
+    /// the queue is full, new rows are dropped and counted, never waited for. Zero or a size
+    /// above the largest is a [`build`](Builder::build) error (ignored with a warning when
+    /// it comes from the environment).
     pub fn with_queue_size(mut self, size: usize) -> Self {
         self.queue_size = Some(size);
         self

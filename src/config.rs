@@ -101,6 +101,23 @@ impl EnvReader<'_> {
         }
     }
 
+    /// `BRAINTRUST_QUEUE_SIZE`: a positive number up to [`MAX_QUEUE_SIZE`]; anything else is
+    /// ignored with a warning.
+    fn queue_size(&self) -> Option<usize> {
+        let name = env::QUEUE_SIZE;
+        let v = self.positive(name)?;
+        if v > MAX_QUEUE_SIZE {
+            diag::warn_once(
+                name,
+                format_args!(
+                    "{name}={v} is above the largest queue ({MAX_QUEUE_SIZE}); using the default"
+                ),
+            );
+            return None;
+        }
+        Some(v)
+    }
+
     /// An http(s) URL; anything else is ignored with a warning.
     fn url(&self, name: &'static str) -> Option<String> {
         let raw = self.get(name)?;
@@ -179,6 +196,20 @@ fn positive(setting: &'static str, v: usize) -> Result<usize, Error> {
     } else {
         Ok(v)
     }
+}
+
+/// The largest queue: two slots of 176 bytes per span, allocated up front (about 3 GB).
+pub(crate) const MAX_QUEUE_SIZE: usize = 1 << 23;
+
+fn queue_size(v: usize) -> Result<usize, Error> {
+    let v = positive("BRAINTRUST_QUEUE_SIZE", v)?;
+    if v > MAX_QUEUE_SIZE {
+        return Err(Error::InvalidConfig {
+            setting: "BRAINTRUST_QUEUE_SIZE",
+            reason: format!("{v} is above the largest queue, {MAX_QUEUE_SIZE}"),
+        });
+    }
+    Ok(v)
 }
 
 fn valid_url(setting: &'static str, url: String) -> Result<String, Error> {
@@ -307,10 +338,9 @@ impl Builder {
                 .num_retries
                 .or_else(|| env.parse(env::NUM_RETRIES))
                 .unwrap_or(defaults::NUM_RETRIES),
-            queue_size: positive(
-                "BRAINTRUST_QUEUE_SIZE",
+            queue_size: queue_size(
                 self.queue_size
-                    .or_else(|| env.positive(env::QUEUE_SIZE))
+                    .or_else(|| env.queue_size())
                     .unwrap_or(defaults::QUEUE_SIZE),
             )?,
             http_timeout: self
@@ -451,6 +481,26 @@ mod tests {
         assert_eq!(c.app_url, "https://www.braintrust.dev");
         assert_eq!(c.queue_size, 25_000);
         assert_eq!(c.batch_size, 100);
+    }
+
+    #[test]
+    fn a_queue_too_big_to_allocate_is_an_error_or_the_default() {
+        for size in [MAX_QUEUE_SIZE + 1, usize::MAX / 2, usize::MAX] {
+            let e = Builder::new().with_queue_size(size).config().err();
+            assert!(
+                e.is_some_and(|e| e.to_string().contains("largest queue")),
+                "{size}"
+            );
+        }
+        let c = Builder::new()
+            .with_queue_size(MAX_QUEUE_SIZE)
+            .config()
+            .expect("the largest queue is allowed");
+        assert_eq!(c.queue_size, MAX_QUEUE_SIZE);
+        let huge = (usize::MAX / 2).to_string();
+        let c = config(&[("BRAINTRUST_QUEUE_SIZE", huge.as_str())])
+            .expect("environment never fails the build");
+        assert_eq!(c.queue_size, 25_000);
     }
 
     #[test]
