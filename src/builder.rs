@@ -258,8 +258,10 @@ impl Builder {
         self
     }
 
-    /// The most bytes kept of one recorded string value (default 1 MiB); longer values are
-    /// cut and end with `...[truncated N bytes]`.
+    /// The most bytes kept of one recorded value (default 1 MiB): a string, the text of a
+    /// `Debug` or `Display` value, or the JSON text of a `json()` or `record_json` value
+    /// (a `StreamRecorder`'s output included). Longer values are cut, arrive as a string and
+    /// end with `...[truncated N bytes]`.
     pub fn with_max_field_bytes(mut self, bytes: usize) -> Self {
         self.max_field_bytes = Some(bytes);
         self

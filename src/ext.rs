@@ -219,7 +219,16 @@ impl BraintrustSpanExt for Span {
     }
 
     fn record_json<T: Serialize + ?Sized>(&self, field: &str, value: &T) {
-        // Serialise before touching the span: `Serialize` impls are user code.
+        let Some((sampled, max)) = with_data(self, |layer, data| {
+            (data.sampled, layer.inner.max_field_bytes)
+        }) else {
+            return;
+        };
+        if !sampled {
+            // Values of a sampled-out span are not kept (nor serialised).
+            return;
+        }
+        // Serialise before touching the span again: `Serialize` impls are user code.
         let mut fields = Fields::new();
         let mut text = Vec::new();
         // serde_json and the fast writer only write UTF-8.
@@ -227,11 +236,13 @@ impl BraintrustSpanExt for Span {
             .map_err(|e| e.to_string())
             .and_then(|()| String::from_utf8(text).map_err(|e| e.to_string()));
         match written {
-            Ok(text) => fields.push_json(field, &text),
+            Ok(text) => fields.push_json_limited(field, &text, max),
             Err(e) => fields.push(field, &FieldValue::Str(format!("<unserializable: {e}>"))),
         }
         with_data(self, |layer, data| {
-            data.fields.extend_from(&fields, &layer.inner.pool)
+            if data.sampled {
+                data.fields.extend_from(&fields, &layer.inner.pool);
+            }
         });
     }
 }

@@ -306,6 +306,19 @@ impl Fields {
         self.push_text(Name::Text(name), TAG_JSON, json_text);
     }
 
+    /// Appends a JSON field of at most `max` bytes; a longer text is kept as text, cut at a
+    /// character boundary after `max` bytes with a marker (as a `json()` value recorded
+    /// through `Debug` is).
+    pub(crate) fn push_json_limited(&mut self, name: &str, json_text: &str, max: usize) {
+        if json_text.len() <= max {
+            self.push_json(name, json_text);
+        } else {
+            let mut writer = self.begin_text(Name::Text(name), TAG_TEXT, max);
+            let _ = writer.write_str(json_text);
+            writer.finish();
+        }
+    }
+
     /// Appends a string field, cut at a character boundary after `max` bytes with a marker.
     fn push_str_limited(&mut self, name: Name<'_>, text: &str, max: usize) {
         if text.len() <= max {

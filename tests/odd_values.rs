@@ -702,3 +702,34 @@ fn another_layer_formatting_the_same_json_reads_its_text() {
     // One Debug call: one nested record, which the other layer reads as the JSON text.
     assert_eq!(seen, vec![r#"{"k":"v"}"#.to_owned()]);
 }
+
+#[test]
+fn record_json_and_streamed_output_are_cut_at_max_field_bytes() {
+    use tracing_braintrust::{BraintrustSpanExt, StreamRecorder};
+    let (rows, _) = capture_with(BraintrustLayer::builder().with_max_field_bytes(100), || {
+        let span = tracing::info_span!("s", input = tracing::field::Empty);
+        span.record("input", "x".repeat(10_000).as_str());
+        span.record_json("output", &"y".repeat(10_000));
+        span.record_json("metadata", &json!({"small": 1}));
+        drop(span);
+        let streamed = tracing::info_span!("streamed");
+        let mut stream = StreamRecorder::new(&streamed);
+        for _ in 0..1000 {
+            stream.chunk("0123456789");
+        }
+        stream.finish();
+    });
+    let row = by_name(&rows, "s");
+    let cut = |v: &Value| {
+        let text = v.as_str().expect("a cut value arrives as text");
+        assert!(text.len() < 200, "{} bytes", text.len());
+        assert!(text.contains("...[truncated 99"), "{text}");
+    };
+    cut(&row["input"]);
+    cut(&row["output"]);
+    assert_eq!(
+        row["metadata"]["small"], 1,
+        "a value within the limit stays JSON"
+    );
+    cut(&by_name(&rows, "streamed")["output"]);
+}
