@@ -292,17 +292,6 @@ impl LayerInner {
         }
     }
 
-    fn detached(&self) -> (TraceId, Option<SpanId>, Option<Arc<Route>>) {
-        match &self.default_parent {
-            Some(p) => (
-                p.root.clone().unwrap_or_else(TraceId::random),
-                p.span_id.clone(),
-                p.route.clone(),
-            ),
-            None => (TraceId::random(), None, None),
-        }
-    }
-
     /// Keeps [`LayerInner::sampled_out_open`] right when a span's sampling decision is
     /// taken (`was` is `None` for a new span) or dropped (`now` is `None` when it closes).
     pub(crate) fn sampling_changed(&self, was: Option<bool>, now: Option<bool>) {
@@ -446,7 +435,16 @@ where
                 };
                 (lineage.root, lineage.parent, lineage.route)
             }
-            None => inner.detached(),
+            None => {
+                // An event outside any span is a trace of its own (or part of the default
+                // parent's), sampled as such; an error is kept when errors are.
+                let lineage = inner.root_lineage(inner.default_parent.clone());
+                let kept = lineage.sampled || (inner.keep_errors && level == Level::ERROR);
+                if !kept {
+                    return;
+                }
+                (lineage.root, lineage.parent, lineage.route)
+            }
         };
         let Some(fields) = fields.filter(|_| as_row) else {
             return;

@@ -637,6 +637,39 @@ fn errors_are_kept_from_sampled_out_traces() {
 }
 
 #[test]
+fn events_outside_any_span_are_sampled_as_traces_of_their_own() {
+    // Flags `00`: the remote trace is not sampled.
+    const UNSAMPLED: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    let run = |builder: Builder| {
+        capture_with(
+            builder.with_orphan_event_level(Some(tracing::Level::WARN)),
+            || {
+                info_span!("root").in_scope(|| {});
+                tracing::warn!("outside any span");
+                tracing::error!("failed outside any span");
+            },
+        )
+    };
+    for builder in [
+        BraintrustLayer::builder().with_parent(UNSAMPLED),
+        BraintrustLayer::builder().with_sample_rate(0.0),
+    ] {
+        let (rows, report) = run(builder);
+        assert!(rows.is_empty(), "{rows:#?}");
+        assert_eq!(report.sampled_out, 1, "the span only: {report:?}");
+    }
+    // Errors are kept when errors are.
+    let (rows, _) = run(BraintrustLayer::builder()
+        .with_sample_rate(0.0)
+        .with_errors_always_kept(true));
+    assert_eq!(rows.len(), 1, "{rows:#?}");
+    assert_eq!(rows[0]["error"], "failed outside any span", "{rows:#?}");
+    // A sampled trace keeps them all.
+    let (rows, _) = run(BraintrustLayer::builder().with_sample_rate(1.0));
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+}
+
+#[test]
 fn sample_rate_from_the_environment_and_invalid_rates() {
     let sink = MemorySink::new();
     let (layer, guard) = BraintrustLayer::builder()
