@@ -83,6 +83,9 @@ pub struct Builder {
     pub(crate) spool_dir: Option<PathBuf>,
     pub(crate) spool_max_bytes: Option<u64>,
     pub(crate) spill: Option<bool>,
+    /// A destination of the crate's own tests, in place of every other.
+    #[cfg(test)]
+    pub(crate) test_sink: Option<Arc<dyn Sink>>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -458,14 +461,19 @@ impl Builder {
         // The span clock's one-time calibration happens here, not in the first span.
         crate::clock::init();
         let mut resolver = None;
-        let sink: Arc<dyn Sink> = match (&self.memory_sink, &config.api_key) {
-            (Some(memory), _) => Arc::new(memory.clone()),
-            (None, Some(_)) => {
+        #[cfg(test)]
+        let test_sink = self.test_sink.clone();
+        #[cfg(not(test))]
+        let test_sink: Option<Arc<dyn Sink>> = None;
+        let sink: Arc<dyn Sink> = match (test_sink, &self.memory_sink, &config.api_key) {
+            (Some(sink), _, _) => sink,
+            (None, Some(memory), _) => Arc::new(memory.clone()),
+            (None, None, Some(_)) => {
                 let (sink, r) = crate::sink::upload_sink(&config)?;
                 resolver = Some(r);
                 sink
             }
-            (None, None) => Arc::new(FileSink::new(config.local_file.clone())),
+            (None, None, None) => Arc::new(FileSink::new(config.local_file.clone())),
         };
         let links = Arc::new(Links {
             app_url: config.app_url.clone(),

@@ -1,5 +1,6 @@
 //! The guard returned with the layer: flush, shutdown, and a bounded `Drop`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::diag;
 use crate::layer::Links;
 use crate::open::OpenSpans;
-use crate::worker::{Counters, Message, Signal, drain_undelivered};
+use crate::worker::{Counters, Message, Signal, Undelivered, drain_undelivered};
 
 /// Counts of what happened to the rows, returned by [`BraintrustGuard::flush`] and
 /// [`BraintrustGuard::shutdown`]. Counts are totals since the layer was built, in rows: one
@@ -233,13 +234,22 @@ impl BraintrustGuard {
         // shutdown message can be queued.
         self.signal.wake.notify_one();
         let complete = self.request(|reply| Message::Shutdown(reply, worker_deadline), timeout);
+        let mut opens = Vec::new();
         if complete {
             // The worker answered and is about to return: joining is quick.
             if let Some(handle) = self.worker.take() {
                 let _ = handle.join();
             }
         } else {
-            self.drop_queued();
+            opens = self.drop_queued();
+        }
+        // Spans whose open message was taken from the queue but not delivered: each is
+        // counted as dropped now, and its close is not sent.
+        if let Ok(mut late) = self.signal.undelivered_opens.lock() {
+            opens.append(&mut late);
+        }
+        if !opens.is_empty() {
+            self.open_spans.give_up_announced(&opens);
         }
         self.open_spans.release();
         self.report(complete)
@@ -247,9 +257,14 @@ impl BraintrustGuard {
 
     /// After a shutdown that ran out of time: empties the queue, counting every row still
     /// in it as dropped, so that the report accounts for them (the worker may still take a
-    /// few of the last ones itself; those it counts as received).
-    fn drop_queued(&self) {
-        let (rows, control) = drain_undelivered(&self.rx);
+    /// few of the last ones itself; those it counts as received). Returns the span ids of
+    /// the open messages it took whose close was not queued.
+    fn drop_queued(&self) -> Vec<u64> {
+        let Undelivered {
+            rows,
+            control,
+            opens,
+        } = drain_undelivered(&self.rx, &HashSet::new());
         // The worker still has to see the control messages (its own shutdown among them).
         for msg in control {
             // The queue was just emptied: there is room.
@@ -265,6 +280,7 @@ impl BraintrustGuard {
                 ),
             );
         }
+        opens
     }
 
     /// Sends a control message and waits for its answer until `timeout`.

@@ -19,7 +19,7 @@
 //! Clones of a layer each have a table of their own: a layer value sits in one subscriber,
 //! and two subscribers number their spans alike.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -429,6 +429,26 @@ impl SpanTable {
         }
     }
 
+    /// Gives up on the announced spans of shard `s` whose id is in `ids` (their open
+    /// message was taken from the queue and not delivered): each still here is counted as
+    /// dropped and its close is not sent. Returns how many were.
+    fn give_up_announced_in(&self, s: usize, ids: &HashSet<u64>) -> u64 {
+        let mut map = lock(&self.shards[s]);
+        let mut given_up = 0;
+        for data in map.values_mut() {
+            if data.sampled
+                && data.open_delivered
+                && !data.lost
+                && ids.contains(&data.header.span_id)
+            {
+                data.lost = true;
+                given_up += 1;
+            }
+        }
+        self.counters.dropped.fetch_add(given_up, Ordering::Relaxed);
+        given_up
+    }
+
     /// How many spans have not told the worker they exist.
     #[cfg(test)]
     fn waiting(&self) -> usize {
@@ -547,6 +567,19 @@ impl OpenSpans {
                 table.give_up_shard(s);
             }
         }
+    }
+
+    /// After a shutdown: the spans whose open message was taken from the queue without
+    /// being delivered (`span_ids`), and that are still open, are counted as dropped, and
+    /// their close is not sent (a span that closed meanwhile was counted with its close).
+    pub(crate) fn give_up_announced(&self, span_ids: &[u64]) -> u64 {
+        let ids: HashSet<u64> = span_ids.iter().copied().collect();
+        let tables: Vec<Arc<SpanTable>> = self.tables().iter().filter_map(Weak::upgrade).collect();
+        tables
+            .iter()
+            .flat_map(|t| (0..SHARDS).map(move |s| (t, s)))
+            .map(|(t, s)| t.give_up_announced_in(s, &ids))
+            .sum()
     }
 
     /// How many spans have not told the worker they exist.
@@ -917,6 +950,97 @@ mod tests {
         let report = guard.shutdown();
         assert_eq!((report.sent, report.unfinished), (60, 0), "{report:?}");
         assert_eq!(sink.spans("open").len(), 60);
+    }
+
+    /// A destination that holds the worker's thread until it is opened, as one that hangs
+    /// would, then acknowledges every row.
+    struct Gate {
+        state: Arc<(std::sync::Mutex<GateState>, std::sync::Condvar)>,
+    }
+
+    /// Whether the gate is open, the rows it took, whether the worker reached it.
+    type GateState = (bool, u64, bool);
+
+    impl Gate {
+        fn new() -> Self {
+            Gate {
+                state: Arc::new((
+                    std::sync::Mutex::new((false, 0, false)),
+                    std::sync::Condvar::new(),
+                )),
+            }
+        }
+
+        /// Waits until the worker is held in `send`.
+        fn wait_entered(&self) {
+            let (lock, cv) = &*self.state;
+            let mut s = lock.lock().unwrap();
+            while !s.2 {
+                s = cv.wait(s).unwrap();
+            }
+        }
+
+        fn open(&self) {
+            let (lock, cv) = &*self.state;
+            lock.lock().unwrap().0 = true;
+            cv.notify_all();
+        }
+
+        fn sent(&self) -> u64 {
+            self.state.0.lock().unwrap().1
+        }
+    }
+
+    impl crate::sink::Sink for Gate {
+        fn send(&self, rows: Vec<crate::sink::row::Row>) -> crate::sink::SinkFuture {
+            let state = Arc::clone(&self.state);
+            Box::pin(async move {
+                let (lock, cv) = &*state;
+                let mut s = lock.lock().unwrap();
+                s.2 = true;
+                cv.notify_all();
+                while !s.0 {
+                    s = cv.wait(s).unwrap();
+                }
+                s.1 += rows.len() as u64;
+                crate::sink::Delivery {
+                    sent: rows.len() as u64,
+                    failed: Vec::new(),
+                }
+            })
+        }
+
+        fn describe(&self) -> String {
+            "a gate".to_owned()
+        }
+    }
+
+    #[test]
+    fn spans_announced_at_a_shutdown_that_runs_out_of_time_are_counted() {
+        let gate = Arc::new(Gate::new());
+        let mut builder = BraintrustLayer::builder()
+            .with_env_vars(Vec::<(String, String)>::new())
+            .with_shutdown_timeout(Duration::from_millis(300));
+        builder.test_sink = Some(Arc::clone(&gate) as Arc<dyn crate::sink::Sink>);
+        let (layer, guard) = builder.build().expect("valid configuration");
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+        let open: Vec<tracing::Span> = tracing::dispatcher::with_default(&dispatch, || {
+            tracing::info_span!("first").in_scope(|| {});
+            gate.wait_entered();
+            (0..3).map(|i| tracing::info_span!("open", i)).collect()
+        });
+        // The worker is held: the shutdown queues the three open messages and its own,
+        // runs out of time, and takes them back from the queue.
+        let report = guard.shutdown();
+        assert!(!report.complete, "{report:?}");
+        assert_eq!((report.enqueued, report.dropped), (4, 3), "{report:?}");
+        assert_eq!(report.in_flight(), 1, "the first span: {report:?}");
+        // Their closes are not sent: only the first span's row is ever delivered.
+        gate.open();
+        drop(open);
+        drop(dispatch);
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(gate.sent(), 1);
     }
 
     /// Spans open at shutdown are each announced (a row without end) or counted as dropped.

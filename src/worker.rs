@@ -48,19 +48,46 @@ pub(crate) struct ClosedSpan {
     pub(crate) open_delivered: bool,
 }
 
-/// Empties the queue without delivering anything: how many rows (span closes and events)
-/// it held, and the control messages it held, in order (open messages are left out).
-pub(crate) fn drain_undelivered(rx: &crossbeam_channel::Receiver<Message>) -> (u64, Vec<Message>) {
-    let mut rows = 0;
-    let mut control = Vec::new();
+/// What [`drain_undelivered`] took from the queue.
+#[derive(Debug, Default)]
+pub(crate) struct Undelivered {
+    /// Rows (span closes and events) that will not be delivered.
+    pub(crate) rows: u64,
+    /// The control messages, in order.
+    pub(crate) control: Vec<Message>,
+    /// The span ids of open messages whose close was not in the queue: those spans are
+    /// still open (or closed since), and their row is not delivered either (see
+    /// [`crate::open::OpenSpans::give_up_announced`]).
+    pub(crate) opens: Vec<u64>,
+}
+
+/// Empties the queue without delivering anything. A close whose span id is in `written` is
+/// not counted: that span's row was already written (as unfinished).
+pub(crate) fn drain_undelivered(
+    rx: &crossbeam_channel::Receiver<Message>,
+    written: &HashSet<u64>,
+) -> Undelivered {
+    let mut out = Undelivered::default();
+    let mut opens = HashSet::new();
     while let Ok(msg) = rx.try_recv() {
         match msg {
-            Message::Close(_) | Message::Event(_) => rows += 1,
-            Message::Open(_) => {}
-            other => control.push(other),
+            Message::Close(close) => {
+                let id = close.header.span_id;
+                // A close after its open message counts once, as the close.
+                opens.remove(&id);
+                if !written.contains(&id) {
+                    out.rows += 1;
+                }
+            }
+            Message::Event(_) => out.rows += 1,
+            Message::Open(open) => {
+                opens.insert(open.header.span_id);
+            }
+            other => out.control.push(other),
         }
     }
-    (rows, control)
+    out.opens = opens.into_iter().collect();
+    out
 }
 
 /// Counters shared by the layer, the worker and the guard. Rows are logical rows: one per
@@ -106,6 +133,9 @@ const IDLE_ROUNDS: u32 = 20;
 pub(crate) struct Signal {
     pub(crate) wake: tokio::sync::Notify,
     pub(crate) deadline: std::sync::OnceLock<Instant>,
+    /// Span ids of open messages the worker took from the queue when it finished, too late
+    /// to deliver: the guard gives those spans up (see [`Undelivered::opens`]).
+    pub(crate) undelivered_opens: std::sync::Mutex<Vec<u64>>,
 }
 
 /// How the worker shapes and delivers rows.
@@ -359,6 +389,7 @@ impl Worker {
         self.drain_orphans();
         let mut open: Vec<OpenSpan> = self.open.drain().map(|(_, o)| o).collect();
         open.sort_by_key(|o| o.header.exec_counter);
+        let written: HashSet<u64> = open.iter().map(|o| o.header.span_id).collect();
         for o in open {
             let mut row = span_row(&self.settings, &o.header, o.fields.iter(), None, None);
             if self.live {
@@ -381,10 +412,18 @@ impl Worker {
         if !in_time {
             self.dispatcher.abandon();
         }
-        // Rows that arrived while shutting down are not delivered: count them.
-        let (rows, control) = drain_undelivered(&self.rx);
-        self.counters.dropped.fetch_add(rows, Ordering::Relaxed);
-        replies.extend(control.into_iter().filter_map(|msg| match msg {
+        // Rows that arrived while shutting down are not delivered: count them (the guard
+        // counts the spans whose open message came too late, see `Signal`).
+        let late = drain_undelivered(&self.rx, &written);
+        self.counters
+            .dropped
+            .fetch_add(late.rows, Ordering::Relaxed);
+        if !late.opens.is_empty() {
+            if let Ok(mut opens) = self.signal.undelivered_opens.lock() {
+                opens.extend(late.opens);
+            }
+        }
+        replies.extend(late.control.into_iter().filter_map(|msg| match msg {
             Message::Flush(r) | Message::Checkpoint(r) | Message::Shutdown(r, _) => Some(r),
             _ => None,
         }));
@@ -484,6 +523,44 @@ mod tests {
             end: crate::clock::Stamp::now(),
             open_delivered: false,
         })
+    }
+
+    fn header_of(msg: &Message) -> SpanHeader {
+        match msg {
+            Message::Close(c) => c.header.clone(),
+            _ => unreachable!("a close"),
+        }
+    }
+
+    #[test]
+    fn an_undelivered_span_is_counted_once_whatever_of_it_is_queued() {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let open_only = header_of(&close(Fields::new()));
+        let both = close(Fields::new());
+        let written = close(Fields::new());
+        let close_only = close(Fields::new());
+        let send = |msg| tx.try_send(msg).expect("room");
+        send(Message::Open(OpenSpan {
+            header: open_only.clone(),
+            fields: Fields::new(),
+        }));
+        send(Message::Open(OpenSpan {
+            header: header_of(&both),
+            fields: Fields::new(),
+        }));
+        send(both);
+        let written_id = header_of(&written).span_id;
+        send(written);
+        send(close_only);
+        let (reply, _) = crossbeam_channel::bounded(1);
+        send(Message::Flush(reply));
+        let drained = drain_undelivered(&rx, &HashSet::from([written_id]));
+        // `both` and `close_only` are rows; `written` was already written (unfinished);
+        // `open_only` is still open somewhere, for the guard to give up.
+        assert_eq!(drained.rows, 2);
+        assert_eq!(drained.opens, [open_only.span_id]);
+        assert!(matches!(drained.control.as_slice(), [Message::Flush(_)]));
+        assert!(rx.is_empty());
     }
 
     #[test]
