@@ -101,6 +101,7 @@ impl Spool {
             }
         }
         let mut line = Vec::with_capacity(1024);
+        let mut failed_writes = 0;
         for (i, row) in rows.iter().enumerate() {
             line.clear();
             if serde_json::to_writer(&mut line, row).is_err() {
@@ -112,19 +113,31 @@ impl Spool {
                 continue;
             }
             let written = match w.file.as_mut() {
-                Some(f) => f.write_all(&line),
-                None => Err(std::io::Error::other("spool file closed")),
+                Some(f) => write_whole_line(f, &line),
+                None => Err((std::io::Error::other("spool file closed"), true)),
             };
             match written {
                 Ok(()) => {
                     w.dir_bytes = Some(used + line.len() as u64);
                     written_rows[i] = true;
                 }
-                Err(e) => {
+                Err((e, usable)) => {
+                    failed_writes += 1;
                     diag::warn(
                         "spool-write",
                         format_args!("cannot write the spool in {} ({e})", self.dir.display()),
                     );
+                    if !usable {
+                        // Part of the line stays at the end of the segment: close it (its
+                        // last line is skipped as torn when replayed) and start another.
+                        w.file = None;
+                        if let Some(open) = w.path.take() {
+                            let closed =
+                                PathBuf::from(open.to_string_lossy().trim_end_matches(".open"));
+                            let _ = fs::rename(&open, closed);
+                        }
+                        let _ = self.open_segment(&mut w);
+                    }
                 }
             }
         }
@@ -132,7 +145,7 @@ impl Spool {
             let _ = f.flush();
             let _ = f.sync_data();
         }
-        let rejected = written_rows.iter().filter(|w| !**w).count();
+        let rejected = written_rows.iter().filter(|w| !**w).count() - failed_writes;
         if rejected > 0 {
             diag::warn(
                 "spool-full",
@@ -317,6 +330,20 @@ fn dir_size(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// Appends one line; when the write fails, cuts the file back to where it was, so that no
+/// part of the line stays. The error says whether the file is still usable (`false`: part
+/// of the line could not be taken back).
+fn write_whole_line(f: &mut File, line: &[u8]) -> Result<(), (std::io::Error, bool)> {
+    let before = f.metadata().map(|m| m.len());
+    match f.write_all(line) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let usable = before.is_ok_and(|len| f.set_len(len).is_ok());
+            Err((e, usable))
+        }
+    }
 }
 
 #[cfg(test)]

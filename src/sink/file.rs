@@ -24,6 +24,9 @@ pub(crate) struct FileSink {
 struct OpenFile {
     file: File,
     buf: Vec<u8>,
+    /// A failed write left part of a line at the end of the file: the next write starts a
+    /// new line first, so that its rows are not glued to it.
+    torn: bool,
 }
 
 /// Lines are written in chunks of about this many bytes.
@@ -54,6 +57,7 @@ impl FileSink {
                     *slot = Some(OpenFile {
                         file,
                         buf: Vec::with_capacity(CHUNK),
+                        torn: false,
                     })
                 }
                 Err(e) => {
@@ -102,21 +106,65 @@ impl FileSink {
         if chunk.is_empty() {
             return;
         }
-        match open.file.write_all(&open.buf) {
+        match write_lines(&mut open.file, &open.buf, &mut open.torn) {
             Ok(()) => {
                 delivery.sent += chunk.len() as u64;
                 chunk.clear();
             }
-            Err(e) => {
+            Err((complete, e)) => {
                 diag::warn(
                     "file-write",
                     format_args!("cannot write to {} ({e})", self.path.display()),
                 );
-                delivery.failed.append(chunk);
+                // The lines written whole before the error are in the file: sent.
+                let complete = complete.min(chunk.len());
+                delivery.sent += complete as u64;
+                delivery.failed.extend(chunk.drain(complete..));
+                chunk.clear();
             }
         }
         open.buf.clear();
     }
+}
+
+/// Writes `lines` (whole lines, each ending with `\n`) to `out`, after a newline when an
+/// earlier write left a line `torn`. On error, returns how many of the lines were written
+/// whole, and sets `torn` when part of a line was written.
+fn write_lines(
+    out: &mut impl Write,
+    lines: &[u8],
+    torn: &mut bool,
+) -> Result<(), (usize, std::io::Error)> {
+    if *torn {
+        let (written, result) = write_counted(out, b"\n");
+        if written == 1 {
+            *torn = false;
+        }
+        result.map_err(|e| (0, e))?;
+    }
+    let (written, result) = write_counted(out, lines);
+    result.map_err(|e| {
+        let done = lines.get(..written).unwrap_or(lines);
+        *torn = done.last().is_some_and(|&b| b != b'\n');
+        (done.iter().filter(|&&b| b == b'\n').count(), e)
+    })
+}
+
+/// `write_all`, that also says how many bytes were written when it fails.
+fn write_counted(out: &mut impl Write, mut buf: &[u8]) -> (usize, std::io::Result<()>) {
+    let mut written = 0;
+    while !buf.is_empty() {
+        match out.write(buf) {
+            Ok(0) => return (written, Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => {
+                written += n;
+                buf = buf.get(n..).unwrap_or_default();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (written, Err(e)),
+        }
+    }
+    (written, Ok(()))
 }
 
 impl Sink for FileSink {
@@ -146,6 +194,51 @@ mod tests {
                 _ => unreachable!("an object literal"),
             })
             .collect()
+    }
+
+    /// Takes `room` bytes, then fails as a full disk does.
+    struct Full {
+        written: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.room);
+            if n == 0 {
+                return Err(std::io::Error::other("no space left"));
+            }
+            self.room -= n;
+            self.written.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_counts_whole_lines_and_keeps_the_next_line_apart() {
+        let mut out = Full {
+            written: Vec::new(),
+            room: 10,
+        };
+        let mut torn = false;
+        // Two whole lines and a third without its end fit.
+        let result = write_lines(&mut out, b"ab\ncd\nefgh\n", &mut torn);
+        assert_eq!(result.map_err(|(n, _)| n), Err(2));
+        assert!(torn);
+        // Room again: the next lines start on a line of their own.
+        out.room = 100;
+        assert!(write_lines(&mut out, b"ij\n", &mut torn).is_ok());
+        assert!(!torn);
+        assert_eq!(out.written, b"ab\ncd\nefgh\nij\n");
+        // A failure at a line's end tears nothing.
+        out.room = 3;
+        let result = write_lines(&mut out, b"kl\nmn\n", &mut torn);
+        assert_eq!(result.map_err(|(n, _)| n), Err(1));
+        assert!(!torn);
     }
 
     #[test]
