@@ -240,8 +240,9 @@ impl BraintrustSpanExt for Span {
             Err(e) => fields.push(field, &FieldValue::Str(format!("<unserializable: {e}>"))),
         }
         with_data(self, |layer, data| {
-            if data.sampled {
+            if data.sampled && layer.inner.room_for_records(&data.fields) {
                 data.fields.extend_from(&fields, &layer.inner.pool);
+                data.fields.compact_if_large();
             }
         });
     }

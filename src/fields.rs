@@ -259,6 +259,64 @@ fn gen_ai_usage_metric(name: &str) -> Option<&'static str> {
     })
 }
 
+/// When a later value of the same field makes an earlier one useless in the row
+/// ([`RowParts::apply`]), so that a span recorded on again and again can drop it (see
+/// [`crate::record::Fields::compact`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Supersede {
+    /// Any later value replaces it.
+    Always,
+    /// A later value that is not a JSON object replaces it (objects merge).
+    ByNonObject,
+    /// A later number replaces it, if it is a number too (others go to metadata).
+    NumberByNumber,
+    /// Every value counts (tags add up, objects merge, types and scores may split).
+    Never,
+}
+
+/// How later values of the field `name` supersede earlier ones, as [`RowParts::apply`]
+/// maps them.
+pub(crate) fn supersede(name: &str) -> Supersede {
+    match name {
+        "error" | "span_name" | "otel.name" => return Supersede::Always,
+        "input" | "output" | "expected" => return Supersede::ByNonObject,
+        "tags" | "span_type" | "metadata" => return Supersede::Never,
+        _ => {}
+    }
+    if name.starts_with("metadata.") {
+        Supersede::ByNonObject
+    } else if name.starts_with("metrics.") {
+        Supersede::NumberByNumber
+    } else if name.starts_with("scores.") {
+        Supersede::Never
+    } else if let Some(key) = name.strip_prefix("llm.") {
+        if llm_metric(key).is_some() {
+            return Supersede::NumberByNumber;
+        }
+        match key {
+            "model" | "provider" => Supersede::Always,
+            "usage" => Supersede::Never,
+            _ => Supersede::ByNonObject,
+        }
+    } else if let Some(key) = name.strip_prefix("gen_ai.") {
+        if key
+            .strip_prefix("usage.")
+            .and_then(gen_ai_usage_metric)
+            .is_some()
+        {
+            return Supersede::NumberByNumber;
+        }
+        match key {
+            "input.messages" | "prompt" | "output.messages" | "completion" => {
+                Supersede::ByNonObject
+            }
+            _ => Supersede::Always,
+        }
+    } else {
+        Supersede::Always
+    }
+}
+
 impl RowParts {
     /// Applies one field, by name. Later values win; objects merge.
     pub(crate) fn apply(&mut self, name: &str, value: FieldValue) {

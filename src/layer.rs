@@ -225,6 +225,25 @@ impl Lineage {
 }
 
 impl LayerInner {
+    /// Whether a span's fields take more recorded values. Values that later ones of the
+    /// same field replace are dropped as a span keeps recording (see
+    /// [`Fields::compact_if_large`]); what cannot be dropped (tags, objects that merge) is
+    /// kept up to 8 times the longest value (at least 8 MiB), and values recorded past that
+    /// are dropped with a warning, so that one span cannot take all the memory.
+    pub(crate) fn room_for_records(&self, fields: &Fields) -> bool {
+        let cap = self.max_field_bytes.saturating_mul(8).max(8 << 20);
+        if fields.byte_len() <= cap {
+            return true;
+        }
+        crate::diag::warn_once(
+            "span-fields-full",
+            format_args!(
+                "a span kept recording values past {cap} bytes (merged objects, tags): later values recorded on it are dropped"
+            ),
+        );
+        false
+    }
+
     fn next_exec_counter(&self) -> u64 {
         self.exec_counter.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -514,13 +533,14 @@ impl RecordVisitor<'_> {
     fn direct(&self, record: impl FnOnce(&mut FieldVisitor<'_>)) {
         let inner = &*self.layer.inner;
         self.layer.spans.with(self.id, |data| {
-            if data.sampled {
+            if data.sampled && inner.room_for_records(&data.fields) {
                 data.fields
                     .ready_for_records(&inner.pool, data.header.metadata);
                 record(&mut FieldVisitor {
                     fields: &mut data.fields,
                     max_bytes: inner.max_field_bytes,
                 });
+                data.fields.compact_if_large();
             }
         });
     }
@@ -546,8 +566,9 @@ impl RecordVisitor<'_> {
             });
             if !buf.is_empty() {
                 self.layer.spans.with(self.id, |data| {
-                    if data.sampled {
+                    if data.sampled && inner.room_for_records(&data.fields) {
                         data.fields.extend_from(buf, &inner.pool);
+                        data.fields.compact_if_large();
                     }
                 });
             }

@@ -2,6 +2,7 @@
 //! possible. Nothing here serialises JSON or does IO; the mapping to row fields happens on the
 //! worker ([`crate::fields`]).
 
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -80,6 +81,9 @@ const INDEXED: u8 = 0xFE;
 /// Room a new buffer starts with when fields are captured into it (the pool hands back
 /// buffers of up to [`BufferPool::MAX_CAPACITY`]).
 const FIRST_CAPTURE_CAPACITY: usize = 256;
+
+/// A span's fields are compacted (see [`Fields::compact_if_large`]) from this size on.
+const COMPACT_FROM: usize = 64 * 1024;
 
 /// Room reserved the first time fields are appended to a span after its creation, so that
 /// a few `record` calls share one allocation.
@@ -182,6 +186,81 @@ impl Fields {
             self.buf.reserve(FIRST_RECORD_CAPACITY);
         }
         self.for_callsite(callsite);
+    }
+
+    /// Drops the values that later values of the same field make useless in the row (see
+    /// [`crate::fields::supersede`]), once the buffer is large and nearly full: a long-lived
+    /// span recorded on again and again (an agent loop updating its `output`) keeps what
+    /// its row needs, not every value it was ever given. When little can be dropped, the
+    /// buffer is grown so that this runs again only after as many bytes more.
+    pub(crate) fn compact_if_large(&mut self) {
+        let len = self.buf.len();
+        if len < COMPACT_FROM || len <= self.buf.capacity() / 4 * 3 {
+            return;
+        }
+        self.compact();
+        if self.buf.len() > self.buf.capacity() / 2 {
+            self.buf.reserve(self.buf.len());
+        }
+    }
+
+    /// The length of the buffer, in bytes.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Drops every value a later value of the same field supersedes (see
+    /// [`crate::fields::supersede`]), keeping the others in order.
+    pub(crate) fn compact(&mut self) {
+        use crate::fields::Supersede;
+
+        // Each entry's byte range, name and what it is.
+        let mut entries = Vec::new();
+        let mut rest: &[u8] = &self.buf;
+        while !rest.is_empty() {
+            let start = self.buf.len() - rest.len();
+            let Some((name, kind)) = scan_entry(&mut rest, self.callsite) else {
+                // Only this module writes the buffer: leave it alone rather than misread.
+                return;
+            };
+            entries.push((start..self.buf.len() - rest.len(), name, kind));
+        }
+        // From the last entry back: what later values of each field there are.
+        #[derive(Default, Clone, Copy)]
+        struct Later {
+            any: bool,
+            non_object: bool,
+            number: bool,
+        }
+        let mut later: HashMap<&str, Later> = HashMap::new();
+        let mut keep = vec![true; entries.len()];
+        for (i, (_, name, kind)) in entries.iter().enumerate().rev() {
+            let seen = later.entry(name).or_default();
+            keep[i] = match crate::fields::supersede(name) {
+                Supersede::Always => !seen.any,
+                Supersede::ByNonObject => !seen.non_object,
+                Supersede::NumberByNumber => !(kind.number && seen.number),
+                Supersede::Never => true,
+            };
+            seen.any = true;
+            seen.non_object |= !kind.maybe_object;
+            seen.number |= kind.number;
+        }
+        if keep.iter().all(|k| *k) {
+            return;
+        }
+        let ranges: Vec<std::ops::Range<usize>> = entries
+            .into_iter()
+            .zip(keep)
+            .filter_map(|((range, _, _), keep)| keep.then_some(range))
+            .collect();
+        let mut end = 0;
+        for range in ranges {
+            let len = range.len();
+            self.buf.copy_within(range, end);
+            end += len;
+        }
+        self.buf.truncate(end);
     }
 
     /// Releases the buffer when one huge value grew it past `max` bytes.
@@ -717,6 +796,62 @@ fn take_name<'a>(
     take_str(rest)
 }
 
+/// What [`Fields::compact`] needs to know of a value.
+#[derive(Clone, Copy, Debug)]
+struct ValueKind {
+    /// It may be a JSON object (which merges instead of replacing).
+    maybe_object: bool,
+    /// It is a finite number (or a boolean), which goes to metrics.
+    number: bool,
+}
+
+/// Skips one entry at the front of `rest`, returning its name and what its value is.
+fn scan_entry<'a>(
+    rest: &mut &'a [u8],
+    callsite: Option<&'static Metadata<'static>>,
+) -> Option<(&'a str, ValueKind)> {
+    let name = take_name(rest, callsite)?;
+    let tag = *take_bytes(rest, 1)?.first()?;
+    let number = ValueKind {
+        maybe_object: false,
+        number: true,
+    };
+    let kind = match tag {
+        TAG_BOOL => {
+            take_bytes(rest, 1)?;
+            number
+        }
+        TAG_I64 | TAG_U64 => {
+            take_bytes(rest, 8)?;
+            number
+        }
+        TAG_I128 | TAG_U128 => {
+            take_bytes(rest, 16)?;
+            number
+        }
+        TAG_F64 => ValueKind {
+            maybe_object: false,
+            number: f64::from_le_bytes(take_array(rest)?).is_finite(),
+        },
+        TAG_STR => {
+            take_len_prefixed(rest)?;
+            ValueKind {
+                maybe_object: false,
+                number: false,
+            }
+        }
+        TAG_TEXT | TAG_JSON | TAG_DEFERRED => {
+            let text = take_len_prefixed(rest)?;
+            ValueKind {
+                maybe_object: text.trim_ascii_start().first() == Some(&b'{'),
+                number: false,
+            }
+        }
+        _ => return None,
+    };
+    Some((name, kind))
+}
+
 /// Decodes one entry from the front of `rest`.
 fn decode<'a>(
     rest: &mut &'a [u8],
@@ -897,6 +1032,138 @@ impl Visit for FieldVisitor<'_> {
         out.accept_hand_over();
         let _ = write!(out, "{value:?}");
         out.finish();
+    }
+}
+
+#[cfg(test)]
+mod compact_tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    const NAMES: &[&str] = &[
+        "input",
+        "output",
+        "expected",
+        "error",
+        "tags",
+        "span_type",
+        "span_name",
+        "metadata",
+        "metadata.a",
+        "metadata.a.b",
+        "metrics.m",
+        "scores.s",
+        "llm.model",
+        "llm.prompt_tokens",
+        "llm.completion_tokens",
+        "llm.input",
+        "llm.output",
+        "llm.usage",
+        "llm.other",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.request.model",
+        "gen_ai.response.model",
+        "gen_ai.input.messages",
+        "gen_ai.system",
+        "plain",
+    ];
+
+    fn value() -> impl Strategy<Value = FieldValue> {
+        prop_oneof![
+            any::<bool>().prop_map(FieldValue::Bool),
+            (-3i64..3).prop_map(FieldValue::I64),
+            (0u64..3).prop_map(FieldValue::U64),
+            prop_oneof![Just(0.5), Just(f64::NAN), Just(7.25), Just(f64::INFINITY)]
+                .prop_map(FieldValue::F64),
+            prop_oneof![Just("12"), Just("x"), Just("llm"), Just("{"), Just("a, b")]
+                .prop_map(|s| FieldValue::Str(s.to_owned())),
+            prop_oneof![
+                Just(r#"{"a":1}"#),
+                Just(r#" {"b":{"c":2}}"#),
+                Just(r#"{"a":{"d":3}}"#),
+                Just("[1,2]"),
+                Just("plain text"),
+                Just(r#"{"prompt_tokens":4,"completion_tokens":5}"#),
+            ]
+            .prop_map(|s| FieldValue::Text(s.to_owned())),
+            prop_oneof![
+                Just(json!({"a": {"e": 1}})),
+                Just(json!(["t1", "t2"])),
+                Just(json!("s")),
+                Just(json!({"input_tokens": 9})),
+            ]
+            .prop_map(FieldValue::Json),
+        ]
+    }
+
+    /// The row the worker builds from `fields` (ids and times fixed).
+    fn row(fields: &Fields, header: &SpanHeader) -> Value {
+        let settings = crate::row::RowSettings::new(None);
+        let row = crate::row::span_row(&settings, header, fields.iter(), None, None);
+        Value::Object(row.into_object())
+    }
+
+    fn header() -> SpanHeader {
+        let metadata = tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            tracing::info_span!("compacted").metadata()
+        })
+        .expect("an enabled span has metadata");
+        SpanHeader {
+            span_id: 1,
+            row_id: 2,
+            root: TraceId::Hex(3),
+            parent: None,
+            exec_counter: 1,
+            start: crate::clock::Stamp::now(),
+            metadata,
+            route: None,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Compacting drops only what the row does not need: the row is the same.
+        #[test]
+        fn compacting_never_changes_the_row(
+            entries in proptest::collection::vec((0..NAMES.len(), value()), 0..40)
+        ) {
+            let header = header();
+            let mut fields = Fields::new();
+            for (name, value) in &entries {
+                fields.push(NAMES[*name], value);
+            }
+            let before = row(&fields, &header);
+            let len = fields.byte_len();
+            fields.compact();
+            prop_assert!(fields.byte_len() <= len);
+            prop_assert_eq!(row(&fields, &header), before);
+        }
+    }
+
+    #[test]
+    fn a_field_recorded_again_and_again_keeps_its_last_value() {
+        let mut fields = Fields::new();
+        for i in 0..1000u64 {
+            fields.push("output", &FieldValue::Str(format!("step {i}")));
+            fields.push("metrics.steps", &FieldValue::U64(i));
+            if i % 500 == 0 {
+                // Tags add up: each is kept.
+                fields.push("tags", &FieldValue::Str(format!("tag {i}")));
+            }
+        }
+        fields.compact();
+        let kept: Vec<(String, FieldValue)> =
+            fields.iter().map(|(n, v)| (n.to_owned(), v)).collect();
+        let expected = [
+            ("tags", FieldValue::Str("tag 0".into())),
+            ("tags", FieldValue::Str("tag 500".into())),
+            ("output", FieldValue::Str("step 999".into())),
+            ("metrics.steps", FieldValue::U64(999)),
+        ]
+        .map(|(n, v)| (n.to_owned(), v));
+        assert_eq!(kept, expected);
     }
 }
 

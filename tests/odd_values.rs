@@ -733,3 +733,21 @@ fn record_json_and_streamed_output_are_cut_at_max_field_bytes() {
     );
     cut(&by_name(&rows, "streamed")["output"]);
 }
+
+#[test]
+fn a_span_stops_taking_values_it_cannot_drop_past_its_cap() {
+    let (rows, report) = capture(|| {
+        let span = tracing::info_span!("tagged", tags = tracing::field::Empty);
+        // Tags add up, so none can be dropped: 20 MB of them.
+        for i in 0..2_000 {
+            span.record("tags", format!("{i:05}{}", "t".repeat(10_000)).as_str());
+        }
+    });
+    assert_eq!(report.sent, 1, "{report:?}");
+    let tags = by_name(&rows, "tagged")["tags"]
+        .as_array()
+        .expect("tags")
+        .len();
+    // The first 8 MiB of them, about 840.
+    assert!((700..1_000).contains(&tags), "{tags} tags kept");
+}
