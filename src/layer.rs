@@ -230,8 +230,19 @@ impl LayerInner {
     /// [`Fields::compact_if_large`]); what cannot be dropped (tags, objects that merge) is
     /// kept up to 8 times the longest value (at least 8 MiB), and values recorded past that
     /// are dropped with a warning, so that one span cannot take all the memory.
+    #[inline]
     pub(crate) fn room_for_records(&self, fields: &Fields) -> bool {
-        let cap = self.max_field_bytes.saturating_mul(8).max(8 << 20);
+        // Below the smallest cap, nothing to work out.
+        fields.byte_len() <= MIN_SPAN_FIELDS_CAP || self.room_for_large(fields)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn room_for_large(&self, fields: &Fields) -> bool {
+        let cap = self
+            .max_field_bytes
+            .saturating_mul(8)
+            .max(MIN_SPAN_FIELDS_CAP);
         if fields.byte_len() <= cap {
             return true;
         }
@@ -518,6 +529,9 @@ where
         }
     }
 }
+
+/// The least a span's fields may hold (see [`LayerInner::room_for_records`]).
+const MIN_SPAN_FIELDS_CAP: usize = 8 << 20;
 
 /// Records values on an open span. Plain values (numbers, strings, booleans) are written
 /// straight into the span's fields under its lock; values formatted with `Debug` or

@@ -193,11 +193,17 @@ impl Fields {
     /// span recorded on again and again (an agent loop updating its `output`) keeps what
     /// its row needs, not every value it was ever given. When little can be dropped, the
     /// buffer is grown so that this runs again only after as many bytes more.
+    #[inline]
     pub(crate) fn compact_if_large(&mut self) {
         let len = self.buf.len();
-        if len < COMPACT_FROM || len <= self.buf.capacity() / 4 * 3 {
-            return;
+        if len >= COMPACT_FROM && len > self.buf.capacity() / 4 * 3 {
+            self.compact_and_make_room();
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn compact_and_make_room(&mut self) {
         self.compact();
         if self.buf.len() > self.buf.capacity() / 2 {
             self.buf.reserve(self.buf.len());
@@ -205,6 +211,7 @@ impl Fields {
     }
 
     /// The length of the buffer, in bytes.
+    #[inline]
     pub(crate) fn byte_len(&self) -> usize {
         self.buf.len()
     }
