@@ -24,6 +24,11 @@ pub(crate) const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// A claimed segment older than this whose owner is gone is claimed again.
 const STALE_CLAIM: Duration = Duration::from_secs(60);
 
+/// A segment not written to for this long (by its modification time, as [`STALE_CLAIM`]
+/// is read) is closed before the next write, so that a segment this process still writes
+/// to is never old enough for another process to take.
+const ROTATE_IDLE: Duration = Duration::from_secs(30);
+
 /// A segment read back for replay.
 #[derive(Debug)]
 pub(crate) struct Segment {
@@ -91,6 +96,20 @@ impl Spool {
         if w.dir_bytes.is_none() {
             w.dir_bytes = Some(dir_size(&self.dir));
         }
+        let idle = w
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok()?.modified().ok()?.elapsed().ok())
+            .is_some_and(|age| age > ROTATE_IDLE);
+        if idle {
+            // Another process may soon take the idle segment for its own (see
+            // `STALE_CLAIM`): it is closed, and never written to again.
+            close_segment(&mut w);
+        } else if w.path.as_ref().is_some_and(|p| !p.exists()) {
+            // Another process took it already (and touched it: it no longer looks idle).
+            w.file = None;
+            w.path = None;
+        }
         if w.file.is_none() {
             if let Err(e) = self.open_segment(&mut w) {
                 diag::warn(
@@ -130,12 +149,7 @@ impl Spool {
                     if !usable {
                         // Part of the line stays at the end of the segment: close it (its
                         // last line is skipped as torn when replayed) and start another.
-                        w.file = None;
-                        if let Some(open) = w.path.take() {
-                            let closed =
-                                PathBuf::from(open.to_string_lossy().trim_end_matches(".open"));
-                            let _ = fs::rename(&open, closed);
-                        }
+                        close_segment(&mut w);
                         let _ = self.open_segment(&mut w);
                     }
                 }
@@ -164,11 +178,7 @@ impl Spool {
     /// `<name>.jsonl.open` becomes `<name>.jsonl`.
     pub(crate) fn rotate(&self) {
         if let Ok(mut w) = self.writer.lock() {
-            w.file = None;
-            if let Some(open) = w.path.take() {
-                let closed = PathBuf::from(open.to_string_lossy().trim_end_matches(".open"));
-                let _ = fs::rename(&open, closed);
-            }
+            close_segment(&mut w);
         }
     }
 
@@ -332,6 +342,16 @@ fn dir_size(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Closes the writer's segment: `<name>.jsonl.open` becomes `<name>.jsonl` (unless another
+/// process took it meanwhile).
+fn close_segment(w: &mut Writer) {
+    w.file = None;
+    if let Some(open) = w.path.take() {
+        let closed = PathBuf::from(open.to_string_lossy().trim_end_matches(".open"));
+        let _ = fs::rename(&open, closed);
+    }
+}
+
 /// Appends one line; when the write fails, cuts the file back to where it was, so that no
 /// part of the line stays. The error says whether the file is still usable (`false`: part
 /// of the line could not be taken back).
@@ -366,6 +386,83 @@ mod tests {
             serde_json::Value::Object(m) => Row::from(m),
             _ => Row::from(crate::sink::row::Object::new()),
         }
+    }
+
+    #[test]
+    fn a_segment_left_idle_is_never_written_to_once_another_process_may_take_it() {
+        let dir = temp_dir("idle-open");
+        let writer = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        assert_eq!(writer.append(&[row(1)]), [true]);
+        let open = fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .next()
+            .expect("the open segment");
+        // Two minutes without a write: another process takes the segment and replays it.
+        let old = SystemTime::now() - Duration::from_secs(120);
+        File::options()
+            .append(true)
+            .open(&open)
+            .and_then(|f| f.set_modified(old))
+            .expect("set the modification time");
+        let other = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        let taken: Vec<String> = other
+            .claim_all()
+            .into_iter()
+            .flat_map(|(claimed, _)| {
+                let segment = Spool::read(claimed);
+                other.done(&segment);
+                segment.rows
+            })
+            .map(|r| r["id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(taken, ["r1"]);
+        // The writer's next row goes to a new segment, not to the one taken.
+        assert_eq!(writer.append(&[row(2)]), [true]);
+        writer.rotate();
+        let next = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        let ids: Vec<String> = next
+            .claim_all()
+            .into_iter()
+            .flat_map(|(claimed, _)| Spool::read(claimed).rows)
+            .map(|r| r["id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(ids, ["r2"], "the row reported as spooled is still there");
+    }
+
+    #[test]
+    fn a_segment_idle_for_half_the_claim_time_is_closed_before_the_next_write() {
+        let dir = temp_dir("idle-rotate");
+        let writer = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        assert_eq!(writer.append(&[row(1)]), [true]);
+        let open = fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .next()
+            .expect("the open segment");
+        let old = SystemTime::now() - ROTATE_IDLE - Duration::from_secs(1);
+        File::options()
+            .append(true)
+            .open(&open)
+            .and_then(|f| f.set_modified(old))
+            .expect("set the modification time");
+        assert_eq!(writer.append(&[row(2)]), [true]);
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .map(|n| {
+                n.rsplit_once(".jsonl")
+                    .map_or(n.clone(), |(_, tail)| tail.to_owned())
+            })
+            .collect();
+        names.sort();
+        let _ = fs::remove_dir_all(&dir);
+        // The idle one closed (replayable by anyone), the new row in a new open segment.
+        assert_eq!(names, ["", ".open"]);
     }
 
     #[test]
