@@ -123,6 +123,19 @@ impl Spool {
         let mut failed_writes = 0;
         for (i, row) in rows.iter().enumerate() {
             line.clear();
+            // A progress row (a live-mode start row, a panic checkpoint) replaces what the
+            // server holds for its span. Replayed after its span's final row was delivered,
+            // it would wipe that row out: it is kept as a merge row instead, which the
+            // server inserts as it is when it holds nothing for the span.
+            let merged;
+            let row = if row.is_progress() {
+                let mut copy = row.clone();
+                copy.set_is_merge(true);
+                merged = copy;
+                &merged
+            } else {
+                row
+            };
             if serde_json::to_writer(&mut line, row).is_err() {
                 continue;
             }

@@ -622,3 +622,73 @@ fn a_flush_stuck_on_a_slow_server_does_not_hold_up_shutdown() {
     assert_accounted(&report);
     assert_eq!(report.spooled + report.sent, 10, "{report:?}");
 }
+
+#[test]
+fn a_replayed_start_row_does_not_wipe_out_its_spans_final_row() {
+    let server = FakeServer::start();
+    let spool = temp_dir("live-replay");
+    // The live start row's upload fails: it is spooled.
+    server.push_logs3(Reply::status(500));
+    let (layer, guard) = server_builder(server.url(), server.api_key(), "live")
+        .with_live_spans(true)
+        .with_num_retries(0)
+        .with_spool_dir(&*spool)
+        .build()
+        .expect("valid configuration");
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let span = tracing::dispatcher::with_default(&dispatch, || {
+        tracing::info_span!("long", input = "q", output = tracing::field::Empty)
+    });
+    guard.flush();
+    span.record("output", "the answer");
+    drop(span);
+    // The final row is delivered.
+    let report = guard.flush();
+    assert_eq!(report.sent, 1, "{report:?}");
+    let _ = guard.shutdown();
+    drop(dispatch);
+    // The next run replays the spool first: the start row arrives after the final row.
+    let (_layer, guard) = server_builder(server.url(), server.api_key(), "live")
+        .with_live_spans(true)
+        .with_spool_dir(&*spool)
+        .build()
+        .expect("valid configuration");
+    guard.flush();
+    let _ = guard.shutdown();
+    let rows: Vec<Value> = server
+        .rows()
+        .into_iter()
+        .filter(|r| r["span_attributes"]["name"] == "long" || r["input"] == "q")
+        .collect();
+    let last = rows.last().expect("rows for the span");
+    assert_eq!(
+        last["_is_merge"], true,
+        "a replayed row merges into what the server holds: {rows:#?}"
+    );
+    // What the server ends with: every row applied in order, as it applies them.
+    let mut stored = serde_json::Map::new();
+    for row in &rows {
+        let Value::Object(row) = row.clone() else {
+            continue;
+        };
+        if row.get("_is_merge") == Some(&Value::Bool(true)) {
+            deep_merge(&mut stored, row);
+        } else {
+            stored = row;
+        }
+    }
+    assert_eq!(stored["output"], "the answer", "{rows:#?}");
+    assert!(stored["metrics"]["end"].is_number(), "{rows:#?}");
+}
+
+/// The server's merge: objects merge key by key, anything else is replaced.
+fn deep_merge(into: &mut serde_json::Map<String, Value>, from: serde_json::Map<String, Value>) {
+    for (k, v) in from {
+        match (into.get_mut(&k), v) {
+            (Some(Value::Object(old)), Value::Object(new)) => deep_merge(old, new),
+            (_, v) => {
+                into.insert(k, v);
+            }
+        }
+    }
+}
