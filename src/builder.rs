@@ -200,6 +200,7 @@ impl Builder {
     }
 
     /// The timeout of one HTTP request (`BRAINTRUST_HTTP_TIMEOUT` in seconds, default 60).
+    /// Zero is a [`build`](Builder::build) error.
     pub fn with_http_timeout(mut self, timeout: Duration) -> Self {
         self.http_timeout = Some(timeout);
         self

@@ -198,6 +198,17 @@ fn positive(setting: &'static str, v: usize) -> Result<usize, Error> {
     }
 }
 
+fn nonzero(setting: &'static str, d: Duration) -> Result<Duration, Error> {
+    if d.is_zero() {
+        Err(Error::InvalidConfig {
+            setting,
+            reason: "must be longer than zero (every request would time out)".into(),
+        })
+    } else {
+        Ok(d)
+    }
+}
+
 /// The largest queue: two slots of 176 bytes per span, allocated up front (about 3 GB).
 pub(crate) const MAX_QUEUE_SIZE: usize = 1 << 23;
 
@@ -343,10 +354,12 @@ impl Builder {
                     .or_else(|| env.queue_size())
                     .unwrap_or(defaults::QUEUE_SIZE),
             )?,
-            http_timeout: self
-                .http_timeout
-                .or_else(|| env.seconds(env::HTTP_TIMEOUT))
-                .unwrap_or(defaults::HTTP_TIMEOUT),
+            http_timeout: nonzero(
+                "BRAINTRUST_HTTP_TIMEOUT",
+                self.http_timeout
+                    .or_else(|| env.seconds(env::HTTP_TIMEOUT))
+                    .unwrap_or(defaults::HTTP_TIMEOUT),
+            )?,
             failed_payloads_dir: self
                 .failed_payloads_dir
                 .clone()
@@ -481,6 +494,18 @@ mod tests {
         assert_eq!(c.app_url, "https://www.braintrust.dev");
         assert_eq!(c.queue_size, 25_000);
         assert_eq!(c.batch_size, 100);
+    }
+
+    #[test]
+    fn a_zero_http_timeout_is_an_error() {
+        let e = Builder::new()
+            .with_http_timeout(Duration::ZERO)
+            .config()
+            .err();
+        assert!(
+            e.is_some_and(|e| e.to_string().contains("BRAINTRUST_HTTP_TIMEOUT")),
+            "every request would time out"
+        );
     }
 
     #[test]
