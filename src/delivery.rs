@@ -103,6 +103,9 @@ async fn send_claimed(
     true
 }
 
+/// How long the rows an earlier run spooled may hold up a new run's rows at startup.
+const STARTUP_REPLAY_BUDGET: Duration = Duration::from_secs(5);
+
 /// A live-mode start row sent on its own: a progress update, not counted as a row of its
 /// own (its span's final row is).
 fn logical(rows: &[Row]) -> u64 {
@@ -376,21 +379,25 @@ impl Dispatcher {
     }
 
     /// Sends the rows an earlier run spooled, oldest segment first, before anything else,
-    /// removing each segment once all its rows are acknowledged. Stops at the first failure
-    /// (the rest is tried again later in this run) or when a shutdown's deadline passes.
+    /// removing each segment once all its rows are acknowledged. Stops at the first failure,
+    /// after [`STARTUP_REPLAY_BUDGET`] (the rest is tried again later in this run, in the
+    /// background) or when a shutdown's deadline passes.
     pub(crate) async fn replay_first(&mut self) {
         let Some(spool) = self.spool.clone() else {
             return;
         };
         spool.rotate();
         let claimed = Claimed::new(Arc::clone(&spool), spool.claim_all());
-        let done = send_claimed(
-            claimed,
-            &*self.sink,
-            &self.counters,
-            self.shutdown_deadline_passed(),
-        )
-        .await;
+        // The queue is not drained meanwhile: a server that hangs must not hold the new
+        // rows up for long. What is left is tried again in the background (`replay_due`).
+        let deadline = self.shutdown_deadline_passed();
+        let stop = async {
+            tokio::select! {
+                () = deadline => {}
+                () = tokio::time::sleep(STARTUP_REPLAY_BUDGET) => {}
+            }
+        };
+        let done = send_claimed(claimed, &*self.sink, &self.counters, stop).await;
         if !done {
             self.replay_outcome.store(REPLAY_FAILED, Ordering::Release);
         }

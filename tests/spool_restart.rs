@@ -692,3 +692,40 @@ fn deep_merge(into: &mut serde_json::Map<String, Value>, from: serde_json::Map<S
         }
     }
 }
+
+#[test]
+fn a_server_that_hangs_on_the_replay_does_not_hold_up_new_rows_for_long() {
+    let server = FakeServer::start();
+    let spool = temp_dir("spool-hang");
+    first_process_spools(&server, &spool);
+    // The replay's upload is answered only after 30 s.
+    server.push_logs3(Reply::status(200).with_delay(Duration::from_secs(30)));
+    let started = Instant::now();
+    let (layer, guard) = builder(server.url(), server.api_key(), &spool)
+        .build()
+        .expect("valid configuration");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+        tracing::info_span!("work", metadata.i = NEW_BASE).in_scope(|| {});
+    });
+    let report = guard.flush();
+    let waited = started.elapsed();
+    assert_eq!(report.sent, 1, "{report:?}");
+    assert!(
+        waited < Duration::from_secs(20),
+        "the new row waited {waited:?} behind the replay"
+    );
+    // The spooled rows are tried again in the background, and arrive.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while guard.report_now().replayed < OLD && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let report = shutdown_in_time(guard);
+    assert_eq!(report.replayed, OLD, "{report:?}");
+    // The server took the first try's rows without answering: they came again, as full
+    // rows that replace themselves by id. Each span is there, with one id.
+    let by_id = server.rows_by_id();
+    let mut seen: Vec<u64> = by_id.values().map(|rows| index(&rows[0])).collect();
+    seen.sort_unstable();
+    let expected: Vec<u64> = (0..OLD).chain(NEW_BASE..NEW_BASE + 1).collect();
+    assert_eq!(seen, expected);
+}
