@@ -1192,3 +1192,30 @@ fn a_span_sampled_out_and_back_in_while_open_is_written_at_shutdown() {
     assert_eq!(row["input"], "q");
     drop((out, back));
 }
+
+/// What the official Python SDK exports for a span of `init_logger(project_id=…)` before the
+/// project's name is known: `compute_object_metadata_args` holds the id, with a null name.
+const PYTHON_PROJECT_ID_ONLY_PARENT: &str = "BAICAxbNwqW+NEx7BLxweITVx/kOO2fg2rcrNOh7ImNvbXB1dGVfb2JqZWN0X21ldGFkYXRhX2FyZ3MiOnsicHJvamVjdF9uYW1lIjpudWxsLCJwcm9qZWN0X2lkIjoiODNmZGFkNzEtOWI5Yi01M2EzLThjMjYtZGMwNjc2Mzk0NzdiIn0sInJvd19pZCI6IjZhNzA0ZjI2LTg4YmMtNGQzNS1iYWQyLTA3NDU5ZjNmMzBmOCJ9";
+
+#[test]
+fn a_python_parent_naming_its_project_by_id_only_routes_rows_there() {
+    let builder = BraintrustLayer::builder()
+        .with_project_name("layer-own-project")
+        .with_parent(PYTHON_PROJECT_ID_ONLY_PARENT);
+    let mut exported = None;
+    let (rows, _) = capture_with(builder, || {
+        let span = info_span!("continued");
+        exported = span.braintrust_export();
+        span.in_scope(|| {});
+    });
+    let row = by_name(&rows, "continued");
+    assert_eq!(row["root_span_id"], "bc707884d5c7f90e3b67e0dab72b34e8");
+    assert_eq!(row["span_parents"], json!(["16cdc2a5be344c7b"]));
+    assert_eq!(row["project_id"], FIXTURE_PROJECT_ID, "{row:#}");
+    // Passed on, the parent names the same project, not this layer's own.
+    let exported = exported.expect("an exported parent");
+    let decoded = BASE64.decode(&exported).expect("base64");
+    let text = String::from_utf8_lossy(&decoded);
+    assert!(text.contains(FIXTURE_PROJECT_ID), "{text}");
+    assert!(!text.contains("layer-own-project"), "{text}");
+}

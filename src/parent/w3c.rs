@@ -106,19 +106,27 @@ impl ParentTarget {
     }
 
     /// The parent string a span under `components` advertises: the resolved id when known,
-    /// else the project name from `compute_object_metadata_args`. `None` for playground logs
-    /// and for containers that name neither.
+    /// else the project id or name from `compute_object_metadata_args`. `None` for
+    /// playground logs and for containers that name neither.
     pub(crate) fn from_components(components: &SpanComponents) -> Option<Self> {
         match (components.object_type, components.id(Field::Object)) {
             (ObjectType::ProjectLogs, Some(id)) => Some(Self::ProjectId(id.to_owned())),
             (ObjectType::Experiment, Some(id)) => Some(Self::ExperimentId(id.to_owned())),
-            (ObjectType::ProjectLogs, None) => components
-                .compute_object_metadata_args
-                .as_ref()?
-                .get("project_name")?
-                .as_str()
-                .filter(|name| !name.is_empty())
-                .map(|name| Self::ProjectName(name.to_owned())),
+            (ObjectType::ProjectLogs, None) => {
+                // As Python's `_compute_logger_metadata`: the project id when given (a
+                // logger made with `project_id=` exports it with a null name), else the
+                // name.
+                let args = components.compute_object_metadata_args.as_ref()?;
+                let text = |key: &str| {
+                    args.get(key)
+                        .and_then(|v| v.as_str())
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned)
+                };
+                text("project_id")
+                    .map(Self::ProjectId)
+                    .or_else(|| text("project_name").map(Self::ProjectName))
+            }
             _ => None,
         }
     }
