@@ -5,7 +5,7 @@ use serde::Serialize;
 use tracing::Span;
 
 use crate::Error;
-use crate::ids::{SpanId, uuid_string};
+use crate::ids::{SpanId, TraceId, uuid_string};
 use crate::layer::{BraintrustLayer, RemoteParent};
 use crate::propagation::{self, ExportTarget, Headers};
 use crate::record::{FieldValue, Fields, SpanData};
@@ -57,7 +57,8 @@ pub trait BraintrustSpanExt {
     fn braintrust_export(&self) -> Option<String>;
 
     /// Makes this span continue a remote parent: an exported span string, a `traceparent`
-    /// value, or `project_id:…`, `project_name:…`, `experiment_id:…`.
+    /// value, or `project_id:…`, `project_name:…`, `experiment_id:…` (which only say where
+    /// rows go: the span then starts a trace of its own there).
     ///
     /// Call it right after creating the span, before any child span or event is created
     /// under it: children copy their trace from the parent when they open. In live mode the
@@ -72,8 +73,9 @@ pub trait BraintrustSpanExt {
     fn set_braintrust_parent(&self, parent: &str) -> Result<(), Error>;
 
     /// [`set_braintrust_parent`](Self::set_braintrust_parent) from W3C headers:
-    /// `traceparent`, and the `braintrust.parent` member of `baggage`. Returns `Ok(false)`
-    /// when the headers carry neither.
+    /// `traceparent`, and the `braintrust.parent` member of `baggage` for where rows go.
+    /// Returns `Ok(false)` when the headers carry no `traceparent` (a `braintrust.parent`
+    /// alone names no span to continue, as for Python's `extract_trace_context`).
     ///
     /// # Errors
     ///
@@ -119,9 +121,8 @@ fn with_data<R>(span: &Span, f: impl FnOnce(&BraintrustLayer, &mut SpanData) -> 
 /// Re-parents a span, and takes the sampling decision again for its new trace (as a span
 /// created under that parent would have).
 fn apply_parent(layer: &BraintrustLayer, data: &mut SpanData, parent: RemoteParent) {
-    if let Some(root) = parent.root {
-        data.header.root = root;
-    }
+    // A parent that names only where rows go starts a trace of its own, as at creation.
+    data.header.root = parent.root.unwrap_or_else(TraceId::random);
     data.header.parent = parent.span_id;
     data.header.route = parent.route;
     let sampled = match parent.sampled {

@@ -44,10 +44,15 @@ pub(crate) fn parse_parent(s: &str) -> Result<RemoteParent, Error> {
 
 /// The parent named by W3C headers: `traceparent` for the ids, `baggage`'s
 /// `braintrust.parent` member for where rows go. `Ok(None)` when there is no
-/// `traceparent` and no `braintrust.parent`.
+/// `traceparent`, as Python's `extract_trace_context` (a `braintrust.parent` alone names
+/// no span to continue).
 pub(crate) fn parent_from_headers<H: Headers + ?Sized>(
     headers: &H,
 ) -> Result<Option<RemoteParent>, Error> {
+    let Some(tp) = headers.header("traceparent") else {
+        return Ok(None);
+    };
+    let tp = TraceParent::parse(tp.trim()).map_err(|e| Error::InvalidParent(e.to_string()))?;
     let target = match headers.header("baggage").and_then(baggage_parent) {
         Some(p) => Some(
             ParentTarget::parse(p.trim())
@@ -56,22 +61,7 @@ pub(crate) fn parent_from_headers<H: Headers + ?Sized>(
         ),
         None => None,
     };
-    match headers.header("traceparent") {
-        Some(tp) => {
-            let tp =
-                TraceParent::parse(tp.trim()).map_err(|e| Error::InvalidParent(e.to_string()))?;
-            Ok(Some(from_trace_parent(&tp, target)))
-        }
-        None => Ok(target.map(|t| RemoteParent {
-            root: None,
-            span_id: None,
-            route: Some(Arc::new(Route {
-                target: Some(t),
-                propagated_event: None,
-            })),
-            sampled: None,
-        })),
-    }
+    Ok(Some(from_trace_parent(&tp, target)))
 }
 
 fn from_trace_parent(tp: &TraceParent, target: Option<RouteTarget>) -> RemoteParent {

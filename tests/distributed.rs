@@ -925,8 +925,6 @@ fn malformed_headers_are_errors() {
             ("traceparent", format!("00-{root}-{span_id}-01")),
             ("baggage", "braintrust.parent=not-a-parent".into()),
         ],
-        vec![("baggage", "braintrust.parent=project_x%3A1".into())],
-        vec![("baggage", "braintrust.parent=%FF%FE".into())],
     ];
     for case in cases {
         let headers: HashMap<String, String> = case
@@ -944,6 +942,28 @@ fn malformed_headers_are_errors() {
         });
         // The span is still recorded, as a plain root.
         assert_eq!(by_name(&rows, "s")["span_parents"], Value::Null, "{case:?}");
+    }
+    // Baggage alone names no span to continue, as for Python's `extract_trace_context`:
+    // ignored, even when its `braintrust.parent` is not one.
+    for baggage in [
+        "braintrust.parent=project_x%3A1",
+        "braintrust.parent=%FF%FE",
+        "braintrust.parent=project_id%3Aother-project",
+    ] {
+        let headers = HashMap::from([("baggage".to_owned(), baggage.to_owned())]);
+        let (rows, _) = capture(|| {
+            let span = info_span!("s");
+            assert!(matches!(
+                span.set_braintrust_parent_from_headers(&headers),
+                Ok(false)
+            ));
+            span.in_scope(|| {});
+        });
+        assert_eq!(
+            by_name(&rows, "s")["span_parents"],
+            Value::Null,
+            "{baggage}"
+        );
     }
     // Baggage without braintrust.parent and no traceparent: nothing to continue.
     let mut h: HashMap<String, String> = HashMap::new();
@@ -1218,4 +1238,25 @@ fn a_python_parent_naming_its_project_by_id_only_routes_rows_there() {
     let text = String::from_utf8_lossy(&decoded);
     assert!(text.contains(FIXTURE_PROJECT_ID), "{text}");
     assert!(!text.contains("layer-own-project"), "{text}");
+}
+
+#[test]
+fn a_parent_naming_only_a_project_starts_a_trace_of_its_own_there() {
+    let (rows, _) = capture_with(BraintrustLayer::builder().with_project_id("own"), || {
+        let outer = info_span!("outer");
+        let _o = outer.enter();
+        let job = info_span!("job");
+        job.set_braintrust_parent("project_id:other-project")
+            .expect("a valid parent");
+        job.in_scope(|| info_span!("step").in_scope(|| {}));
+    });
+    let outer = by_name(&rows, "outer");
+    let job = by_name(&rows, "job");
+    let step = by_name(&rows, "step");
+    // As a span created with that parent: a root of a new trace, in the other project.
+    assert_eq!(job["span_parents"], Value::Null, "{job:#}");
+    assert_ne!(job["root_span_id"], outer["root_span_id"], "{job:#}");
+    assert_eq!(job["project_id"], "other-project", "{job:#}");
+    assert_eq!(step["root_span_id"], job["root_span_id"]);
+    assert_eq!(step["span_parents"], json!([job["span_id"]]));
 }
