@@ -190,9 +190,10 @@ impl BraintrustSpanExt for Span {
                 data.header.span_id,
                 propagation::parent_target_string(data.header.route.as_deref(), &target),
                 data.sampled,
+                data.header.route.as_ref().and_then(|r| r.w3c.clone()),
             )
         });
-        let Some((root, span_id, parent_string, sampled)) = ids else {
+        let Some((root, span_id, parent_string, sampled, w3c)) = ids else {
             return false;
         };
         propagation::inject(
@@ -201,6 +202,7 @@ impl BraintrustSpanExt for Span {
             &SpanId::Hex(span_id),
             &parent_string,
             sampled,
+            w3c.as_ref(),
         );
         true
     }

@@ -14,7 +14,7 @@ use crate::layer::RemoteParent;
 use crate::parent::{
     ObjectType, ParentTarget, SpanComponents, TraceParent, baggage_parent, inject_baggage,
 };
-use crate::record::{Route, RouteTarget};
+use crate::record::{Route, RouteTarget, W3cContext};
 
 /// Parses any parent a process can be handed: an exported span string (V1–V4), a W3C
 /// `traceparent` value, or `project_id:…`, `project_name:…`, `experiment_id:…`.
@@ -25,7 +25,7 @@ pub(crate) fn parse_parent(s: &str) -> Result<RemoteParent, Error> {
     }
     if s.starts_with("00-") && s.len() == 55 {
         let tp = TraceParent::parse(s).map_err(|e| Error::InvalidParent(e.to_string()))?;
-        return Ok(from_trace_parent(&tp, None));
+        return Ok(from_trace_parent(&tp, None, None));
     }
     if let Ok(target) = ParentTarget::parse(s) {
         return Ok(RemoteParent {
@@ -34,6 +34,7 @@ pub(crate) fn parse_parent(s: &str) -> Result<RemoteParent, Error> {
             route: Some(Arc::new(Route {
                 target: Some(route_target(target)),
                 propagated_event: None,
+                w3c: None,
             })),
             sampled: None,
         });
@@ -61,19 +62,38 @@ pub(crate) fn parent_from_headers<H: Headers + ?Sized>(
         ),
         None => None,
     };
-    Ok(Some(from_trace_parent(&tp, target)))
+    let trace_state = headers.header("tracestate").and_then(usable_trace_state);
+    Ok(Some(from_trace_parent(&tp, target, trace_state)))
 }
 
-fn from_trace_parent(tp: &TraceParent, target: Option<RouteTarget>) -> RemoteParent {
+/// A `tracestate` value worth passing on: at most 512 bytes of visible ASCII (W3C's limit
+/// and character set), spaces and tabs aside; anything else is dropped.
+fn usable_trace_state(value: &str) -> Option<String> {
+    let value = value.trim();
+    (!value.is_empty()
+        && value.len() <= 512
+        && value
+            .bytes()
+            .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic()))
+    .then(|| value.to_owned())
+}
+
+fn from_trace_parent(
+    tp: &TraceParent,
+    target: Option<RouteTarget>,
+    trace_state: Option<String>,
+) -> RemoteParent {
     RemoteParent {
         root: Some(TraceId::from_wire(&tp.trace_id)),
         span_id: Some(SpanId::from_wire(&tp.span_id)),
-        route: target.map(|t| {
-            Arc::new(Route {
-                target: Some(t),
-                propagated_event: None,
-            })
-        }),
+        route: Some(Arc::new(Route {
+            target,
+            propagated_event: None,
+            w3c: Some(W3cContext {
+                flags: tp.flags,
+                trace_state,
+            }),
+        })),
         sampled: Some(tp.sampled()),
     }
 }
@@ -98,6 +118,7 @@ fn from_components(c: SpanComponents) -> Result<RemoteParent, Error> {
         Arc::new(Route {
             target,
             propagated_event,
+            w3c: None,
         })
     });
     Ok(RemoteParent {
@@ -188,10 +209,15 @@ pub(crate) fn inject<H: Headers + ?Sized>(
     span_id: &SpanId,
     parent_string: &str,
     sampled: bool,
+    w3c: Option<&W3cContext>,
 ) {
-    let flags = u8::from(sampled);
+    // The flags the trace came with, but "sampled" says what this process decided.
+    let flags = w3c.map_or(0, |c| c.flags & !1) | u8::from(sampled);
     if let Ok(tp) = TraceParent::new(&root.to_wire(), &span_id.to_wire(), flags) {
         headers.set_header("traceparent", tp.to_header());
+        if let Some(state) = w3c.and_then(|c| c.trace_state.clone()) {
+            headers.set_header("tracestate", state);
+        }
     }
     let baggage = inject_baggage(headers.header("baggage"), parent_string);
     headers.set_header("baggage", baggage);
@@ -301,6 +327,7 @@ mod tests {
         let route = Route {
             target: None,
             propagated_event: None,
+            w3c: None,
         };
         let target = ExportTarget {
             project_name: "rust-layer-fixtures",
@@ -349,6 +376,7 @@ mod tests {
             &SpanId::from_wire("235d20b848aaa636"),
             "project_name:rust-layer-fixtures",
             true,
+            None,
         );
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(

@@ -907,6 +907,19 @@ pub(crate) struct Route {
     pub(crate) target: Option<RouteTarget>,
     /// Deep-merged into the first row of every span of the trace (protocol §5.2.6).
     pub(crate) propagated_event: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The W3C trace context the trace came with, passed on by every span of it.
+    pub(crate) w3c: Option<W3cContext>,
+}
+
+/// What a W3C `traceparent` and `tracestate` carried in, passed on as they came (as the
+/// Python SDK does): the trace flags other than "sampled" (which is this process's own
+/// decision), and the vendors' `tracestate`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct W3cContext {
+    /// The `traceparent` flags.
+    pub(crate) flags: u8,
+    /// The `tracestate` header, when there was a usable one.
+    pub(crate) trace_state: Option<String>,
 }
 
 /// A Braintrust object that rows can be routed to.

@@ -1260,3 +1260,61 @@ fn a_parent_naming_only_a_project_starts_a_trace_of_its_own_there() {
     assert_eq!(step["root_span_id"], job["root_span_id"]);
     assert_eq!(step["span_parents"], json!([job["span_id"]]));
 }
+
+#[test]
+fn the_trace_flags_and_tracestate_that_came_in_are_passed_on() {
+    const ROOT: &str = "4e9eae161dc22b8143097685ccb33b98";
+    let incoming = HashMap::from([
+        (
+            "traceparent".to_owned(),
+            format!("00-{ROOT}-f68bee90fed05cca-03"),
+        ),
+        (
+            "tracestate".to_owned(),
+            "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7".to_owned(),
+        ),
+    ]);
+    let mut outgoing: HashMap<String, String> = HashMap::new();
+    let mut unusable: HashMap<String, String> = HashMap::new();
+    capture(|| {
+        let span = info_span!("handler");
+        assert!(
+            span.set_braintrust_parent_from_headers(&incoming)
+                .expect("valid")
+        );
+        span.in_scope(|| {
+            info_span!("client").in_scope(|| {
+                assert!(tracing::Span::current().inject_braintrust_headers(&mut outgoing));
+            })
+        });
+        // A tracestate that is not one is dropped, not passed on.
+        let odd = HashMap::from([
+            (
+                "traceparent".to_owned(),
+                format!("00-{ROOT}-f68bee90fed05cca-01"),
+            ),
+            ("tracestate".to_owned(), "a=1\u{7}\u{e9}".to_owned()),
+        ]);
+        let other = info_span!("other");
+        assert!(
+            other
+                .set_braintrust_parent_from_headers(&odd)
+                .expect("valid")
+        );
+        assert!(other.inject_braintrust_headers(&mut unusable));
+    });
+    // As the Python SDK injects it: the flags as they came (this process keeps the trace,
+    // so "sampled" stays set), and the vendors' tracestate.
+    let traceparent = &outgoing["traceparent"];
+    assert!(
+        traceparent.starts_with(&format!("00-{ROOT}-")),
+        "{traceparent}"
+    );
+    assert!(traceparent.ends_with("-03"), "{traceparent}");
+    assert_eq!(
+        outgoing.get("tracestate").map(String::as_str),
+        Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+    );
+    assert!(unusable["traceparent"].ends_with("-01"));
+    assert_eq!(unusable.get("tracestate"), None);
+}
