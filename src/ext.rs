@@ -243,9 +243,9 @@ impl BraintrustSpanExt for Span {
             Err(e) => fields.push(field, &FieldValue::Str(format!("<unserializable: {e}>"))),
         }
         with_data(self, |layer, data| {
-            if data.sampled && layer.inner.room_for_records(&data.fields) {
+            if data.sampled && !data.fields_full {
                 data.fields.extend_from(&fields, &layer.inner.pool);
-                data.fields.compact_if_large();
+                layer.inner.after_records(data);
             }
         });
     }

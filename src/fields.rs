@@ -295,7 +295,9 @@ pub(crate) fn supersede(name: &str) -> Supersede {
         }
         match key {
             "model" | "provider" => Supersede::Always,
-            "usage" => Supersede::Never,
+            // Parsed from a string holding JSON (`parse_embedded_json`): a string may be an
+            // object that merges.
+            "usage" | "input" | "messages" | "prompt" | "output" | "completion" => Supersede::Never,
             _ => Supersede::ByNonObject,
         }
     } else if let Some(key) = name.strip_prefix("gen_ai.") {
@@ -307,9 +309,8 @@ pub(crate) fn supersede(name: &str) -> Supersede {
             return Supersede::NumberByNumber;
         }
         match key {
-            "input.messages" | "prompt" | "output.messages" | "completion" => {
-                Supersede::ByNonObject
-            }
+            // Parsed from a string holding JSON, as above.
+            "input.messages" | "prompt" | "output.messages" | "completion" => Supersede::Never,
             _ => Supersede::Always,
         }
     } else {

@@ -1,6 +1,5 @@
 //! The guard returned with the layer: flush, shutdown, and a bounded `Drop`.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
@@ -260,11 +259,19 @@ impl BraintrustGuard {
     /// few of the last ones itself; those it counts as received). Returns the span ids of
     /// the open messages it took whose close was not queued.
     fn drop_queued(&self) -> Vec<u64> {
+        // A close of a span the worker wrote as unfinished is not counted again; any other
+        // is, and the worker will not write its span.
+        let ledger = self.signal.ledger.lock();
         let Undelivered {
             rows,
             control,
             opens,
-        } = drain_undelivered(&self.rx, &HashSet::new());
+        } = match ledger {
+            Ok(mut ledger) => drain_undelivered(&self.rx, |id| {
+                !ledger.written.contains(&id) && ledger.dropped_closes.insert(id)
+            }),
+            Err(_) => drain_undelivered(&self.rx, |_| true),
+        };
         // The worker still has to see the control messages (its own shutdown among them).
         for msg in control {
             // The queue was just emptied: there is room.

@@ -225,34 +225,36 @@ impl Lineage {
 }
 
 impl LayerInner {
-    /// Whether a span's fields take more recorded values. Values that later ones of the
-    /// same field replace are dropped as a span keeps recording (see
-    /// [`Fields::compact_if_large`]); what cannot be dropped (tags, objects that merge) is
-    /// kept up to 8 times the longest value (at least 8 MiB), and values recorded past that
-    /// are dropped with a warning, so that one span cannot take all the memory.
+    /// After values were recorded on a span: compacts its fields when they grew large (see
+    /// [`Fields::compact_if_large`]: values that later ones of the same field replace are
+    /// dropped). What cannot be dropped (tags, objects that merge) is kept up to 8 times the
+    /// longest value, at least 8 MiB (up to twice that before a compaction notices); past
+    /// that the span takes no more values, with a warning, so that one span cannot take all
+    /// the memory.
     #[inline]
-    pub(crate) fn room_for_records(&self, fields: &Fields) -> bool {
-        // Below the smallest cap, nothing to work out.
-        fields.byte_len() <= MIN_SPAN_FIELDS_CAP || self.room_for_large(fields)
+    pub(crate) fn after_records(&self, data: &mut SpanData) {
+        if data.fields.compact_if_large() {
+            self.check_fields_cap(data);
+        }
     }
 
     #[cold]
     #[inline(never)]
-    fn room_for_large(&self, fields: &Fields) -> bool {
+    fn check_fields_cap(&self, data: &mut SpanData) {
         let cap = self
             .max_field_bytes
             .saturating_mul(8)
             .max(MIN_SPAN_FIELDS_CAP);
-        if fields.byte_len() <= cap {
-            return true;
+        if data.fields.byte_len() <= cap {
+            return;
         }
+        data.fields_full = true;
         crate::diag::warn_once(
             "span-fields-full",
             format_args!(
-                "a span kept recording values past {cap} bytes (merged objects, tags): later values recorded on it are dropped"
+                "a span kept recording values past {cap} bytes that cannot be dropped (merged objects, tags): later values recorded on it are dropped"
             ),
         );
-        false
     }
 
     fn next_exec_counter(&self) -> u64 {
@@ -530,7 +532,7 @@ where
     }
 }
 
-/// The least a span's fields may hold (see [`LayerInner::room_for_records`]).
+/// The least a span's fields may hold (see [`LayerInner::after_records`]).
 const MIN_SPAN_FIELDS_CAP: usize = 8 << 20;
 
 /// Records values on an open span. Plain values (numbers, strings, booleans) are written
@@ -547,14 +549,14 @@ impl RecordVisitor<'_> {
     fn direct(&self, record: impl FnOnce(&mut FieldVisitor<'_>)) {
         let inner = &*self.layer.inner;
         self.layer.spans.with(self.id, |data| {
-            if data.sampled && inner.room_for_records(&data.fields) {
+            if data.sampled && !data.fields_full {
                 data.fields
                     .ready_for_records(&inner.pool, data.header.metadata);
                 record(&mut FieldVisitor {
                     fields: &mut data.fields,
                     max_bytes: inner.max_field_bytes,
                 });
-                data.fields.compact_if_large();
+                inner.after_records(data);
             }
         });
     }
@@ -580,9 +582,9 @@ impl RecordVisitor<'_> {
             });
             if !buf.is_empty() {
                 self.layer.spans.with(self.id, |data| {
-                    if data.sampled && inner.room_for_records(&data.fields) {
+                    if data.sampled && !data.fields_full {
                         data.fields.extend_from(buf, &inner.pool);
-                        data.fields.compact_if_large();
+                        inner.after_records(data);
                     }
                 });
             }

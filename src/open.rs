@@ -1043,6 +1043,36 @@ mod tests {
         assert_eq!(gate.sent(), 1);
     }
 
+    #[test]
+    fn a_close_behind_an_unfinished_row_is_counted_once_when_a_shutdown_runs_out_of_time() {
+        let gate = Arc::new(Gate::new());
+        let mut builder = BraintrustLayer::builder()
+            .with_env_vars(Vec::<(String, String)>::new())
+            .with_shutdown_timeout(Duration::from_millis(400));
+        builder.test_sink = Some(Arc::clone(&gate) as Arc<dyn crate::sink::Sink>);
+        let (layer, guard) = builder.build().expect("valid configuration");
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+        let span = tracing::dispatcher::with_default(&dispatch, || tracing::info_span!("long"));
+        // The worker writes the open span as unfinished and is held delivering it; then
+        // the span closes, and its close waits in the queue until the shutdown gives up.
+        let closer = {
+            let gate = Arc::clone(&gate);
+            std::thread::spawn(move || {
+                gate.wait_entered();
+                drop(span);
+            })
+        };
+        let report = guard.shutdown();
+        closer.join().expect("closed");
+        gate.open();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!report.complete, "{report:?}");
+        assert_eq!(report.unfinished, 1, "{report:?}");
+        assert_eq!(gate.sent(), 1);
+        assert_eq!((report.enqueued, report.dropped), (1, 0), "{report:?}");
+        drop(dispatch);
+    }
+
     /// Spans open at shutdown are each announced (a row without end) or counted as dropped.
     /// Here a thread keeps recording on its own open spans while the guard shuts down with
     /// little time to announce them.

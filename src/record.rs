@@ -193,12 +193,15 @@ impl Fields {
     /// span recorded on again and again (an agent loop updating its `output`) keeps what
     /// its row needs, not every value it was ever given. When little can be dropped, the
     /// buffer is grown so that this runs again only after as many bytes more.
+    /// Returns whether it compacted.
     #[inline]
-    pub(crate) fn compact_if_large(&mut self) {
+    pub(crate) fn compact_if_large(&mut self) -> bool {
         let len = self.buf.len();
-        if len >= COMPACT_FROM && len > self.buf.capacity() / 4 * 3 {
+        let large = len >= COMPACT_FROM && len > self.buf.capacity() / 4 * 3;
+        if large {
             self.compact_and_make_room();
         }
+        large
     }
 
     #[cold]
@@ -960,6 +963,9 @@ pub(crate) struct SpanData {
     /// Its open message could not be queued at a shutdown or checkpoint: counted as dropped,
     /// and its close is not sent.
     pub(crate) lost: bool,
+    /// Its fields hold more than they may even once compacted: later values are dropped
+    /// (see [`crate::layer::LayerInner::after_records`]).
+    pub(crate) fields_full: bool,
 }
 
 impl SpanData {
@@ -983,6 +989,7 @@ impl SpanData {
             open_delivered,
             sampled,
             lost: false,
+            fields_full: false,
         }
     }
 }
@@ -1078,7 +1085,9 @@ mod compact_tests {
         "llm.prompt_tokens",
         "llm.completion_tokens",
         "llm.input",
+        "llm.messages",
         "llm.output",
+        "gen_ai.output.messages",
         "llm.usage",
         "llm.other",
         "gen_ai.usage.input_tokens",
@@ -1096,8 +1105,16 @@ mod compact_tests {
             (0u64..3).prop_map(FieldValue::U64),
             prop_oneof![Just(0.5), Just(f64::NAN), Just(7.25), Just(f64::INFINITY)]
                 .prop_map(FieldValue::F64),
-            prop_oneof![Just("12"), Just("x"), Just("llm"), Just("{"), Just("a, b")]
-                .prop_map(|s| FieldValue::Str(s.to_owned())),
+            prop_oneof![
+                Just("12"),
+                Just("x"),
+                Just("llm"),
+                Just("{"),
+                Just("a, b"),
+                Just(r#"{"a":1}"#),
+                Just(r#" {"b":2}"#),
+            ]
+            .prop_map(|s| FieldValue::Str(s.to_owned())),
             prop_oneof![
                 Just(r#"{"a":1}"#),
                 Just(r#" {"b":{"c":2}}"#),
@@ -1105,6 +1122,7 @@ mod compact_tests {
                 Just("[1,2]"),
                 Just("plain text"),
                 Just(r#"{"prompt_tokens":4,"completion_tokens":5}"#),
+                Just(r#""{\"d\":4}""#),
             ]
             .prop_map(|s| FieldValue::Text(s.to_owned())),
             prop_oneof![
@@ -1112,6 +1130,7 @@ mod compact_tests {
                 Just(json!(["t1", "t2"])),
                 Just(json!("s")),
                 Just(json!({"input_tokens": 9})),
+                Just(json!(r#"{"c":3}"#)),
             ]
             .prop_map(FieldValue::Json),
         ]

@@ -61,11 +61,11 @@ pub(crate) struct Undelivered {
     pub(crate) opens: Vec<u64>,
 }
 
-/// Empties the queue without delivering anything. A close whose span id is in `written` is
-/// not counted: that span's row was already written (as unfinished).
+/// Empties the queue without delivering anything. A close is counted as a row only when
+/// `counts(span_id)` says so (not when the span's row was already written, as unfinished).
 pub(crate) fn drain_undelivered(
     rx: &crossbeam_channel::Receiver<Message>,
-    written: &HashSet<u64>,
+    mut counts: impl FnMut(u64) -> bool,
 ) -> Undelivered {
     let mut out = Undelivered::default();
     let mut opens = HashSet::new();
@@ -75,7 +75,7 @@ pub(crate) fn drain_undelivered(
                 let id = close.header.span_id;
                 // A close after its open message counts once, as the close.
                 opens.remove(&id);
-                if !written.contains(&id) {
+                if counts(id) {
                     out.rows += 1;
                 }
             }
@@ -136,6 +136,17 @@ pub(crate) struct Signal {
     /// Span ids of open messages the worker took from the queue when it finished, too late
     /// to deliver: the guard gives those spans up (see [`Undelivered::opens`]).
     pub(crate) undelivered_opens: std::sync::Mutex<Vec<u64>>,
+    /// Which side of a shutdown that ran out of time counts a span that was still open.
+    pub(crate) ledger: std::sync::Mutex<ShutdownLedger>,
+}
+
+/// Spans the worker wrote as unfinished, and spans whose close the guard took back from the
+/// queue (counted as dropped): each side checks the other's under one lock, so that a span
+/// is counted once.
+#[derive(Debug, Default)]
+pub(crate) struct ShutdownLedger {
+    pub(crate) written: HashSet<u64>,
+    pub(crate) dropped_closes: HashSet<u64>,
 }
 
 /// How the worker shapes and delivers rows.
@@ -389,7 +400,18 @@ impl Worker {
         self.drain_orphans();
         let mut open: Vec<OpenSpan> = self.open.drain().map(|(_, o)| o).collect();
         open.sort_by_key(|o| o.header.exec_counter);
-        let written: HashSet<u64> = open.iter().map(|o| o.header.span_id).collect();
+        // A span whose close the guard already took from the queue (and counted as dropped)
+        // is not written; the others are claimed, so that the guard does not count them.
+        let mut written: HashSet<u64> = HashSet::with_capacity(open.len());
+        if let Ok(mut ledger) = self.signal.ledger.lock() {
+            open.retain(|o| !ledger.dropped_closes.contains(&o.header.span_id));
+            for o in &open {
+                ledger.written.insert(o.header.span_id);
+                written.insert(o.header.span_id);
+            }
+        } else {
+            written.extend(open.iter().map(|o| o.header.span_id));
+        }
         for o in open {
             let mut row = span_row(&self.settings, &o.header, o.fields.iter(), None, None);
             if self.live {
@@ -414,7 +436,7 @@ impl Worker {
         }
         // Rows that arrived while shutting down are not delivered: count them (the guard
         // counts the spans whose open message came too late, see `Signal`).
-        let late = drain_undelivered(&self.rx, &written);
+        let late = drain_undelivered(&self.rx, |id| !written.contains(&id));
         self.counters
             .dropped
             .fetch_add(late.rows, Ordering::Relaxed);
@@ -554,7 +576,7 @@ mod tests {
         send(close_only);
         let (reply, _) = crossbeam_channel::bounded(1);
         send(Message::Flush(reply));
-        let drained = drain_undelivered(&rx, &HashSet::from([written_id]));
+        let drained = drain_undelivered(&rx, |id| id != written_id);
         // `both` and `close_only` are rows; `written` was already written (unfinished);
         // `open_only` is still open somewhere, for the guard to give up.
         assert_eq!(drained.rows, 2);
