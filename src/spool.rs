@@ -401,24 +401,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_segment_left_idle_is_never_written_to_once_another_process_may_take_it() {
-        let dir = temp_dir("idle-open");
-        let writer = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+    /// A spool in `dir` whose open segment holds row 1, last written `ago`.
+    fn one_row_written_long_ago(dir: &Path, ago: Duration) -> Spool {
+        let writer = Spool::new(dir.to_path_buf(), DEFAULT_MAX_BYTES);
         assert_eq!(writer.append(&[row(1)]), [true]);
-        let open = fs::read_dir(&dir)
+        let open = fs::read_dir(dir)
             .expect("dir")
             .flatten()
             .map(|e| e.path())
             .next()
             .expect("the open segment");
-        // Two minutes without a write: another process takes the segment and replays it.
-        let old = SystemTime::now() - Duration::from_secs(120);
         File::options()
             .append(true)
             .open(&open)
-            .and_then(|f| f.set_modified(old))
+            .and_then(|f| f.set_modified(SystemTime::now() - ago))
             .expect("set the modification time");
+        writer
+    }
+
+    #[test]
+    fn a_segment_left_idle_is_never_written_to_once_another_process_may_take_it() {
+        let dir = temp_dir("idle-open");
+        // Two minutes without a write: another process takes the segment and replays it.
+        let writer = one_row_written_long_ago(&dir, Duration::from_secs(120));
         let other = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
         let taken: Vec<String> = other
             .claim_all()
@@ -448,20 +453,7 @@ mod tests {
     #[test]
     fn a_segment_idle_for_half_the_claim_time_is_closed_before_the_next_write() {
         let dir = temp_dir("idle-rotate");
-        let writer = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
-        assert_eq!(writer.append(&[row(1)]), [true]);
-        let open = fs::read_dir(&dir)
-            .expect("dir")
-            .flatten()
-            .map(|e| e.path())
-            .next()
-            .expect("the open segment");
-        let old = SystemTime::now() - ROTATE_IDLE - Duration::from_secs(1);
-        File::options()
-            .append(true)
-            .open(&open)
-            .and_then(|f| f.set_modified(old))
-            .expect("set the modification time");
+        let writer = one_row_written_long_ago(&dir, ROTATE_IDLE + Duration::from_secs(1));
         assert_eq!(writer.append(&[row(2)]), [true]);
         let mut names: Vec<String> = fs::read_dir(&dir)
             .expect("dir")

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::{FakeServer, server_builder, temp_dir};
-use tracing_braintrust::BraintrustLayer;
+use tracing_braintrust::{BraintrustGuard, BraintrustLayer, FlushReport};
 use tracing_subscriber::layer::SubscriberExt;
 
 /// Sets the largest file this process may write (writes beyond it fail with `EFBIG`).
@@ -24,6 +24,25 @@ fn set_file_size_limit(bytes: libc::rlim_t) {
     }
 }
 
+/// Records span `first` while files may not grow past 100 bytes (its row cannot be written
+/// whole), then span `second` with no limit; returns the report after each.
+fn first_past_the_limit_then_second(
+    layer: BraintrustLayer,
+    guard: &BraintrustGuard,
+) -> (FlushReport, FlushReport) {
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    set_file_size_limit(100);
+    tracing::dispatcher::with_default(&dispatch, || {
+        tracing::info_span!("first", input = "x".repeat(500)).in_scope(|| {});
+    });
+    let first = guard.flush();
+    set_file_size_limit(libc::RLIM_INFINITY);
+    tracing::dispatcher::with_default(&dispatch, || {
+        tracing::info_span!("second", input = "y").in_scope(|| {});
+    });
+    (first, guard.flush())
+}
+
 fn local_file_keeps_the_next_row_readable() {
     let path = std::env::temp_dir().join(format!(
         "tracing-braintrust-torn-{}.jsonl",
@@ -36,20 +55,9 @@ fn local_file_keeps_the_next_row_readable() {
         .with_flush_timeout(Duration::from_secs(20))
         .build()
         .expect("valid configuration");
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    set_file_size_limit(100);
-    tracing::dispatcher::with_default(&dispatch, || {
-        tracing::info_span!("first", input = "x".repeat(500)).in_scope(|| {});
-    });
-    let report = guard.flush();
-    set_file_size_limit(libc::RLIM_INFINITY);
-    assert_eq!(report.failed, 1, "{report:?}");
-    tracing::dispatcher::with_default(&dispatch, || {
-        tracing::info_span!("second", input = "y").in_scope(|| {});
-    });
-    let report = guard.flush();
-    assert_eq!(report.sent, 1, "{report:?}");
-    drop(dispatch);
+    let (first, second) = first_past_the_limit_then_second(layer, &guard);
+    assert_eq!(first.failed, 1, "{first:?}");
+    assert_eq!(second.sent, 1, "{second:?}");
     let _ = guard.shutdown();
     let text = std::fs::read_to_string(&path).expect("file written");
     let _ = std::fs::remove_file(&path);
@@ -70,20 +78,9 @@ fn spool_keeps_the_next_row_whole() {
         .with_spool_dir(&*spool)
         .build()
         .expect("valid configuration");
-    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
-    set_file_size_limit(100);
-    tracing::dispatcher::with_default(&dispatch, || {
-        tracing::info_span!("first", input = "x".repeat(500)).in_scope(|| {});
-    });
-    let report = guard.flush();
-    set_file_size_limit(libc::RLIM_INFINITY);
-    assert_eq!((report.failed, report.spooled), (1, 0), "{report:?}");
-    tracing::dispatcher::with_default(&dispatch, || {
-        tracing::info_span!("second", input = "y").in_scope(|| {});
-    });
-    let report = guard.flush();
-    assert_eq!(report.spooled, 1, "{report:?}");
-    drop(dispatch);
+    let (first, second) = first_past_the_limit_then_second(layer, &guard);
+    assert_eq!((first.failed, first.spooled), (1, 0), "{first:?}");
+    assert_eq!(second.spooled, 1, "{second:?}");
     let _ = guard.shutdown();
     // The next run replays the spool: the spooled row arrives, nothing is skipped as torn.
     server.set_down(false);
