@@ -123,13 +123,8 @@ impl EnvReader<'_> {
         let raw = self.get(name)?;
         match valid_url(name, raw.clone()) {
             Ok(u) => Some(u),
-            Err(_) => {
-                diag::warn_once(
-                    name,
-                    format_args!(
-                        "{name}={raw:?} is not an http:// or https:// URL; using the default"
-                    ),
-                );
+            Err(e) => {
+                diag::warn_once(name, format_args!("{e}; using the default"));
                 None
             }
         }
@@ -224,14 +219,31 @@ fn queue_size(v: usize) -> Result<usize, Error> {
 }
 
 fn valid_url(setting: &'static str, url: String) -> Result<String, Error> {
-    if url.starts_with("http://") || url.starts_with("https://") {
-        Ok(url.trim_end_matches('/').to_owned())
-    } else {
-        Err(Error::InvalidConfig {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err(Error::InvalidConfig {
             setting,
             reason: format!("{url:?} is not an http:// or https:// URL"),
-        })
+        });
+    };
+    if has_userinfo(rest) {
+        // Not echoed: the part before `@` may be a password.
+        return Err(Error::InvalidConfig {
+            setting,
+            reason: "the URL carries a user name or password (user:password@host); \
+                     the API key is the only credential sent"
+                .into(),
+        });
     }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// Whether a URL's authority (`rest`, what follows `scheme://`) has `user[:password]@`.
+fn has_userinfo(rest: &str) -> bool {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
 }
 
 impl Builder {
@@ -494,6 +506,27 @@ mod tests {
         assert_eq!(c.app_url, "https://www.braintrust.dev");
         assert_eq!(c.queue_size, 25_000);
         assert_eq!(c.batch_size, 100);
+    }
+
+    #[test]
+    fn a_url_with_a_password_is_refused_without_showing_it() {
+        for url in [
+            "http://user:hunter2@127.0.0.1:9/api",
+            "https://hunter2@example.com",
+        ] {
+            let e = Builder::new().with_app_url(url).config().err();
+            let text = e.map(|e| e.to_string()).unwrap_or_default();
+            assert!(text.contains("user name or password"), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+            let c = config(&[("BRAINTRUST_APP_URL", url)]).expect("environment never fails");
+            assert_eq!(c.app_url, "https://www.braintrust.dev");
+        }
+        // An `@` in the path is not userinfo.
+        let c = Builder::new()
+            .with_app_url("https://example.com/a@b")
+            .config()
+            .expect("valid");
+        assert_eq!(c.app_url, "https://example.com/a@b");
     }
 
     #[test]

@@ -339,6 +339,10 @@ fn join_url(base: &str, path: &str) -> String {
 
 fn check_url(name: &str, url: &str) -> Result<(), String> {
     match Url::parse(url) {
+        // Not echoed: the part before `@` may be a password.
+        Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => Err(format!(
+            "{name} carries a user name or password; the API key is the only credential sent"
+        )),
         Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(()),
         Ok(_) => Err(format!("{name} must be an http or https URL: {url}")),
         Err(e) => Err(format!("{name} is not a valid URL ({e}): {url}")),
@@ -367,6 +371,18 @@ mod tests {
     use crate::sink::fake_server::{DEFAULT_API_KEY, FakeServer, ORG_NAME};
     use serde_json::Value;
     use serde_json::json;
+
+    #[test]
+    fn a_url_with_a_password_is_refused_without_showing_it() {
+        let e = check_url(
+            "the organization's api_url",
+            "http://u:hunter2@127.0.0.1:9/",
+        )
+        .expect_err("refused");
+        assert!(e.contains("user name or password"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(check_url("x", "https://example.com/a@b").is_ok());
+    }
 
     #[tokio::test]
     async fn request_sequence_headers_and_framing_match_a_nested() {

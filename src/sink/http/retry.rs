@@ -71,14 +71,21 @@ impl HttpSink {
         };
         let status = response.status().as_u16();
         if status < 400 {
-            return match response.bytes().await {
-                Ok(body) if read_body => Ok(body.to_vec()),
-                Ok(_) => Ok(Vec::new()),
-                Err(e) if read_body => Err(Attempt::Retry {
+            if !read_body {
+                // Read (so that the connection can be used again) only if it is short.
+                let _ = read_capped(response, IGNORED_ANSWER_BYTES).await;
+                return Ok(Vec::new());
+            }
+            return match read_capped(response, MAX_ANSWER_BYTES).await {
+                Ok(Capped::Whole(body)) => Ok(body),
+                Ok(Capped::Longer(_)) => Err(Attempt::Final(Failure::BadResponse {
+                    what: what.to_owned(),
+                    detail: format!("the answer is longer than {MAX_ANSWER_BYTES} bytes"),
+                })),
+                Err(e) => Err(Attempt::Retry {
                     error: self.describe(&e),
                     retry_after: None,
                 }),
-                Err(_) => Ok(Vec::new()),
             };
         }
         let retry_after = response
@@ -86,8 +93,17 @@ impl HttpSink {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let detail = match response.bytes().await {
-            Ok(body) => snippet(&body),
+        // The start of the answer, with the API key taken out before it is cut (a server
+        // that echoes the request must not leave part of the key in a message).
+        let detail = match read_capped(response, SNIPPET_SOURCE_BYTES).await {
+            Ok(Capped::Whole(body)) => snippet(
+                &self.scrub(String::from_utf8_lossy(&body).into_owned()),
+                false,
+            ),
+            Ok(Capped::Longer(start)) => snippet(
+                &self.scrub(String::from_utf8_lossy(&start).into_owned()),
+                true,
+            ),
             Err(_) => String::new(),
         };
         let what = what.to_owned();
@@ -162,11 +178,41 @@ fn backoff(
     }
 }
 
-/// The start of an error answer's body, on one line.
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+/// The most read of a successful answer whose body is not needed: more is left unread.
+const IGNORED_ANSWER_BYTES: usize = 64 * 1024;
+/// The most read of an answer the uploader needs (login, project, version): a longer one is
+/// not what the protocol says.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
+/// The most read of an error answer, for the start of it that messages show.
+const SNIPPET_SOURCE_BYTES: usize = 4 * 1024;
+
+/// A body read up to a limit.
+enum Capped {
+    Whole(Vec<u8>),
+    /// Longer than the limit: its first bytes, up to the limit (the rest was not read).
+    Longer(Vec<u8>),
+}
+
+/// Reads `response`'s body, but no more than `limit` bytes: a server that answers with a
+/// huge body does not get the worker to hold it.
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> reqwest::Result<Capped> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > limit {
+            let room = limit - body.len();
+            body.extend_from_slice(&chunk[..room]);
+            return Ok(Capped::Longer(body));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Capped::Whole(body))
+}
+
+/// The start of an error answer's text, on one line. `partial`: the text is itself only
+/// the start of the answer.
+fn snippet(text: &str, partial: bool) -> String {
     let mut short: String = text.chars().take(200).collect();
-    if text.chars().count() > 200 {
+    if partial || text.chars().count() > 200 {
         short.push('…');
     }
     short.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -179,6 +225,66 @@ mod tests {
     use super::super::test_support::{config, fixture, lines_of, rows, sink};
     use super::*;
     use crate::sink::fake_server::{FakeServer, Reply};
+
+    #[tokio::test]
+    async fn an_echoed_api_key_is_taken_out_before_the_answer_is_cut() {
+        use crate::sink::fake_server::DEFAULT_API_KEY;
+        // The key straddles the 200 characters shown of the answer.
+        let filler = 200 - "Bearer ".len() - (DEFAULT_API_KEY.len() - 4);
+        let body = format!("{}Bearer {DEFAULT_API_KEY} and more", "e".repeat(filler));
+        let server = FakeServer::start();
+        server.push_logs3(Reply::status(400).with_body(body));
+        let sink = sink(config(&server));
+        let url = format!("{}/logs3", server.url());
+        let failure = sink
+            .with_retries("POST /logs3", false, || {
+                sink.authed(sink.inner.client.post(&url)).body("{}")
+            })
+            .await
+            .expect_err("400 is final");
+        let message = failure.to_string();
+        assert!(message.contains("<redacted>"), "{message}");
+        assert!(
+            !message.contains(&DEFAULT_API_KEY[..12]),
+            "part of the key is shown: {message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_up_to_a_limit() {
+        let server = FakeServer::start();
+        let sink = sink(config(&server));
+        let huge = "x".repeat(3 * IGNORED_ANSWER_BYTES);
+        server.push_reply("/version", Reply::ok_body(huge.clone()));
+        let url = format!("{}/version", server.url());
+        let get = || sink.authed(sink.inner.client.get(&url)).send();
+        let response = get().await.expect("an answer");
+        match read_capped(response, 1000).await.expect("read") {
+            Capped::Longer(start) => assert_eq!(start, huge.as_bytes()[..1000]),
+            Capped::Whole(body) => panic!("read {} bytes past the limit", body.len()),
+        }
+        server.push_reply("/version", Reply::ok_body("{}"));
+        let response = get().await.expect("an answer");
+        assert!(matches!(
+            read_capped(response, 1000).await.expect("read"),
+            Capped::Whole(body) if body == b"{}"
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_answer_too_long_to_be_what_the_protocol_says_is_refused_unread() {
+        let server = FakeServer::start();
+        server.push_reply("/version", Reply::ok_body("x".repeat(MAX_ANSWER_BYTES + 1)));
+        let sink = sink(config(&server));
+        let url = format!("{}/version", server.url());
+        let failure = sink
+            .with_retries("GET /version", true, || {
+                sink.authed(sink.inner.client.get(&url))
+            })
+            .await
+            .expect_err("too long");
+        assert!(failure.to_string().contains("longer than"), "{failure}");
+    }
 
     #[tokio::test]
     async fn retries_500_then_429_with_retry_after_then_succeeds() {
