@@ -168,6 +168,18 @@ enum Failure {
     Setup(String),
 }
 
+impl Failure {
+    /// Whether trying again at once cannot help: a refused key, an answer that says the
+    /// configuration does not fit, a refused request. Not retryable errors that ran out of
+    /// attempts, nor a garbled answer (a network or server trouble that may pass).
+    fn is_final(&self) -> bool {
+        !matches!(
+            self,
+            Failure::Exhausted { .. } | Failure::BadResponse { .. }
+        )
+    }
+}
+
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

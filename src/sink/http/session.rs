@@ -1,8 +1,9 @@
 //! The control-plane session: the API-key login (organization and data-plane URL), project
 //! ids by name and the server's payload limit, each fetched once and cached. Failures are
 //! remembered to stop concurrent sends from repeating them; the next send tries again,
-//! except after a refused key (401/403), which is only tried again after
-//! [`AUTH_COOL_DOWN`] so a wrong key never turns into a stream of login requests.
+//! except after a final failure (a refused key, an answer that says the configuration does
+//! not fit, another refused request), which is only tried again after
+//! [`AUTH_COOL_DOWN`], so that it never turns into a stream of login requests.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -13,8 +14,8 @@ use serde_json::{Value, json};
 use super::{Failure, HttpSink, SendOutcome, check_url, join_url};
 use crate::diag;
 
-/// How long a refused API key is believed before the login is tried again (a rotated key
-/// is then picked up).
+/// How long a refused API key (or another final failure) is believed before the login is
+/// tried again (a rotated key or a fixed account is then picked up).
 pub(super) const AUTH_COOL_DOWN: Duration = Duration::from_secs(60);
 
 /// Cached control-plane results and the most recent failures (never cached as results).
@@ -52,7 +53,7 @@ impl HttpSink {
             return Ok(login.clone());
         }
         if let Some((at, failure)) = &setup.login_failure {
-            let refused = matches!(failure, Failure::Auth { .. }) && at.elapsed() < AUTH_COOL_DOWN;
+            let refused = failure.is_final() && at.elapsed() < AUTH_COOL_DOWN;
             if *at >= started || refused {
                 // Another send failed to log in while this one waited, or the key was
                 // refused a moment ago: do not hammer.
@@ -107,7 +108,7 @@ impl HttpSink {
             return Ok(id.clone());
         }
         if let Some((at, failure)) = setup.project_failures.get(name) {
-            let refused = matches!(failure, Failure::Auth { .. }) && at.elapsed() < AUTH_COOL_DOWN;
+            let refused = failure.is_final() && at.elapsed() < AUTH_COOL_DOWN;
             if *at >= started || refused {
                 return Err(failure.clone());
             }
