@@ -105,17 +105,13 @@ impl EnvReader<'_> {
     /// ignored with a warning.
     fn queue_size(&self) -> Option<usize> {
         let name = env::QUEUE_SIZE;
-        let v = self.positive(name)?;
-        if v > MAX_QUEUE_SIZE {
-            diag::warn_once(
-                name,
-                format_args!(
-                    "{name}={v} is above the largest queue ({MAX_QUEUE_SIZE}); using the default"
-                ),
-            );
-            return None;
+        match queue_size(self.positive(name)?) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                diag::warn_once(name, format_args!("{e}; using the default"));
+                None
+            }
         }
-        Some(v)
     }
 
     /// An http(s) URL; anything else is ignored with a warning.
@@ -219,16 +215,15 @@ fn queue_size(v: usize) -> Result<usize, Error> {
 }
 
 fn valid_url(setting: &'static str, url: String) -> Result<String, Error> {
-    let Some(rest) = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-    else {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(Error::InvalidConfig {
             setting,
             reason: format!("{url:?} is not an http:// or https:// URL"),
         });
-    };
-    if has_userinfo(rest) {
+    }
+    let credentials =
+        reqwest::Url::parse(&url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some());
+    if credentials {
         // Not echoed: the part before `@` may be a password.
         return Err(Error::InvalidConfig {
             setting,
@@ -238,12 +233,6 @@ fn valid_url(setting: &'static str, url: String) -> Result<String, Error> {
         });
     }
     Ok(url.trim_end_matches('/').to_owned())
-}
-
-/// Whether a URL's authority (`rest`, what follows `scheme://`) has `user[:password]@`.
-fn has_userinfo(rest: &str) -> bool {
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    authority.contains('@')
 }
 
 impl Builder {

@@ -5,7 +5,7 @@ use serde::Serialize;
 use tracing::Span;
 
 use crate::Error;
-use crate::ids::{SpanId, TraceId, uuid_string};
+use crate::ids::{SpanId, uuid_string};
 use crate::layer::{BraintrustLayer, RemoteParent};
 use crate::propagation::{self, ExportTarget, Headers};
 use crate::record::{FieldValue, Fields, SpanData};
@@ -121,14 +121,12 @@ fn with_data<R>(span: &Span, f: impl FnOnce(&BraintrustLayer, &mut SpanData) -> 
 /// Re-parents a span, and takes the sampling decision again for its new trace (as a span
 /// created under that parent would have).
 fn apply_parent(layer: &BraintrustLayer, data: &mut SpanData, parent: RemoteParent) {
-    // A parent that names only where rows go starts a trace of its own, as at creation.
-    data.header.root = parent.root.unwrap_or_else(TraceId::random);
-    data.header.parent = parent.span_id;
-    data.header.route = parent.route;
-    let sampled = match parent.sampled {
-        Some(false) => false,
-        _ => layer.inner.sample(&data.header.root),
-    };
+    // As at creation: a parent that names only where rows go starts a trace of its own.
+    let lineage = layer.inner.root_lineage(Some(parent));
+    data.header.root = lineage.root;
+    data.header.parent = lineage.parent;
+    data.header.route = lineage.route;
+    let sampled = lineage.sampled;
     if data.sampled && !sampled && data.open_delivered {
         // The worker already holds its open message: make it forget the span.
         layer.inner.forget_open(data.header.span_id);
@@ -190,10 +188,10 @@ impl BraintrustSpanExt for Span {
                 data.header.span_id,
                 propagation::parent_target_string(data.header.route.as_deref(), &target),
                 data.sampled,
-                data.header.route.as_ref().and_then(|r| r.w3c.clone()),
+                data.header.route.clone(),
             )
         });
-        let Some((root, span_id, parent_string, sampled, w3c)) = ids else {
+        let Some((root, span_id, parent_string, sampled, route)) = ids else {
             return false;
         };
         propagation::inject(
@@ -202,7 +200,7 @@ impl BraintrustSpanExt for Span {
             &SpanId::Hex(span_id),
             &parent_string,
             sampled,
-            w3c.as_ref(),
+            route.as_ref().and_then(|r| r.w3c.as_ref()),
         );
         true
     }

@@ -244,9 +244,7 @@ impl BraintrustGuard {
         }
         // Spans whose open message was taken from the queue but not delivered: each is
         // counted as dropped now, and its close is not sent.
-        if let Ok(mut late) = self.signal.undelivered_opens.lock() {
-            opens.append(&mut late);
-        }
+        opens.append(&mut self.signal.ledger().late_opens);
         if !opens.is_empty() {
             self.open_spans.give_up_announced(&opens);
         }
@@ -261,16 +259,15 @@ impl BraintrustGuard {
     fn drop_queued(&self) -> Vec<u64> {
         // A close of a span the worker wrote as unfinished is not counted again; any other
         // is, and the worker will not write its span.
-        let ledger = self.signal.ledger.lock();
         let Undelivered {
             rows,
             control,
             opens,
-        } = match ledger {
-            Ok(mut ledger) => drain_undelivered(&self.rx, |id| {
+        } = {
+            let mut ledger = self.signal.ledger();
+            drain_undelivered(&self.rx, |id| {
                 !ledger.written.contains(&id) && ledger.dropped_closes.insert(id)
-            }),
-            Err(_) => drain_undelivered(&self.rx, |_| true),
+            })
         };
         // The worker still has to see the control messages (its own shutdown among them).
         for msg in control {

@@ -205,11 +205,11 @@ pub(crate) struct LayerInner {
 }
 
 /// Where a new span sits: its trace, its parent, where its rows go, whether it is kept.
-struct Lineage {
-    root: TraceId,
-    parent: Option<SpanId>,
-    route: Option<Arc<Route>>,
-    sampled: bool,
+pub(crate) struct Lineage {
+    pub(crate) root: TraceId,
+    pub(crate) parent: Option<SpanId>,
+    pub(crate) route: Option<Arc<Route>>,
+    pub(crate) sampled: bool,
 }
 
 impl Lineage {
@@ -289,7 +289,7 @@ impl LayerInner {
     }
 
     /// Whether a new trace with this root id is kept, at the configured sample rate.
-    pub(crate) fn sample(&self, root: &TraceId) -> bool {
+    fn sample(&self, root: &TraceId) -> bool {
         if self.sample_rate >= 1.0 || self.sample_rate.is_nan() {
             return true;
         }
@@ -300,7 +300,7 @@ impl LayerInner {
     }
 
     /// Root, parent, routing and sampling decision for a span with no local parent.
-    fn root_lineage(&self, remote: Option<RemoteParent>) -> Lineage {
+    pub(crate) fn root_lineage(&self, remote: Option<RemoteParent>) -> Lineage {
         let (root, parent, route, flag) = match remote {
             Some(p) => (
                 p.root.unwrap_or_else(TraceId::random),

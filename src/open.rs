@@ -954,55 +954,51 @@ mod tests {
 
     /// A destination that holds the worker's thread until it is opened, as one that hangs
     /// would, then acknowledges every row.
+    #[derive(Default)]
     struct Gate {
-        state: Arc<(std::sync::Mutex<GateState>, std::sync::Condvar)>,
+        state: std::sync::Mutex<GateState>,
+        changed: std::sync::Condvar,
     }
 
-    /// Whether the gate is open, the rows it took, whether the worker reached it.
-    type GateState = (bool, u64, bool);
+    #[derive(Default)]
+    struct GateState {
+        /// The worker reached the gate.
+        entered: bool,
+        open: bool,
+        /// Rows it let through.
+        sent: u64,
+    }
 
     impl Gate {
-        fn new() -> Self {
-            Gate {
-                state: Arc::new((
-                    std::sync::Mutex::new((false, 0, false)),
-                    std::sync::Condvar::new(),
-                )),
-            }
-        }
-
         /// Waits until the worker is held in `send`.
         fn wait_entered(&self) {
-            let (lock, cv) = &*self.state;
-            let mut s = lock.lock().unwrap();
-            while !s.2 {
-                s = cv.wait(s).unwrap();
+            let mut s = self.state.lock().unwrap();
+            while !s.entered {
+                s = self.changed.wait(s).unwrap();
             }
         }
 
         fn open(&self) {
-            let (lock, cv) = &*self.state;
-            lock.lock().unwrap().0 = true;
-            cv.notify_all();
+            self.state.lock().unwrap().open = true;
+            self.changed.notify_all();
         }
 
         fn sent(&self) -> u64 {
-            self.state.0.lock().unwrap().1
+            self.state.lock().unwrap().sent
         }
     }
 
-    impl crate::sink::Sink for Gate {
+    impl crate::sink::Sink for Arc<Gate> {
         fn send(&self, rows: Vec<crate::sink::row::Row>) -> crate::sink::SinkFuture {
-            let state = Arc::clone(&self.state);
+            let gate = Arc::clone(self);
             Box::pin(async move {
-                let (lock, cv) = &*state;
-                let mut s = lock.lock().unwrap();
-                s.2 = true;
-                cv.notify_all();
-                while !s.0 {
-                    s = cv.wait(s).unwrap();
+                let mut s = gate.state.lock().unwrap();
+                s.entered = true;
+                gate.changed.notify_all();
+                while !s.open {
+                    s = gate.changed.wait(s).unwrap();
                 }
-                s.1 += rows.len() as u64;
+                s.sent += rows.len() as u64;
                 crate::sink::Delivery {
                     sent: rows.len() as u64,
                     failed: Vec::new(),
@@ -1015,15 +1011,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn spans_announced_at_a_shutdown_that_runs_out_of_time_are_counted() {
-        let gate = Arc::new(Gate::new());
+    /// A layer whose rows go through a [`Gate`], with `timeout` to shut down.
+    fn gated(timeout: Duration) -> (Arc<Gate>, tracing::Dispatch, crate::BraintrustGuard) {
+        let gate = Arc::new(Gate::default());
         let mut builder = BraintrustLayer::builder()
             .with_env_vars(Vec::<(String, String)>::new())
-            .with_shutdown_timeout(Duration::from_millis(300));
-        builder.test_sink = Some(Arc::clone(&gate) as Arc<dyn crate::sink::Sink>);
+            .with_shutdown_timeout(timeout);
+        builder.test_sink = Some(Arc::new(Arc::clone(&gate)) as Arc<dyn crate::sink::Sink>);
         let (layer, guard) = builder.build().expect("valid configuration");
         let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+        (gate, dispatch, guard)
+    }
+
+    #[test]
+    fn spans_announced_at_a_shutdown_that_runs_out_of_time_are_counted() {
+        let (gate, dispatch, guard) = gated(Duration::from_millis(300));
         let open: Vec<tracing::Span> = tracing::dispatcher::with_default(&dispatch, || {
             tracing::info_span!("first").in_scope(|| {});
             gate.wait_entered();
@@ -1045,13 +1047,7 @@ mod tests {
 
     #[test]
     fn a_close_behind_an_unfinished_row_is_counted_once_when_a_shutdown_runs_out_of_time() {
-        let gate = Arc::new(Gate::new());
-        let mut builder = BraintrustLayer::builder()
-            .with_env_vars(Vec::<(String, String)>::new())
-            .with_shutdown_timeout(Duration::from_millis(400));
-        builder.test_sink = Some(Arc::clone(&gate) as Arc<dyn crate::sink::Sink>);
-        let (layer, guard) = builder.build().expect("valid configuration");
-        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+        let (gate, dispatch, guard) = gated(Duration::from_millis(400));
         let span = tracing::dispatcher::with_default(&dispatch, || tracing::info_span!("long"));
         // The worker writes the open span as unfinished and is held delivering it; then
         // the span closes, and its close waits in the queue until the shutdown gives up.

@@ -215,8 +215,8 @@ pub(crate) fn inject<H: Headers + ?Sized>(
     let flags = w3c.map_or(0, |c| c.flags & !1) | u8::from(sampled);
     if let Ok(tp) = TraceParent::new(&root.to_wire(), &span_id.to_wire(), flags) {
         headers.set_header("traceparent", tp.to_header());
-        if let Some(state) = w3c.and_then(|c| c.trace_state.clone()) {
-            headers.set_header("tracestate", state);
+        if let Some(state) = w3c.and_then(|c| c.trace_state.as_deref()) {
+            headers.set_header("tracestate", state.to_owned());
         }
     }
     let baggage = inject_baggage(headers.header("baggage"), parent_string);

@@ -390,30 +390,30 @@ impl Fields {
         self.buf.extend_from_slice(text.as_bytes());
     }
 
-    /// Appends a field whose value is JSON text (parsed back on the worker).
-    pub(crate) fn push_json(&mut self, name: &str, json_text: &str) {
-        self.push_text(Name::Text(name), TAG_JSON, json_text);
-    }
-
-    /// Appends a JSON field of at most `max` bytes; a longer text is kept as text, cut at a
-    /// character boundary after `max` bytes with a marker (as a `json()` value recorded
-    /// through `Debug` is).
+    /// Appends a field whose value is JSON text (parsed back on the worker), of at most
+    /// `max` bytes; a longer text is kept as text, cut at a character boundary after `max`
+    /// bytes with a marker (as a `json()` value recorded through `Debug` is).
     pub(crate) fn push_json_limited(&mut self, name: &str, json_text: &str, max: usize) {
-        if json_text.len() <= max {
-            self.push_json(name, json_text);
+        let tag = if json_text.len() <= max {
+            TAG_JSON
         } else {
-            let mut writer = self.begin_text(Name::Text(name), TAG_TEXT, max);
-            let _ = writer.write_str(json_text);
-            writer.finish();
-        }
+            TAG_TEXT
+        };
+        self.push_text_limited(Name::Text(name), tag, json_text, max);
     }
 
     /// Appends a string field, cut at a character boundary after `max` bytes with a marker.
     fn push_str_limited(&mut self, name: Name<'_>, text: &str, max: usize) {
+        self.push_text_limited(name, TAG_STR, text, max);
+    }
+
+    /// Appends a text field tagged `tag`, cut at a character boundary after `max` bytes with
+    /// a marker.
+    fn push_text_limited(&mut self, name: Name<'_>, tag: u8, text: &str, max: usize) {
         if text.len() <= max {
-            self.push_text(name, TAG_STR, text);
+            self.push_text(name, tag, text);
         } else {
-            let mut writer = self.begin_text(name, TAG_STR, max);
+            let mut writer = self.begin_text(name, tag, max);
             let _ = writer.write_str(text);
             writer.finish();
         }

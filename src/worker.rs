@@ -133,20 +133,30 @@ const IDLE_ROUNDS: u32 = 20;
 pub(crate) struct Signal {
     pub(crate) wake: tokio::sync::Notify,
     pub(crate) deadline: std::sync::OnceLock<Instant>,
-    /// Span ids of open messages the worker took from the queue when it finished, too late
-    /// to deliver: the guard gives those spans up (see [`Undelivered::opens`]).
-    pub(crate) undelivered_opens: std::sync::Mutex<Vec<u64>>,
-    /// Which side of a shutdown that ran out of time counts a span that was still open.
+    /// Which side of a shutdown counts a span that was still open.
     pub(crate) ledger: std::sync::Mutex<ShutdownLedger>,
 }
 
-/// Spans the worker wrote as unfinished, and spans whose close the guard took back from the
-/// queue (counted as dropped): each side checks the other's under one lock, so that a span
-/// is counted once.
+impl Signal {
+    /// The ledger (plain sets: still right after a panic elsewhere held the lock).
+    pub(crate) fn ledger(&self) -> std::sync::MutexGuard<'_, ShutdownLedger> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// How the worker and the guard share out the spans still open at a shutdown, each checking
+/// the other's sets under one lock so that a span is counted once.
 #[derive(Debug, Default)]
 pub(crate) struct ShutdownLedger {
+    /// Spans the worker wrote as unfinished.
     pub(crate) written: HashSet<u64>,
+    /// Spans whose close the guard took back from the queue (counted as dropped).
     pub(crate) dropped_closes: HashSet<u64>,
+    /// Spans whose open message the worker took from the queue when it finished, too late
+    /// to deliver: the guard gives them up (see [`Undelivered::opens`]).
+    pub(crate) late_opens: Vec<u64>,
 }
 
 /// How the worker shapes and delivers rows.
@@ -402,15 +412,10 @@ impl Worker {
         open.sort_by_key(|o| o.header.exec_counter);
         // A span whose close the guard already took from the queue (and counted as dropped)
         // is not written; the others are claimed, so that the guard does not count them.
-        let mut written: HashSet<u64> = HashSet::with_capacity(open.len());
-        if let Ok(mut ledger) = self.signal.ledger.lock() {
+        {
+            let mut ledger = self.signal.ledger();
             open.retain(|o| !ledger.dropped_closes.contains(&o.header.span_id));
-            for o in &open {
-                ledger.written.insert(o.header.span_id);
-                written.insert(o.header.span_id);
-            }
-        } else {
-            written.extend(open.iter().map(|o| o.header.span_id));
+            ledger.written.extend(open.iter().map(|o| o.header.span_id));
         }
         for o in open {
             let mut row = span_row(&self.settings, &o.header, o.fields.iter(), None, None);
@@ -436,15 +441,13 @@ impl Worker {
         }
         // Rows that arrived while shutting down are not delivered: count them (the guard
         // counts the spans whose open message came too late, see `Signal`).
-        let late = drain_undelivered(&self.rx, |id| !written.contains(&id));
+        let mut ledger = self.signal.ledger();
+        let late = drain_undelivered(&self.rx, |id| !ledger.written.contains(&id));
+        ledger.late_opens.extend(late.opens);
+        drop(ledger);
         self.counters
             .dropped
             .fetch_add(late.rows, Ordering::Relaxed);
-        if !late.opens.is_empty() {
-            if let Ok(mut opens) = self.signal.undelivered_opens.lock() {
-                opens.extend(late.opens);
-            }
-        }
         replies.extend(late.control.into_iter().filter_map(|msg| match msg {
             Message::Flush(r) | Message::Checkpoint(r) | Message::Shutdown(r, _) => Some(r),
             _ => None,

@@ -107,20 +107,20 @@ mod tests {
     async fn a_login_that_cannot_succeed_is_not_repeated_send_after_send() {
         let server = FakeServer::start();
         // An unknown organization: the login answers, but names no such org.
-        let mut config = config(&server);
-        config.org_name = Some("no-such-org".into());
-        let sink = sink(config);
+        let mut unknown_org = config(&server);
+        unknown_org.org_name = Some("no-such-org".into());
+        let uploader = sink(unknown_org);
         for _ in 0..3 {
-            let outcome = sink.send(rows(2, 10)).await;
+            let outcome = uploader.send(rows(2, 10)).await;
             assert_eq!((outcome.sent, outcome.failed.len()), (0, 2));
         }
         assert_eq!(server.requests_to("/api/apikey/login").len(), 1);
         // A login the server refused with another status: the same.
         let server = FakeServer::start();
         server.push_reply("/api/apikey/login", Reply::status(404));
-        let sink = super::super::test_support::sink(super::super::test_support::config(&server));
+        let uploader = sink(config(&server));
         for _ in 0..3 {
-            let outcome = sink.send(rows(2, 10)).await;
+            let outcome = uploader.send(rows(2, 10)).await;
             assert_eq!(outcome.failed.len(), 2);
         }
         assert_eq!(server.requests_to("/api/apikey/login").len(), 1);

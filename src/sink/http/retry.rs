@@ -77,8 +77,8 @@ impl HttpSink {
                 return Ok(Vec::new());
             }
             return match read_capped(response, MAX_ANSWER_BYTES).await {
-                Ok(Capped::Whole(body)) => Ok(body),
-                Ok(Capped::Longer(_)) => Err(Attempt::Final(Failure::BadResponse {
+                Ok(body) if body.whole => Ok(body.bytes),
+                Ok(_) => Err(Attempt::Final(Failure::BadResponse {
                     what: what.to_owned(),
                     detail: format!("the answer is longer than {MAX_ANSWER_BYTES} bytes"),
                 })),
@@ -96,13 +96,9 @@ impl HttpSink {
         // The start of the answer, with the API key taken out before it is cut (a server
         // that echoes the request must not leave part of the key in a message).
         let detail = match read_capped(response, SNIPPET_SOURCE_BYTES).await {
-            Ok(Capped::Whole(body)) => snippet(
-                &self.scrub(String::from_utf8_lossy(&body).into_owned()),
-                false,
-            ),
-            Ok(Capped::Longer(start)) => snippet(
-                &self.scrub(String::from_utf8_lossy(&start).into_owned()),
-                true,
+            Ok(body) => snippet(
+                &self.scrub(String::from_utf8_lossy(&body.bytes).into_owned()),
+                !body.whole,
             ),
             Err(_) => String::new(),
         };
@@ -187,25 +183,29 @@ const MAX_ANSWER_BYTES: usize = 4 << 20;
 const SNIPPET_SOURCE_BYTES: usize = 4 * 1024;
 
 /// A body read up to a limit.
-enum Capped {
-    Whole(Vec<u8>),
-    /// Longer than the limit: its first bytes, up to the limit (the rest was not read).
-    Longer(Vec<u8>),
+struct Capped {
+    /// The body, or its first bytes up to the limit.
+    bytes: Vec<u8>,
+    /// Whether that is all of it (else the rest was not read).
+    whole: bool,
 }
 
 /// Reads `response`'s body, but no more than `limit` bytes: a server that answers with a
 /// huge body does not get the worker to hold it.
 async fn read_capped(mut response: reqwest::Response, limit: usize) -> reqwest::Result<Capped> {
-    let mut body = Vec::new();
+    let mut bytes = Vec::new();
     while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > limit {
-            let room = limit - body.len();
-            body.extend_from_slice(&chunk[..room]);
-            return Ok(Capped::Longer(body));
+        let room = limit - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok(Capped {
+                bytes,
+                whole: false,
+            });
         }
-        body.extend_from_slice(&chunk);
+        bytes.extend_from_slice(&chunk);
     }
-    Ok(Capped::Whole(body))
+    Ok(Capped { bytes, whole: true })
 }
 
 /// The start of an error answer's text, on one line. `partial`: the text is itself only
@@ -259,16 +259,18 @@ mod tests {
         let url = format!("{}/version", server.url());
         let get = || sink.authed(sink.inner.client.get(&url)).send();
         let response = get().await.expect("an answer");
-        match read_capped(response, 1000).await.expect("read") {
-            Capped::Longer(start) => assert_eq!(start, huge.as_bytes()[..1000]),
-            Capped::Whole(body) => panic!("read {} bytes past the limit", body.len()),
-        }
+        let body = read_capped(response, 1000).await.expect("read");
+        assert!(
+            !body.whole,
+            "read {} bytes past the limit",
+            body.bytes.len()
+        );
+        assert_eq!(body.bytes, huge.as_bytes()[..1000]);
         server.push_reply("/version", Reply::ok_body("{}"));
         let response = get().await.expect("an answer");
-        assert!(matches!(
-            read_capped(response, 1000).await.expect("read"),
-            Capped::Whole(body) if body == b"{}"
-        ));
+        let body = read_capped(response, 1000).await.expect("read");
+        assert!(body.whole);
+        assert_eq!(body.bytes, b"{}");
     }
 
     #[tokio::test]
