@@ -394,26 +394,21 @@ impl Fields {
     /// `max` bytes; a longer text is kept as text, cut at a character boundary after `max`
     /// bytes with a marker (as a `json()` value recorded through `Debug` is).
     pub(crate) fn push_json_limited(&mut self, name: &str, json_text: &str, max: usize) {
-        let tag = if json_text.len() <= max {
-            TAG_JSON
+        if json_text.len() <= max {
+            self.push_text(Name::Text(name), TAG_JSON, json_text);
         } else {
-            TAG_TEXT
-        };
-        self.push_text_limited(Name::Text(name), tag, json_text, max);
+            let mut writer = self.begin_text(Name::Text(name), TAG_TEXT, max);
+            let _ = writer.write_str(json_text);
+            writer.finish();
+        }
     }
 
     /// Appends a string field, cut at a character boundary after `max` bytes with a marker.
     fn push_str_limited(&mut self, name: Name<'_>, text: &str, max: usize) {
-        self.push_text_limited(name, TAG_STR, text, max);
-    }
-
-    /// Appends a text field tagged `tag`, cut at a character boundary after `max` bytes with
-    /// a marker.
-    fn push_text_limited(&mut self, name: Name<'_>, tag: u8, text: &str, max: usize) {
         if text.len() <= max {
-            self.push_text(name, tag, text);
+            self.push_text(name, TAG_STR, text);
         } else {
-            let mut writer = self.begin_text(name, tag, max);
+            let mut writer = self.begin_text(name, TAG_STR, max);
             let _ = writer.write_str(text);
             writer.finish();
         }
