@@ -8,18 +8,18 @@ use std::time::Duration;
 
 use tracing_core::Level;
 
-use crate::cost::{ModelPrice, PriceTable};
-use crate::delivery::Dispatcher;
+use crate::capture::layer::{BraintrustLayer, LayerInner, Links};
+use crate::deliver::delivery::Dispatcher;
+use crate::deliver::sink::Sink;
+use crate::deliver::sink::file::FileSink;
+use crate::deliver::sink::memory::MemorySink;
+use crate::deliver::spool::Spool;
+use crate::deliver::worker::{Counters, Signal, Worker, WorkerSettings};
 use crate::error::Error;
 use crate::guard::BraintrustGuard;
-use crate::layer::{BraintrustLayer, LayerInner, Links};
-use crate::mask::MaskFn;
-use crate::row::RowSettings;
-use crate::sink::Sink;
-use crate::sink::file::FileSink;
-use crate::sink::memory::MemorySink;
-use crate::spool::Spool;
-use crate::worker::{Counters, Signal, Worker, WorkerSettings};
+use crate::rows::cost::{ModelPrice, PriceTable};
+use crate::rows::mask::MaskFn;
+use crate::rows::row::RowSettings;
 
 pub(crate) use crate::config::Config;
 
@@ -460,7 +460,7 @@ impl Builder {
     pub fn build(self) -> Result<(BraintrustLayer, BraintrustGuard), Error> {
         let config = self.config()?;
         // The span clock's one-time calibration happens here, not in the first span.
-        crate::clock::init();
+        crate::trace::clock::init();
         let mut resolver = None;
         #[cfg(test)]
         let test_sink = self.test_sink.clone();
@@ -470,7 +470,7 @@ impl Builder {
             (Some(sink), _, _) => sink,
             (None, Some(memory), _) => Arc::new(memory.clone()),
             (None, None, Some(_)) => {
-                let (sink, r) = crate::sink::upload_sink(&config)?;
+                let (sink, r) = crate::deliver::sink::upload_sink(&config)?;
                 resolver = Some(r);
                 sink
             }
@@ -484,7 +484,7 @@ impl Builder {
             resolver,
         });
         let counters = Arc::new(Counters::default());
-        let pool = Arc::new(crate::record::BufferPool::new());
+        let pool = Arc::new(crate::rows::record::BufferPool::new());
         // A span takes at most two messages (its open message only in live mode or when a
         // shutdown finds it open): the queue holds at least `queue_size` spans.
         let (tx, rx) = crossbeam_channel::bounded(config.queue_size.saturating_mul(2));
@@ -495,7 +495,7 @@ impl Builder {
             .clone()
             .map(|dir| Arc::new(Spool::new(dir, config.spool_max_bytes)));
         let signal = Arc::new(Signal::default());
-        let open_spans = Arc::new(crate::open::OpenSpans::new(
+        let open_spans = Arc::new(crate::capture::open::OpenSpans::new(
             tx.clone(),
             Arc::clone(&counters),
             Arc::clone(&signal),

@@ -9,12 +9,12 @@ use std::time::Duration;
 use tracing_core::Level;
 
 use crate::builder::Builder;
-use crate::cost::PriceTable;
+use crate::capture::layer::RemoteParent;
 use crate::diag;
 use crate::error::Error;
-use crate::layer::RemoteParent;
-use crate::mask::MaskFn;
-use crate::record::DEFAULT_MAX_FIELD_BYTES;
+use crate::rows::cost::PriceTable;
+use crate::rows::mask::MaskFn;
+use crate::rows::record::DEFAULT_MAX_FIELD_BYTES;
 
 /// Environment variable names (the official SDKs' names, protocol §2).
 pub(crate) mod env {
@@ -300,9 +300,9 @@ impl Builder {
         };
         let mask: Option<MaskFn> = match (self.scrub_secrets.unwrap_or(false), self.mask.clone()) {
             (false, user) => user,
-            (true, None) => Some(Arc::new(crate::mask::scrub_secrets)),
+            (true, None) => Some(Arc::new(crate::rows::mask::scrub_secrets)),
             (true, Some(user)) => Some(Arc::new(move |v: &serde_json::Value| {
-                user(&crate::mask::scrub_secrets(v))
+                user(&crate::rows::mask::scrub_secrets(v))
             })),
         };
         let config = Config {
@@ -313,7 +313,7 @@ impl Builder {
             spool_max_bytes: self
                 .spool_max_bytes
                 .or_else(|| env.parse(env::SPOOL_MAX_BYTES))
-                .unwrap_or(crate::spool::DEFAULT_MAX_BYTES),
+                .unwrap_or(crate::deliver::spool::DEFAULT_MAX_BYTES),
             spill: self.spill.unwrap_or(false),
             sample_rate,
             keep_errors: self.keep_errors.unwrap_or(false),

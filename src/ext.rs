@@ -5,10 +5,10 @@ use serde::Serialize;
 use tracing::Span;
 
 use crate::Error;
-use crate::ids::{SpanId, uuid_string};
-use crate::layer::{BraintrustLayer, RemoteParent};
-use crate::propagation::{self, ExportTarget, Headers};
-use crate::record::{FieldValue, Fields, SpanData};
+use crate::capture::layer::{BraintrustLayer, RemoteParent};
+use crate::rows::record::{FieldValue, Fields, SpanData};
+use crate::trace::ids::{SpanId, uuid_string};
+use crate::trace::propagation::{self, ExportTarget, Headers};
 
 /// Braintrust operations on a [`tracing::Span`], in the manner of
 /// `tracing_opentelemetry::OpenTelemetrySpanExt`.
@@ -233,7 +233,7 @@ impl BraintrustSpanExt for Span {
         let mut fields = Fields::new();
         let mut text = Vec::new();
         // serde_json and the fast writer only write UTF-8.
-        let written = crate::json::write_sanitized(&mut text, value)
+        let written = crate::capture::json::write_sanitized(&mut text, value)
             .map_err(|e| e.to_string())
             .and_then(|()| String::from_utf8(text).map_err(|e| e.to_string()));
         match written {

@@ -74,45 +74,28 @@
 //! The minimum supported Rust version is 1.85.
 
 mod builder;
-mod clock;
+mod capture;
 mod config;
-mod cost;
-mod delivery;
+mod deliver;
 mod diag;
 mod error;
 mod ext;
-mod fields;
 mod guard;
-mod ids;
-mod json;
-mod json_ser;
-mod layer;
 mod llm;
-mod mask;
-mod merge;
-mod open;
-mod parent;
-mod propagation;
-mod record;
 mod replay;
-mod row;
-mod sampling;
-mod sanitize;
-mod sink;
-mod spool;
-mod usage;
-mod worker;
+mod rows;
+mod trace;
 
 pub use builder::Builder;
+pub use capture::json::{Json, json};
+pub use capture::layer::BraintrustLayer;
+pub use deliver::sink::memory::MemorySink;
 pub use error::Error;
 pub use ext::BraintrustSpanExt;
 pub use guard::{BraintrustGuard, FlushReport};
-pub use json::{Json, json};
-pub use layer::BraintrustLayer;
 pub use llm::{StreamRecorder, record_usage};
-pub use propagation::Headers;
 pub use replay::{UploadReport, upload_files};
-pub use sink::memory::MemorySink;
+pub use trace::propagation::Headers;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

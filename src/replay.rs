@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::builder::Builder;
+use crate::deliver::sink::{Row, Sink};
 use crate::diag;
 use crate::error::Error;
-use crate::sink::{Row, Sink};
 
 /// Most rows handed to the uploader in one call (it splits them into `/logs3` batches).
 const CHUNK_ROWS: usize = 1000;
@@ -123,7 +123,7 @@ pub fn upload_files(builder: Builder, paths: &[impl AsRef<Path>]) -> Result<Uplo
                 .on_thread_start(silence_this_thread)
                 .build()
                 .map_err(Error::Worker)?;
-            let (sink, _resolver) = crate::sink::upload_sink(&config)?;
+            let (sink, _resolver) = crate::deliver::sink::upload_sink(&config)?;
             let report = runtime.block_on(upload(sink.as_ref(), files));
             sink.close();
             runtime.shutdown_timeout(Duration::from_millis(100));
@@ -241,7 +241,7 @@ impl Chunk {
             return;
         }
         let read = rows.len() as u64;
-        let rows = crate::merge::merge_rows(rows);
+        let rows = crate::rows::merge::merge_rows(rows);
         let to_send = rows.len() as u64;
         report.merged += read.saturating_sub(to_send);
         let delivery = sink.send(rows).await;
@@ -266,7 +266,7 @@ fn silence_this_thread() {
 }
 
 #[cfg(test)]
-use crate::sink::fake_server;
+use crate::deliver::sink::fake_server;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,597 @@
+//! Delivery of finished rows: merging, masking, bounded concurrency, accounting, and the
+//! spool for what cannot be delivered.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::deliver::sink::{Row, Sink};
+use crate::deliver::spool::Spool;
+use crate::deliver::worker::{Counters, Signal};
+use crate::rows::mask::MaskFn;
+
+/// How long spooled rows wait before they are tried again while the process runs, unless
+/// configured (the retry delays' maximum).
+const DEFAULT_REPLAY_RETRY: Duration = Duration::from_secs(30);
+
+/// The shortest wait between tries of the spooled rows.
+const MIN_REPLAY_RETRY: Duration = Duration::from_millis(10);
+
+/// The longest wait between tries, as a multiple of the first.
+const MAX_REPLAY_BACKOFF_FACTOR: u32 = 16;
+
+/// Outcomes of a try of the spool.
+const REPLAY_NONE: u8 = 0;
+const REPLAY_DONE: u8 = 1;
+const REPLAY_FAILED: u8 = 2;
+
+/// Segments claimed from the spool and not yet delivered: given back when dropped, also
+/// when a try stops early or its task is cancelled, so the next try finds them.
+struct Claimed {
+    spool: Arc<Spool>,
+    rest: std::collections::VecDeque<(PathBuf, PathBuf)>,
+}
+
+impl Claimed {
+    fn new(spool: Arc<Spool>, segments: Vec<(PathBuf, PathBuf)>) -> Self {
+        Claimed {
+            spool,
+            rest: segments.into(),
+        }
+    }
+}
+
+impl Drop for Claimed {
+    fn drop(&mut self) {
+        for (claimed, original) in self.rest.drain(..) {
+            self.spool.unclaim(&claimed, &original);
+        }
+    }
+}
+
+/// Sends the claimed segments in order, removing each once the server took all its rows.
+/// Returns whether every one was delivered; stops at the first failure, or when `stop`
+/// resolves.
+async fn send_claimed(
+    mut claimed: Claimed,
+    sink: &dyn Sink,
+    counters: &Counters,
+    stop: impl std::future::Future<Output = ()>,
+) -> bool {
+    let mut stop = std::pin::pin!(stop);
+    while let Some((path, _)) = claimed.rest.front().cloned() {
+        let segment = Spool::read(path);
+        if !segment.rows.is_empty() {
+            let done = tokio::select! {
+                done = sink.send(segment.rows.clone()) => done,
+                // Out of time: this segment waits for the next run.
+                () = stop.as_mut() => return false,
+            };
+            if !done.failed.is_empty() {
+                // Only the rows the server did not take stay in the segment. Should that
+                // rewrite fail, the whole segment stays: rows already taken are then sent
+                // again (full rows replace themselves by id), none is lost.
+                let taken = logical(&segment.rows).saturating_sub(logical(&done.failed));
+                if taken > 0
+                    && claimed
+                        .spool
+                        .rewrite(&segment.claimed, &done.failed)
+                        .is_ok()
+                {
+                    counters.replayed.fetch_add(taken, Ordering::Relaxed);
+                    counters
+                        .replay_torn
+                        .fetch_add(segment.torn, Ordering::Relaxed);
+                }
+                return false;
+            }
+            counters
+                .replayed
+                .fetch_add(logical(&segment.rows), Ordering::Relaxed);
+        }
+        // Torn lines are counted once, when their segment is removed.
+        counters
+            .replay_torn
+            .fetch_add(segment.torn, Ordering::Relaxed);
+        claimed.rest.pop_front();
+        claimed.spool.done(&segment);
+    }
+    true
+}
+
+/// How long the rows an earlier run spooled may hold up a new run's rows at startup.
+const STARTUP_REPLAY_BUDGET: Duration = Duration::from_secs(5);
+
+/// A live-mode start row sent on its own: a progress update, not counted as a row of its
+/// own (its span's final row is).
+fn logical(rows: &[Row]) -> u64 {
+    rows.iter().filter(|r| !r.is_progress()).count() as u64
+}
+
+/// A batch being delivered: its logical row count, and a copy of its rows when there is a
+/// spool to put them in if shutdown stops waiting.
+struct Batch {
+    logical: u64,
+    copy: Option<Vec<Row>>,
+}
+
+type InFlight = Arc<Mutex<HashMap<u64, Batch>>>;
+
+/// Hands batches to the sink, at most `max_in_flight` at once.
+pub(crate) struct Dispatcher {
+    sink: Arc<dyn Sink>,
+    counters: Arc<Counters>,
+    mask: Option<MaskFn>,
+    spool: Option<Arc<Spool>>,
+    spill: bool,
+    max_in_flight: usize,
+    slots: Arc<Semaphore>,
+    /// The batches being delivered, so a shutdown that runs out of time can account for
+    /// them (and spool them, with a spool).
+    in_flight: InFlight,
+    /// Where a shutdown's deadline appears.
+    signal: Arc<Signal>,
+    next_batch: u64,
+    /// Rows were spilled to the spool under pressure and wait to be replayed.
+    spilled: bool,
+    /// `counters.spooled` when last looked at: a change means failed rows went to the spool.
+    spooled_seen: u64,
+    /// When spooled rows are next tried while the process runs (`None`: nothing waits).
+    next_replay: Option<Instant>,
+    /// The wait before the next try after a failed one: from `replay_retry`, doubling.
+    replay_backoff: Duration,
+    replay_retry: Duration,
+    /// How the last try of the spool ended ([`REPLAY_NONE`] once taken).
+    replay_outcome: Arc<AtomicU8>,
+    /// Set when shutdown gave up waiting: late deliveries are no longer counted.
+    abandoned: Arc<AtomicBool>,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        sink: Arc<dyn Sink>,
+        counters: Arc<Counters>,
+        mask: Option<MaskFn>,
+        spool: Option<Arc<Spool>>,
+        spill: bool,
+        max_in_flight: usize,
+        signal: Arc<Signal>,
+    ) -> Self {
+        let max_in_flight = max_in_flight.max(1);
+        Self {
+            sink,
+            counters,
+            mask,
+            in_flight: InFlight::default(),
+            signal,
+            spool,
+            spill,
+            max_in_flight,
+            slots: Arc::new(Semaphore::new(max_in_flight)),
+            next_batch: 0,
+            spilled: false,
+            spooled_seen: 0,
+            next_replay: None,
+            replay_backoff: DEFAULT_REPLAY_RETRY,
+            replay_retry: DEFAULT_REPLAY_RETRY,
+            replay_outcome: Arc::new(AtomicU8::new(REPLAY_NONE)),
+            abandoned: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Spooled rows are tried again `after` this long while the process runs, then with
+    /// doubling waits (up to [`MAX_REPLAY_BACKOFF_FACTOR`] times as long) while the server
+    /// still fails.
+    pub(crate) fn retry_spool_after(mut self, after: Duration) -> Self {
+        let after = after.max(MIN_REPLAY_RETRY);
+        self.replay_retry = after;
+        self.replay_backoff = after;
+        self
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        self.sink.describe()
+    }
+
+    /// Merges, masks and starts delivering `rows`. Waits for a free slot, unless spilling
+    /// is on: then rows that find no free slot go to the spool.
+    pub(crate) async fn send(&mut self, rows: Vec<Row>) {
+        if rows.is_empty() {
+            return;
+        }
+        let mut rows = crate::rows::merge::merge_rows(rows);
+        if let Some(mask) = &self.mask {
+            for row in &mut rows {
+                crate::rows::mask::apply_mask(row.object_mut(), mask);
+            }
+        }
+        let permit = match (self.spill, &self.spool) {
+            (true, Some(spool)) => match self.slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    let spool = Arc::clone(spool);
+                    self.spool_rows(&spool, &rows);
+                    self.spilled = true;
+                    return;
+                }
+            },
+            _ => match self.wait_for_slot().await {
+                Some(p) => p,
+                None => {
+                    // Shutdown's deadline passed while every slot was busy.
+                    self.give_up(&rows);
+                    return;
+                }
+            },
+        };
+        self.next_batch += 1;
+        let batch = self.next_batch;
+        let logical_rows = logical(&rows);
+        if let Ok(mut map) = self.in_flight.lock() {
+            // Only a spool needs a copy: to keep the rows if shutdown stops waiting.
+            let copy = self.spool.as_ref().map(|_| rows.clone());
+            map.insert(
+                batch,
+                Batch {
+                    logical: logical_rows,
+                    copy,
+                },
+            );
+        }
+        let delivery = self.sink.send(rows);
+        let counters = Arc::clone(&self.counters);
+        let spool = self.spool.clone();
+        let copies = Arc::clone(&self.in_flight);
+        let abandoned = Arc::clone(&self.abandoned);
+        tokio::spawn(async move {
+            // The sink runs in a task of its own: if it panics (a bug), its rows count as
+            // failed (or spooled) and the worker goes on.
+            let outcome = tokio::spawn(delivery).await;
+            // Taken under the lock `abandon` drains with, so a batch is accounted for
+            // exactly once: here, or by a shutdown that stopped waiting.
+            let mine = copies.lock().ok().and_then(|mut m| {
+                if abandoned.load(Ordering::Acquire) {
+                    None
+                } else {
+                    m.remove(&batch)
+                }
+            });
+            let Some(mine) = mine else {
+                drop(permit);
+                return;
+            };
+            let failed = match outcome {
+                Ok(done) => done.failed,
+                Err(_) => {
+                    crate::diag::warn(
+                        "sink-panic",
+                        "delivering a batch panicked (a bug in tracing-braintrust; please report it); its rows count as failed",
+                    );
+                    // With a spool, the copy goes there; without, every row failed.
+                    match mine.copy {
+                        Some(copy) => copy,
+                        None => {
+                            counters.failed.fetch_add(mine.logical, Ordering::Relaxed);
+                            drop(permit);
+                            return;
+                        }
+                    }
+                }
+            };
+            let failed_logical = logical(&failed);
+            counters.sent.fetch_add(
+                mine.logical.saturating_sub(failed_logical),
+                Ordering::Relaxed,
+            );
+            let spooled = match &spool {
+                Some(spool) => spool_and_count(spool, &failed),
+                None => 0,
+            };
+            counters.spooled.fetch_add(spooled, Ordering::Relaxed);
+            counters
+                .failed
+                .fetch_add(failed_logical - spooled, Ordering::Relaxed);
+            drop(permit);
+        });
+    }
+
+    fn spool_rows(&self, spool: &Spool, rows: &[Row]) {
+        let spooled = spool_and_count(spool, rows);
+        self.counters.spooled.fetch_add(spooled, Ordering::Relaxed);
+        self.counters
+            .failed
+            .fetch_add(logical(rows) - spooled, Ordering::Relaxed);
+    }
+
+    /// Waits until every delivery started so far has finished.
+    pub(crate) async fn wait_idle(&self) {
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        if let Ok(permits) = self.slots.acquire_many(all).await {
+            drop(permits);
+        }
+    }
+
+    /// [`wait_idle`](Self::wait_idle), but returns as soon as a shutdown is requested, so
+    /// the shutdown (and its deadline) is seen while a slow server still holds deliveries.
+    pub(crate) async fn wait_idle_unless_shutdown(&self) {
+        tokio::select! {
+            () = self.wait_idle() => {}
+            () = self.shutdown_requested() => {}
+        }
+    }
+
+    /// Resolves once the guard has asked for a shutdown.
+    async fn shutdown_requested(&self) {
+        while self.signal.deadline.get().is_none() {
+            self.signal.wake.notified().await;
+        }
+    }
+
+    /// Resolves when a requested shutdown's deadline has passed.
+    async fn shutdown_deadline_passed(&self) {
+        self.shutdown_requested().await;
+        if let Some(deadline) = self.signal.deadline.get().copied() {
+            tokio::time::sleep_until(deadline.into()).await;
+        }
+    }
+
+    /// Whether nothing is being delivered.
+    pub(crate) fn idle(&self) -> bool {
+        self.slots.available_permits() == self.max_in_flight
+    }
+
+    /// Whether spooled rows should be tried now: rows were spilled under pressure (tried as
+    /// soon as the uploader is idle), or rows that failed are due for another try. Also
+    /// takes the outcome of the last background try, to schedule the next one.
+    pub(crate) fn replay_due(&mut self) -> bool {
+        let Some(spool) = &self.spool else {
+            return false;
+        };
+        let now = Instant::now();
+        match self.replay_outcome.swap(REPLAY_NONE, Ordering::AcqRel) {
+            REPLAY_FAILED => {
+                crate::diag::warn(
+                    "replay-failed",
+                    format_args!(
+                        "spooled rows in {} could not be delivered yet; they stay in the spool and are tried again in {}",
+                        spool.dir().display(),
+                        humantime::format_duration(self.replay_backoff)
+                    ),
+                );
+                self.next_replay = Some(now + self.replay_backoff);
+                self.replay_backoff =
+                    (self.replay_backoff * 2).min(self.replay_retry * MAX_REPLAY_BACKOFF_FACTOR);
+            }
+            REPLAY_DONE => self.replay_backoff = self.replay_retry,
+            _ => {}
+        }
+        let spooled = self.counters.spooled.load(Ordering::Acquire);
+        if spooled != std::mem::replace(&mut self.spooled_seen, spooled)
+            && self.next_replay.is_none()
+        {
+            self.next_replay = Some(now + self.replay_backoff);
+        }
+        self.spilled || self.next_replay.is_some_and(|at| now >= at)
+    }
+
+    /// Sends the rows an earlier run spooled, oldest segment first, before anything else,
+    /// removing each segment once all its rows are acknowledged. Stops at the first failure,
+    /// after [`STARTUP_REPLAY_BUDGET`] (the rest is tried again later in this run, in the
+    /// background) or when a shutdown's deadline passes.
+    pub(crate) async fn replay_first(&mut self) {
+        let Some(spool) = self.spool.clone() else {
+            return;
+        };
+        spool.rotate();
+        let claimed = Claimed::new(Arc::clone(&spool), spool.claim_all());
+        // The queue is not drained meanwhile: a server that hangs must not hold the new
+        // rows up for long. What is left is tried again in the background (`replay_due`).
+        let deadline = self.shutdown_deadline_passed();
+        let stop = async {
+            tokio::select! {
+                () = deadline => {}
+                () = tokio::time::sleep(STARTUP_REPLAY_BUDGET) => {}
+            }
+        };
+        let done = send_claimed(claimed, &*self.sink, &self.counters, stop).await;
+        if !done {
+            self.replay_outcome.store(REPLAY_FAILED, Ordering::Release);
+        }
+    }
+
+    /// Starts sending what is in the spool in the background, on one upload slot, so the
+    /// queue is still drained meanwhile. Nothing happens while every slot is busy.
+    pub(crate) fn start_replay(&mut self) {
+        let Some(spool) = self.spool.clone() else {
+            return;
+        };
+        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+            return;
+        };
+        self.spilled = false;
+        self.next_replay = None;
+        spool.rotate();
+        let claimed = Claimed::new(Arc::clone(&spool), spool.claim_all());
+        let sink = Arc::clone(&self.sink);
+        let counters = Arc::clone(&self.counters);
+        let outcome = Arc::clone(&self.replay_outcome);
+        tokio::spawn(async move {
+            let done = send_claimed(claimed, &*sink, &counters, std::future::pending()).await;
+            outcome.store(
+                if done { REPLAY_DONE } else { REPLAY_FAILED },
+                Ordering::Release,
+            );
+            drop(permit);
+        });
+    }
+
+    /// A free upload slot, waiting as long as needed, but not past a shutdown's deadline
+    /// (`None` then).
+    async fn wait_for_slot(&self) -> Option<OwnedSemaphorePermit> {
+        loop {
+            if let Some(deadline) = self.signal.deadline.get().copied() {
+                let acquire = self.slots.clone().acquire_owned();
+                return match tokio::time::timeout_at(deadline.into(), acquire).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    _ => None,
+                };
+            }
+            tokio::select! {
+                permit = self.slots.clone().acquire_owned() => return permit.ok(),
+                // The guard asked for something: look at the deadline again.
+                () = self.signal.wake.notified() => {}
+            }
+        }
+    }
+
+    /// Rows that cannot be handed to the sink before shutdown's deadline: spooled (with a
+    /// spool) or counted as failed.
+    fn give_up(&self, rows: &[Row]) {
+        match &self.spool {
+            Some(spool) => self.spool_rows(spool, rows),
+            None => {
+                let n = logical(rows);
+                self.counters.failed.fetch_add(n, Ordering::Relaxed);
+                crate::diag::warn(
+                    "shutdown-undelivered",
+                    format_args!(
+                        "shutdown ran out of time: {n} rows were not delivered (set a spool directory to keep them for the next run)"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// At a shutdown that ran out of time: accounts for every batch still in flight
+    /// (spooled with a spool, failed otherwise) and stops counting late deliveries.
+    pub(crate) fn abandon(&mut self) {
+        let mut batches: Vec<(u64, Batch)> = match self.in_flight.lock() {
+            Ok(mut map) => {
+                // Set while holding the lock: a delivery that finishes now either took its
+                // batch already (and counts it) or sees the flag (and leaves it to us).
+                self.abandoned.store(true, Ordering::Release);
+                map.drain().collect()
+            }
+            Err(_) => {
+                self.abandoned.store(true, Ordering::Release);
+                return;
+            }
+        };
+        batches.sort_by_key(|(id, _)| *id);
+        match &self.spool {
+            Some(spool) => {
+                let rows: Vec<Row> = batches
+                    .into_iter()
+                    .filter_map(|(_, b)| b.copy)
+                    .flatten()
+                    .collect();
+                self.spool_rows(spool, &rows);
+            }
+            None => {
+                let n: u64 = batches.iter().map(|(_, b)| b.logical).sum();
+                if n > 0 {
+                    self.counters.failed.fetch_add(n, Ordering::Relaxed);
+                    crate::diag::warn(
+                        "shutdown-undelivered",
+                        format_args!(
+                            "shutdown ran out of time: {n} rows were still being delivered (set a spool directory to keep them for the next run)"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        if let Some(spool) = &self.spool {
+            spool.close();
+        }
+        self.sink.close();
+    }
+}
+
+/// Spools `rows`, returning how many logical rows were written.
+fn spool_and_count(spool: &Spool, rows: &[Row]) -> u64 {
+    if rows.is_empty() {
+        return 0;
+    }
+    let written = spool.append(rows);
+    rows.iter()
+        .zip(written)
+        .filter(|(row, ok)| *ok && !row.is_progress())
+        .count() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemorySink;
+
+    fn dispatcher(retry: Duration) -> Dispatcher {
+        let dir = std::env::temp_dir().join(format!(
+            "tb-delivery-replay-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        Dispatcher::new(
+            Arc::new(MemorySink::new()),
+            Arc::new(Counters::default()),
+            None,
+            Some(Arc::new(Spool::new(dir, 1 << 20))),
+            false,
+            1,
+            Arc::new(Signal::default()),
+        )
+        .retry_spool_after(retry)
+    }
+
+    #[test]
+    fn failed_tries_of_the_spool_wait_longer_each_time_up_to_a_cap() {
+        let retry = Duration::from_secs(10);
+        let mut d = dispatcher(retry);
+        assert!(!d.replay_due(), "nothing spooled, nothing to try");
+        // Rows failed and were spooled: tried after the first wait, not at once.
+        d.counters.spooled.fetch_add(1, Ordering::Relaxed);
+        assert!(!d.replay_due());
+        let first = d.next_replay.expect("scheduled");
+        assert!(first >= Instant::now() + retry - Duration::from_secs(1));
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            d.next_replay = None;
+            d.replay_outcome.store(REPLAY_FAILED, Ordering::Release);
+            let before = Instant::now();
+            assert!(!d.replay_due());
+            let at = d.next_replay.expect("scheduled again");
+            waits.push((at - before).as_secs_f64().round() as u64);
+        }
+        assert_eq!(waits, [10, 20, 40, 80, 160, 160, 160]);
+        // A try that delivered everything starts the waits over.
+        d.replay_outcome.store(REPLAY_DONE, Ordering::Release);
+        d.next_replay = None;
+        assert!(!d.replay_due());
+        assert_eq!(d.replay_backoff, retry);
+        // Rows spilled under pressure are tried as soon as the uploader is idle.
+        d.spilled = true;
+        assert!(d.replay_due());
+    }
+
+    #[test]
+    fn without_a_spool_nothing_is_ever_due() {
+        let mut d = Dispatcher::new(
+            Arc::new(MemorySink::new()),
+            Arc::new(Counters::default()),
+            None,
+            None,
+            false,
+            1,
+            Arc::new(Signal::default()),
+        );
+        d.counters.spooled.fetch_add(1, Ordering::Relaxed);
+        d.spilled = true;
+        assert!(!d.replay_due());
+    }
+}

@@ -1,0 +1,599 @@
+//! The durable spool: rows that could not be delivered, kept on disk for the next run.
+//!
+//! A spool is a directory of JSON Lines files in the local row format, one file per
+//! writer segment, named `spool-<unix nanos>-<pid>-<seq>.jsonl` so that names sort in
+//! writing order (`.jsonl.open` while its process still writes it). Each row is appended with a single `write` call on a file opened in
+//! append mode, so a crash can only tear the last line of a segment; readers skip (and
+//! count) lines that do not parse. A process replays segments by first renaming them to
+//! `<name>.replay-<pid>` (an atomic claim: two processes never replay the same segment), and
+//! removes a claimed segment only after every row in it was acknowledged; otherwise it
+//! renames it back for a later run.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::diag;
+use crate::rows::wire::Row;
+
+/// Default size cap of a spool directory.
+pub(crate) const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A claimed segment older than this whose owner is gone is claimed again.
+const STALE_CLAIM: Duration = Duration::from_secs(60);
+
+/// A segment not written to for this long (by its modification time, as [`STALE_CLAIM`]
+/// is read) is closed before the next write, so that a segment this process still writes
+/// to is never old enough for another process to take.
+const ROTATE_IDLE: Duration = Duration::from_secs(30);
+
+/// A segment read back for replay.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    /// The claimed file.
+    pub(crate) claimed: PathBuf,
+    /// Its rows, in order.
+    pub(crate) rows: Vec<Row>,
+    /// Lines skipped because they did not parse (a torn last line after a crash).
+    pub(crate) torn: u64,
+}
+
+#[derive(Debug)]
+struct Writer {
+    file: Option<File>,
+    path: Option<PathBuf>,
+    seq: u64,
+    /// Bytes in the directory, as last measured plus what this process wrote since.
+    dir_bytes: Option<u64>,
+}
+
+/// A spool directory with a size cap.
+#[derive(Debug)]
+pub(crate) struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    writer: Mutex<Writer>,
+    /// Marks this instance's replay claims (a PID is not unique enough: in containers every
+    /// run can be PID 1).
+    claim_tag: String,
+}
+
+/// The suffix of a segment still being written; it is renamed to `.jsonl` when closed.
+const OPEN_SUFFIX: &str = ".jsonl.open";
+
+impl Spool {
+    pub(crate) fn new(dir: PathBuf, max_bytes: u64) -> Self {
+        Self {
+            dir,
+            max_bytes,
+            writer: Mutex::new(Writer {
+                file: None,
+                path: None,
+                seq: 0,
+                dir_bytes: None,
+            }),
+            claim_tag: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
+        }
+    }
+
+    /// The directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends rows to this process's current segment, within the size cap; says for each
+    /// row whether it was written.
+    pub(crate) fn append(&self, rows: &[Row]) -> Vec<bool> {
+        let mut written_rows = vec![false; rows.len()];
+        if rows.is_empty() {
+            return written_rows;
+        }
+        let Ok(mut w) = self.writer.lock() else {
+            return written_rows;
+        };
+        if w.dir_bytes.is_none() {
+            w.dir_bytes = Some(dir_size(&self.dir));
+        }
+        let idle = w
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok()?.modified().ok()?.elapsed().ok())
+            .is_some_and(|age| age > ROTATE_IDLE);
+        if idle {
+            // Another process may soon take the idle segment for its own (see
+            // `STALE_CLAIM`): it is closed, and never written to again.
+            close_segment(&mut w);
+        } else if w.path.as_ref().is_some_and(|p| !p.exists()) {
+            // Another process took it already (and touched it: it no longer looks idle).
+            w.file = None;
+            w.path = None;
+        }
+        if w.file.is_none() {
+            if let Err(e) = self.open_segment(&mut w) {
+                diag::warn(
+                    "spool-open",
+                    format_args!("cannot write the spool in {} ({e})", self.dir.display()),
+                );
+                return written_rows;
+            }
+        }
+        let mut line = Vec::with_capacity(1024);
+        let mut failed_writes = 0;
+        for (i, row) in rows.iter().enumerate() {
+            line.clear();
+            // A progress row (a live-mode start row, a panic checkpoint) replaces what the
+            // server holds for its span. Replayed after its span's final row was delivered,
+            // it would wipe that row out: it is kept as a merge row instead, which the
+            // server inserts as it is when it holds nothing for the span.
+            let merged;
+            let row = if row.is_progress() {
+                let mut copy = row.clone();
+                copy.set_is_merge(true);
+                merged = copy;
+                &merged
+            } else {
+                row
+            };
+            if serde_json::to_writer(&mut line, row).is_err() {
+                continue;
+            }
+            line.push(b'\n');
+            let used = w.dir_bytes.unwrap_or(0);
+            if used + line.len() as u64 > self.max_bytes {
+                continue;
+            }
+            let written = match w.file.as_mut() {
+                Some(f) => write_whole_line(f, &line),
+                None => Err((std::io::Error::other("spool file closed"), true)),
+            };
+            match written {
+                Ok(()) => {
+                    w.dir_bytes = Some(used + line.len() as u64);
+                    written_rows[i] = true;
+                }
+                Err((e, usable)) => {
+                    failed_writes += 1;
+                    diag::warn(
+                        "spool-write",
+                        format_args!("cannot write the spool in {} ({e})", self.dir.display()),
+                    );
+                    if !usable {
+                        // Part of the line stays at the end of the segment: close it (its
+                        // last line is skipped as torn when replayed) and start another.
+                        close_segment(&mut w);
+                        let _ = self.open_segment(&mut w);
+                    }
+                }
+            }
+        }
+        if let Some(f) = w.file.as_mut() {
+            let _ = f.flush();
+            let _ = f.sync_data();
+        }
+        let rejected = written_rows.iter().filter(|w| !**w).count() - failed_writes;
+        if rejected > 0 {
+            diag::warn(
+                "spool-full",
+                format_args!(
+                    "{} rows could not be spooled (cap {} bytes in {}); they are counted as failed",
+                    rejected,
+                    self.max_bytes,
+                    self.dir.display()
+                ),
+            );
+        }
+        written_rows
+    }
+
+    /// Closes the current segment so it can be replayed (by this process or the next):
+    /// `<name>.jsonl.open` becomes `<name>.jsonl`.
+    pub(crate) fn rotate(&self) {
+        if let Ok(mut w) = self.writer.lock() {
+            close_segment(&mut w);
+        }
+    }
+
+    fn open_segment(&self, w: &mut Writer) -> std::io::Result<()> {
+        fs::create_dir_all(&self.dir)?;
+        w.seq += 1;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = self.dir.join(format!(
+            "spool-{nanos:020}-{}-{:06}{OPEN_SUFFIX}",
+            std::process::id(),
+            w.seq
+        ));
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        w.file = Some(file);
+        w.path = Some(path);
+        Ok(())
+    }
+
+    /// Claims every closed segment in the directory (oldest first), and segments left by
+    /// processes that died while writing or replaying them (untouched for a minute). A
+    /// segment another process is still writing (`.jsonl.open`, touched by every append)
+    /// is left alone.
+    pub(crate) fn claim_all(&self) -> Vec<(PathBuf, PathBuf)> {
+        let current = self.writer.lock().ok().and_then(|w| w.path.clone());
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut names: Vec<(PathBuf, PathBuf)> = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if Some(&path) == current.as_ref() {
+                continue;
+            }
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !name.starts_with("spool-") {
+                continue;
+            }
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_CLAIM);
+            if name.ends_with(".jsonl") {
+                names.push((path.clone(), path));
+            } else if let Some(base) = name.strip_suffix(".open").filter(|_| stale) {
+                names.push((path.clone(), self.dir.join(base)));
+            } else if let Some(pos) = name.find(".jsonl.replay-") {
+                let owner = &name[pos + ".jsonl.replay-".len()..];
+                if stale && owner != self.claim_tag {
+                    let original = self.dir.join(&name[..pos + ".jsonl".len()]);
+                    names.push((path, original));
+                }
+            }
+        }
+        names.sort_by(|a, b| a.1.cmp(&b.1));
+        let mut claimed = Vec::new();
+        for (path, original) in names {
+            let target = PathBuf::from(format!("{}.replay-{}", original.display(), self.claim_tag));
+            if fs::rename(&path, &target).is_ok() {
+                // A rename keeps the old time: touch the claim so that it is not taken for
+                // a stale one while this process replays it.
+                if let Ok(f) = File::options().append(true).open(&target) {
+                    let _ = f.set_modified(SystemTime::now());
+                }
+                claimed.push((target, original));
+            }
+        }
+        claimed
+    }
+
+    /// Reads a claimed segment.
+    pub(crate) fn read(claimed: PathBuf) -> Segment {
+        let mut segment = Segment {
+            claimed,
+            rows: Vec::new(),
+            torn: 0,
+        };
+        let Ok(file) = File::open(&segment.claimed) else {
+            return segment;
+        };
+        for line in BufReader::new(file).split(b'\n') {
+            let Ok(line) = line else {
+                segment.torn += 1;
+                break;
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match serde_json::from_slice::<serde_json::Value>(&line) {
+                Ok(serde_json::Value::Object(row)) => segment.rows.push(Row::from(row)),
+                _ => segment.torn += 1,
+            }
+        }
+        segment
+    }
+
+    /// Closes the current segment (for the next run to replay).
+    pub(crate) fn close(&self) {
+        self.rotate();
+    }
+
+    /// Removes a replayed segment (every row acknowledged).
+    pub(crate) fn done(&self, segment: &Segment) {
+        let _ = fs::remove_file(&segment.claimed);
+        if let Ok(mut w) = self.writer.lock() {
+            w.dir_bytes = None;
+        }
+    }
+
+    /// Replaces the rows of a claimed segment with `rows` (what is left of it after a
+    /// partly delivered try), through a temporary file renamed over it: a crash leaves
+    /// either the old rows or the new ones. The temporary name is one that
+    /// [`Spool::claim_all`] never takes.
+    pub(crate) fn rewrite(&self, claimed: &Path, rows: &[Row]) -> std::io::Result<()> {
+        let name = claimed
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| std::io::Error::other("spool segment without a name"))?;
+        let temp = self.dir.join(format!(".rewrite-{name}"));
+        let mut out = Vec::with_capacity(rows.len() * 512);
+        for row in rows {
+            serde_json::to_writer(&mut out, row)?;
+            out.push(b'\n');
+        }
+        let mut file = File::create(&temp)?;
+        file.write_all(&out)?;
+        file.sync_data()?;
+        drop(file);
+        fs::rename(&temp, claimed).inspect_err(|_| {
+            let _ = fs::remove_file(&temp);
+        })?;
+        if let Ok(mut w) = self.writer.lock() {
+            w.dir_bytes = None;
+        }
+        Ok(())
+    }
+
+    /// Gives back a segment claimed by [`Spool::claim_all`] (under its `original` name),
+    /// for a later replay.
+    pub(crate) fn unclaim(&self, claimed: &Path, original: &Path) {
+        let _ = fs::rename(claimed, original);
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Closes the writer's segment: `<name>.jsonl.open` becomes `<name>.jsonl` (unless another
+/// process took it meanwhile).
+fn close_segment(w: &mut Writer) {
+    w.file = None;
+    if let Some(open) = w.path.take() {
+        let closed = PathBuf::from(open.to_string_lossy().trim_end_matches(".open"));
+        let _ = fs::rename(&open, closed);
+    }
+}
+
+/// Appends one line; when the write fails, cuts the file back to where it was, so that no
+/// part of the line stays. The error says whether the file is still usable (`false`: part
+/// of the line could not be taken back).
+fn write_whole_line(f: &mut File, line: &[u8]) -> Result<(), (std::io::Error, bool)> {
+    let before = f.metadata().map(|m| m.len());
+    match f.write_all(line) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let usable = before.is_ok_and(|len| f.set_len(len).is_ok());
+            Err((e, usable))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "tb-spool-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn row(i: u64) -> Row {
+        match json!({"id": format!("r{i}"), "input": "x".repeat(10)}) {
+            serde_json::Value::Object(m) => Row::from(m),
+            _ => Row::from(crate::rows::wire::Object::new()),
+        }
+    }
+
+    /// A spool in `dir` whose open segment holds row 1, last written `ago`.
+    fn one_row_written_long_ago(dir: &Path, ago: Duration) -> Spool {
+        let writer = Spool::new(dir.to_path_buf(), DEFAULT_MAX_BYTES);
+        assert_eq!(writer.append(&[row(1)]), [true]);
+        let open = fs::read_dir(dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .next()
+            .expect("the open segment");
+        File::options()
+            .append(true)
+            .open(&open)
+            .and_then(|f| f.set_modified(SystemTime::now() - ago))
+            .expect("set the modification time");
+        writer
+    }
+
+    #[test]
+    fn a_segment_left_idle_is_never_written_to_once_another_process_may_take_it() {
+        let dir = temp_dir("idle-open");
+        // Two minutes without a write: another process takes the segment and replays it.
+        let writer = one_row_written_long_ago(&dir, Duration::from_secs(120));
+        let other = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        let taken: Vec<String> = other
+            .claim_all()
+            .into_iter()
+            .flat_map(|(claimed, _)| {
+                let segment = Spool::read(claimed);
+                other.done(&segment);
+                segment.rows
+            })
+            .map(|r| r["id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(taken, ["r1"]);
+        // The writer's next row goes to a new segment, not to the one taken.
+        assert_eq!(writer.append(&[row(2)]), [true]);
+        writer.rotate();
+        let next = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        let ids: Vec<String> = next
+            .claim_all()
+            .into_iter()
+            .flat_map(|(claimed, _)| Spool::read(claimed).rows)
+            .map(|r| r["id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(ids, ["r2"], "the row reported as spooled is still there");
+    }
+
+    #[test]
+    fn a_segment_idle_for_half_the_claim_time_is_closed_before_the_next_write() {
+        let dir = temp_dir("idle-rotate");
+        let writer = one_row_written_long_ago(&dir, ROTATE_IDLE + Duration::from_secs(1));
+        assert_eq!(writer.append(&[row(2)]), [true]);
+        let mut names: Vec<String> = fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .map(|n| {
+                n.rsplit_once(".jsonl")
+                    .map_or(n.clone(), |(_, tail)| tail.to_owned())
+            })
+            .collect();
+        names.sort();
+        let _ = fs::remove_dir_all(&dir);
+        // The idle one closed (replayable by anyone), the new row in a new open segment.
+        assert_eq!(names, ["", ".open"]);
+    }
+
+    #[test]
+    fn rows_come_back_in_order_and_are_removed_after_replay() {
+        let dir = temp_dir("order");
+        let spool = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        assert_eq!(spool.append(&[row(1), row(2)]), [true, true]);
+        spool.rotate();
+        assert_eq!(spool.append(&[row(3)]), [true]);
+        spool.rotate();
+        let next = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        let claimed = next.claim_all();
+        assert_eq!(claimed.len(), 2);
+        let ids: Vec<String> = claimed
+            .into_iter()
+            .flat_map(|(c, _)| {
+                let seg = Spool::read(c);
+                next.done(&seg);
+                seg.rows
+            })
+            .map(|r| r["id"].as_str().unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(ids, ["r1", "r2", "r3"]);
+        assert!(next.claim_all().is_empty());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_skipped_and_counted() {
+        let dir = temp_dir("torn");
+        let spool = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        spool.append(&[row(1), row(2)]);
+        spool.rotate();
+        let path = fs::read_dir(&dir)
+            .ok()
+            .and_then(|mut d| d.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path())
+            .expect("segment");
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        f.write_all(br#"{"id": "r3", "inp"#).expect("write");
+        drop(f);
+        let claimed = spool.claim_all();
+        let (path, original) = &claimed[0];
+        let seg = Spool::read(path.clone());
+        assert_eq!(seg.rows.len(), 2);
+        assert_eq!(seg.torn, 1);
+        spool.unclaim(path, original);
+        assert!(original.exists());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_cap_is_enforced_and_counted() {
+        let dir = temp_dir("cap");
+        let spool = Spool::new(dir.clone(), 90);
+        let out = spool.append(&[row(1), row(2), row(3), row(4)]);
+        assert_eq!(
+            out,
+            [true, true, false, false],
+            "each line is 33 bytes with its newline"
+        );
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_claimed_segment_is_not_claimed_twice() {
+        let dir = temp_dir("claim");
+        let a = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        a.append(&[row(1)]);
+        a.rotate();
+        let b = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        let c = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        assert_eq!(b.claim_all().len(), 1);
+        assert_eq!(c.claim_all().len(), 0);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_segment_still_being_written_is_not_claimed() {
+        let dir = temp_dir("live");
+        let writer = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        writer.append(&[row(1)]);
+        let other = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        assert!(other.claim_all().is_empty(), "claimed a live segment");
+        writer.append(&[row(2)]);
+        writer.close();
+        let claimed = other.claim_all();
+        assert_eq!(claimed.len(), 1);
+        let seg = Spool::read(claimed[0].0.clone());
+        assert_eq!(seg.rows.len(), 2);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_unwritable_directory_rejects_without_panicking() {
+        let spool = Spool::new(
+            PathBuf::from("/proc/definitely/not/here"),
+            DEFAULT_MAX_BYTES,
+        );
+        assert_eq!(spool.append(&[row(1)]), [false]);
+        assert!(spool.claim_all().is_empty());
+    }
+
+    #[test]
+    fn a_rewritten_segment_holds_only_the_rows_left() {
+        let dir = temp_dir("rewrite");
+        let spool = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        spool.append(&[row(1), row(2), row(3)]);
+        spool.rotate();
+        let claimed = spool.claim_all();
+        assert_eq!(claimed.len(), 1);
+        let (path, original) = &claimed[0];
+        spool.rewrite(path, &[row(2)]).expect("rewrite");
+        spool.unclaim(path, original);
+        let again = spool.claim_all();
+        let seg = Spool::read(again[0].0.clone());
+        assert_eq!(seg.rows, vec![row(2)]);
+        assert_eq!(seg.torn, 0);
+        // No temporary file is left behind.
+        let names: Vec<String> = fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let _ = fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,661 @@
+//! The background worker: a message loop on its own named thread, driving the sink on a
+//! tokio runtime it owns, with a no-op dispatcher so nothing it does is traced.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::deliver::delivery::Dispatcher;
+use crate::diag;
+use crate::rows::record::{BufferPool, Fields, SpanHeader};
+use crate::rows::row::{EventRecord, RowSettings, event_row, span_row};
+use crate::rows::wire::Row;
+
+/// What the layer and the guard send to the worker.
+#[derive(Debug)]
+pub(crate) enum Message {
+    /// A span opened; carries its initial fields.
+    Open(OpenSpan),
+    /// A span closed; carries the fields recorded after the open message.
+    Close(ClosedSpan),
+    /// An event to write as a `log` row (not boxed: it is no bigger than a closed span, so
+    /// an event costs no allocation beyond its fields).
+    Event(EventRecord),
+    /// Deliver everything received so far, then answer.
+    Flush(crossbeam_channel::Sender<()>),
+    /// Like `Flush`, and also write every open span as a progress row (the process may be
+    /// about to die: a panic).
+    Checkpoint(crossbeam_channel::Sender<()>),
+    /// Deliver everything, write still-open spans, answer and stop; by the deadline,
+    /// spool (or leave) what is not delivered.
+    Shutdown(crossbeam_channel::Sender<()>, Instant),
+}
+
+#[derive(Debug)]
+pub(crate) struct OpenSpan {
+    pub(crate) header: SpanHeader,
+    pub(crate) fields: Fields,
+}
+
+#[derive(Debug)]
+pub(crate) struct ClosedSpan {
+    pub(crate) header: SpanHeader,
+    pub(crate) fields: Fields,
+    pub(crate) error: Option<Box<Fields>>,
+    pub(crate) end: crate::trace::clock::Stamp,
+    pub(crate) open_delivered: bool,
+}
+
+/// What [`drain_undelivered`] took from the queue.
+#[derive(Debug, Default)]
+pub(crate) struct Undelivered {
+    /// Rows (span closes and events) that will not be delivered.
+    pub(crate) rows: u64,
+    /// The control messages, in order.
+    pub(crate) control: Vec<Message>,
+    /// The span ids of open messages whose close was not in the queue: those spans are
+    /// still open (or closed since), and their row is not delivered either (see
+    /// [`crate::capture::open::OpenSpans::give_up_announced`]).
+    pub(crate) opens: Vec<u64>,
+}
+
+/// Empties the queue without delivering anything. A close is counted as a row only when
+/// `counts(span_id)` says so (not when the span's row was already written, as unfinished).
+pub(crate) fn drain_undelivered(
+    rx: &crossbeam_channel::Receiver<Message>,
+    mut counts: impl FnMut(u64) -> bool,
+) -> Undelivered {
+    let mut out = Undelivered::default();
+    let mut opens = HashSet::new();
+    while let Ok(msg) = rx.try_recv() {
+        match msg {
+            Message::Close(close) => {
+                let id = close.header.span_id;
+                // A close after its open message counts once, as the close.
+                opens.remove(&id);
+                if counts(id) {
+                    out.rows += 1;
+                }
+            }
+            Message::Event(_) => out.rows += 1,
+            Message::Open(open) => {
+                opens.insert(open.header.span_id);
+            }
+            other => out.control.push(other),
+        }
+    }
+    out.opens = opens.into_iter().collect();
+    out
+}
+
+/// Counters shared by the layer, the worker and the guard. Rows are logical rows: one per
+/// span and one per event (a live-mode start row sent on its own is not counted).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Rows the worker received and built.
+    pub(crate) received: AtomicU64,
+    /// Rows the destination acknowledged.
+    pub(crate) sent: AtomicU64,
+    /// Rows that finally failed and could not be spooled.
+    pub(crate) failed: AtomicU64,
+    /// Rows written to the spool for a later run.
+    pub(crate) spooled: AtomicU64,
+    /// Spans and events lost before reaching the worker (queue full, or after shutdown).
+    pub(crate) dropped: AtomicU64,
+    /// Spans written without `metrics.end` because they were still open at shutdown.
+    pub(crate) unfinished: AtomicU64,
+    /// Spans not sent because their trace was sampled out.
+    pub(crate) sampled_out: AtomicU64,
+    /// Spooled rows from earlier runs (or spilled ones) delivered by this process.
+    pub(crate) replayed: AtomicU64,
+    /// Spool lines skipped because they did not parse (torn by a crash).
+    pub(crate) replay_torn: AtomicU64,
+}
+
+/// How many messages the worker handles before it delivers what it has.
+const DRAIN_LIMIT: usize = 4096;
+
+/// How long the worker lets rows accumulate before it looks at the queue again, while
+/// rows are arriving.
+const LINGER: Duration = Duration::from_millis(1);
+
+/// The same once the queue has been empty for [`IDLE_ROUNDS`] looks in a row.
+const IDLE_LINGER: Duration = Duration::from_millis(50);
+
+/// Empty looks before the worker slows down to [`IDLE_LINGER`].
+const IDLE_ROUNDS: u32 = 20;
+
+/// Out-of-band signals from the guard: a wake-up for control messages, and the deadline of
+/// a shutdown (seen even while the worker waits for an upload slot).
+#[derive(Debug, Default)]
+pub(crate) struct Signal {
+    pub(crate) wake: tokio::sync::Notify,
+    pub(crate) deadline: std::sync::OnceLock<Instant>,
+    /// Which side of a shutdown counts a span that was still open.
+    pub(crate) ledger: std::sync::Mutex<ShutdownLedger>,
+}
+
+impl Signal {
+    /// The ledger (plain sets: still right after a panic elsewhere held the lock).
+    pub(crate) fn ledger(&self) -> std::sync::MutexGuard<'_, ShutdownLedger> {
+        self.ledger
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// How the worker and the guard share out the spans still open at a shutdown, each checking
+/// the other's sets under one lock so that a span is counted once.
+#[derive(Debug, Default)]
+pub(crate) struct ShutdownLedger {
+    /// Spans the worker wrote as unfinished.
+    pub(crate) written: HashSet<u64>,
+    /// Spans whose close the guard took back from the queue (counted as dropped).
+    pub(crate) dropped_closes: HashSet<u64>,
+    /// Spans whose open message the worker took from the queue when it finished, too late
+    /// to deliver: the guard gives them up (see [`Undelivered::opens`]).
+    pub(crate) late_opens: Vec<u64>,
+}
+
+/// How the worker shapes and delivers rows.
+pub(crate) struct WorkerSettings {
+    pub(crate) rows: RowSettings,
+    pub(crate) live: bool,
+    pub(crate) dispatch_rows: usize,
+    /// Where decoded field buffers go back to, for the layer to reuse.
+    pub(crate) pool: Arc<BufferPool>,
+}
+
+pub(crate) struct Worker {
+    rx: crossbeam_channel::Receiver<Message>,
+    orphans: crossbeam_channel::Receiver<u64>,
+    settings: RowSettings,
+    live: bool,
+    dispatch_rows: usize,
+    counters: Arc<Counters>,
+    dispatcher: Dispatcher,
+    signal: Arc<Signal>,
+    open: HashMap<u64, OpenSpan>,
+    /// Spans whose close message was dropped before their open message was accepted.
+    orphaned: HashSet<u64>,
+    pending: Vec<Row>,
+    pool: Arc<BufferPool>,
+    dropped_reported: u64,
+}
+
+/// A control message, answered once what came before it is delivered.
+enum Control {
+    Flush(crossbeam_channel::Sender<()>),
+    Checkpoint(crossbeam_channel::Sender<()>),
+    Shutdown(crossbeam_channel::Sender<()>, Instant),
+}
+
+impl Worker {
+    pub(crate) fn new(
+        rx: crossbeam_channel::Receiver<Message>,
+        orphans: crossbeam_channel::Receiver<u64>,
+        counters: Arc<Counters>,
+        dispatcher: Dispatcher,
+        settings: WorkerSettings,
+        signal: Arc<Signal>,
+    ) -> Self {
+        Self {
+            rx,
+            orphans,
+            settings: settings.rows,
+            live: settings.live,
+            dispatch_rows: settings.dispatch_rows.max(1),
+            counters,
+            dispatcher,
+            signal,
+            open: HashMap::new(),
+            orphaned: HashSet::new(),
+            pending: Vec::new(),
+            dropped_reported: 0,
+            pool: settings.pool,
+        }
+    }
+
+    /// Starts the worker thread. Fails (instead of panicking) when the runtime or the
+    /// thread cannot be created.
+    pub(crate) fn spawn(self) -> std::io::Result<JoinHandle<()>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("tracing-braintrust-io")
+            .on_thread_start(silence_this_thread)
+            .build()?;
+        std::thread::Builder::new()
+            .name("tracing-braintrust".into())
+            .spawn(move || {
+                let _quiet = tracing::dispatcher::set_default(&tracing::Dispatch::none());
+                runtime.block_on(self.run());
+                runtime.shutdown_timeout(Duration::from_millis(100));
+            })
+    }
+
+    async fn run(mut self) {
+        diag::warn_once("destination", self.dispatcher.describe());
+        // Rows an earlier run could not deliver go first.
+        self.dispatcher.replay_first().await;
+        let mut idle_rounds = 0u32;
+        loop {
+            // The worker polls the queue instead of waiting on it, so that sending a row
+            // never has to wake a thread (a system call on the application's hot path).
+            // Flush, shutdown and panic checkpoints wake it at once through `wake`.
+            let first = match self.rx.try_recv() {
+                Ok(msg) => msg,
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    // Every sender is gone: the layer and the guard were dropped.
+                    self.finish(Vec::new(), None).await;
+                    return;
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => {
+                    if self.dispatcher.idle() && self.dispatcher.replay_due() {
+                        // The pressure is over, or the server may be back: send what is
+                        // in the spool, in the background.
+                        self.dispatcher.start_replay();
+                    }
+                    let pause = if idle_rounds < IDLE_ROUNDS {
+                        LINGER
+                    } else {
+                        IDLE_LINGER
+                    };
+                    tokio::select! {
+                        () = self.signal.wake.notified() => {}
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    idle_rounds = idle_rounds.saturating_add(1);
+                    continue;
+                }
+            };
+            idle_rounds = 0;
+            crate::trace::clock::tick();
+            let mut control = self.accept(first);
+            let mut handled = 1;
+            while control.is_none() && handled < DRAIN_LIMIT {
+                let Ok(msg) = self.rx.try_recv() else { break };
+                control = self.accept(msg);
+                handled += 1;
+                if self.pending.len() >= self.dispatch_rows {
+                    self.dispatch().await;
+                }
+            }
+            self.dispatch().await;
+            self.pool.release();
+            self.report_drops();
+            match control {
+                // Spooled rows are replayed when the queue is next found empty (above).
+                None => {}
+                Some(Control::Flush(reply)) => {
+                    self.dispatcher.wait_idle_unless_shutdown().await;
+                    let _ = reply.send(());
+                }
+                Some(Control::Checkpoint(reply)) => {
+                    self.checkpoint_open_spans();
+                    self.dispatch().await;
+                    self.dispatcher.wait_idle_unless_shutdown().await;
+                    let _ = reply.send(());
+                }
+                Some(Control::Shutdown(reply, deadline)) => {
+                    self.finish(vec![reply], Some(deadline)).await;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Turns a data message into pending rows; hands control messages back. A panic while
+    /// building a row (a bug) loses that row only: it is counted as failed and the worker
+    /// goes on serving later rows.
+    fn accept(&mut self, msg: Message) -> Option<Control> {
+        let is_row = matches!(msg, Message::Close(_) | Message::Event(_));
+        if is_row {
+            // Counted as soon as it leaves the queue: a report taken while the row is being
+            // built (a shutdown that ran out of time) still includes it.
+            self.counters.received.fetch_add(1, Ordering::Relaxed);
+        }
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.accept_inner(msg))) {
+            Ok(control) => control,
+            Err(_) => {
+                if is_row {
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                diag::warn(
+                    "worker-panic",
+                    "building a row panicked (a bug in tracing-braintrust; please report it); the row is counted as failed and the worker goes on",
+                );
+                None
+            }
+        }
+    }
+
+    fn accept_inner(&mut self, msg: Message) -> Option<Control> {
+        match msg {
+            Message::Open(open) => {
+                if self.orphaned.remove(&open.header.span_id) {
+                    // Its close was dropped (and counted): nothing to write.
+                    return None;
+                }
+                if self.live {
+                    let mut row =
+                        span_row(&self.settings, &open.header, open.fields.iter(), None, None);
+                    row.set_is_merge(false);
+                    self.pending.push(row);
+                }
+                self.open.insert(open.header.span_id, open);
+            }
+            Message::Close(close) => {
+                let opened = if close.open_delivered {
+                    self.open.remove(&close.header.span_id)
+                } else {
+                    None
+                };
+                let initial = opened.as_ref().map(|o| o.fields.iter());
+                let mut row = span_row(
+                    &self.settings,
+                    &close.header,
+                    initial.into_iter().flatten().chain(close.fields.iter()),
+                    close.error.as_deref(),
+                    Some(close.end),
+                );
+                if self.live && opened.is_some() {
+                    row.set_is_merge(true);
+                }
+                self.pending.push(row);
+                if let Some(opened) = opened {
+                    self.pool.give(opened.fields);
+                }
+                self.pool.give(close.fields);
+                if let Some(error) = close.error {
+                    self.pool.give(*error);
+                }
+            }
+            Message::Event(event) => {
+                self.pending.push(event_row(&self.settings, &event));
+                self.pool.give(event.fields);
+            }
+            Message::Flush(reply) => return Some(Control::Flush(reply)),
+            Message::Checkpoint(reply) => return Some(Control::Checkpoint(reply)),
+            Message::Shutdown(reply, deadline) => return Some(Control::Shutdown(reply, deadline)),
+        }
+        None
+    }
+
+    /// Takes everything still queued, writes still-open spans (without `metrics.end`),
+    /// delivers everything and waits for it until `deadline` (after which, with a spool,
+    /// what is left is spooled), closes the sink, then answers `replies`.
+    async fn finish(
+        &mut self,
+        mut replies: Vec<crossbeam_channel::Sender<()>>,
+        deadline: Option<Instant>,
+    ) {
+        crate::trace::clock::tick();
+        // Every hand-off below respects the shutdown deadline by itself (see
+        // `Dispatcher::send`); only the final wait for in-flight deliveries is cut short.
+        // What is queued now; producers that keep going cannot hold shutdown up.
+        for _ in 0..self.rx.len() {
+            let Ok(msg) = self.rx.try_recv() else { break };
+            match self.accept(msg) {
+                Some(Control::Flush(r) | Control::Checkpoint(r) | Control::Shutdown(r, _)) => {
+                    replies.push(r)
+                }
+                None => {}
+            }
+            if self.pending.len() >= self.dispatch_rows {
+                self.dispatch().await;
+            }
+        }
+        self.drain_orphans();
+        let mut open: Vec<OpenSpan> = self.open.drain().map(|(_, o)| o).collect();
+        open.sort_by_key(|o| o.header.exec_counter);
+        // A span whose close the guard already took from the queue (and counted as dropped)
+        // is not written; the others are claimed, so that the guard does not count them.
+        {
+            let mut ledger = self.signal.ledger();
+            open.retain(|o| !ledger.dropped_closes.contains(&o.header.span_id));
+            ledger.written.extend(open.iter().map(|o| o.header.span_id));
+        }
+        for o in open {
+            let mut row = span_row(&self.settings, &o.header, o.fields.iter(), None, None);
+            if self.live {
+                row.set_is_merge(true);
+            }
+            self.counters.unfinished.fetch_add(1, Ordering::Relaxed);
+            self.counters.received.fetch_add(1, Ordering::Relaxed);
+            self.pending.push(row);
+        }
+        self.dispatch().await;
+        let in_time = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), self.dispatcher.wait_idle())
+                .await
+                .is_ok(),
+            None => {
+                self.dispatcher.wait_idle().await;
+                true
+            }
+        };
+        if !in_time {
+            self.dispatcher.abandon();
+        }
+        // Rows that arrived while shutting down are not delivered: count them (the guard
+        // counts the spans whose open message came too late, see `Signal`).
+        let mut ledger = self.signal.ledger();
+        let late = drain_undelivered(&self.rx, |id| !ledger.written.contains(&id));
+        ledger.late_opens.extend(late.opens);
+        drop(ledger);
+        self.counters
+            .dropped
+            .fetch_add(late.rows, Ordering::Relaxed);
+        replies.extend(late.control.into_iter().filter_map(|msg| match msg {
+            Message::Flush(r) | Message::Checkpoint(r) | Message::Shutdown(r, _) => Some(r),
+            _ => None,
+        }));
+        self.report_drops();
+        self.dispatcher.close();
+        for reply in replies {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Writes every open span as a progress row (`_is_merge: false`, not counted), keeping
+    /// it open: if the span closes later, its final row replaces the progress row.
+    fn checkpoint_open_spans(&mut self) {
+        crate::trace::clock::tick();
+        self.drain_orphans();
+        let mut open: Vec<&OpenSpan> = self.open.values().collect();
+        open.sort_by_key(|o| o.header.exec_counter);
+        for o in open {
+            let mut row = span_row(&self.settings, &o.header, o.fields.iter(), None, None);
+            row.set_is_merge(false);
+            self.pending.push(row);
+        }
+    }
+
+    /// Hands what is pending to the dispatcher.
+    async fn dispatch(&mut self) {
+        self.drain_orphans();
+        if !self.pending.is_empty() {
+            let rows = std::mem::take(&mut self.pending);
+            self.dispatcher.send(rows).await;
+        }
+    }
+
+    /// Forgets open spans whose close message was dropped, so they are not written as
+    /// unfinished (they are already counted as dropped). A notice can overtake its span's
+    /// open message, which is still queued: it is remembered until that message arrives.
+    fn drain_orphans(&mut self) {
+        while let Ok(id) = self.orphans.try_recv() {
+            if self.open.remove(&id).is_none() {
+                self.orphaned.insert(id);
+            }
+        }
+    }
+
+    fn report_drops(&mut self) {
+        let dropped = self.counters.dropped.load(Ordering::Relaxed);
+        if dropped != self.dropped_reported {
+            // diag::warn prints at most once a minute.
+            diag::warn(
+                "queue-full",
+                format_args!(
+                    "{dropped} span rows dropped so far because the queue was full (raise BRAINTRUST_QUEUE_SIZE or Builder::with_queue_size)"
+                ),
+            );
+            self.dropped_reported = dropped;
+        }
+    }
+}
+
+/// Installs a no-op dispatcher as this thread's default for the rest of its life, so the
+/// HTTP stack running on the worker's threads never reaches the layer.
+fn silence_this_thread() {
+    let guard = tracing::dispatcher::set_default(&tracing::Dispatch::none());
+    // The guard restores the previous default when dropped; this thread keeps the no-op
+    // dispatcher until it exits.
+    std::mem::forget(guard);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::sink::memory::MemorySink;
+    use crate::rows::record::FieldValue;
+
+    /// The metadata of a real span callsite.
+    fn metadata() -> &'static tracing_core::Metadata<'static> {
+        tracing::subscriber::with_default(tracing_subscriber::registry(), || {
+            tracing::info_span!("isolated").metadata()
+        })
+        .expect("an enabled span has metadata")
+    }
+
+    fn close(fields: crate::rows::record::Fields) -> Message {
+        Message::Close(ClosedSpan {
+            header: SpanHeader {
+                span_id: crate::trace::ids::new_span_id(),
+                row_id: crate::trace::ids::new_row_id(),
+                root: crate::trace::ids::TraceId::random(),
+                parent: None,
+                exec_counter: 1,
+                start: crate::trace::clock::Stamp::now(),
+                metadata: metadata(),
+                route: None,
+            },
+            fields,
+            error: None,
+            end: crate::trace::clock::Stamp::now(),
+            open_delivered: false,
+        })
+    }
+
+    fn header_of(msg: &Message) -> SpanHeader {
+        match msg {
+            Message::Close(c) => c.header.clone(),
+            _ => unreachable!("a close"),
+        }
+    }
+
+    #[test]
+    fn an_undelivered_span_is_counted_once_whatever_of_it_is_queued() {
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let open_only = header_of(&close(Fields::new()));
+        let both = close(Fields::new());
+        let written = close(Fields::new());
+        let close_only = close(Fields::new());
+        let send = |msg| tx.try_send(msg).expect("room");
+        send(Message::Open(OpenSpan {
+            header: open_only.clone(),
+            fields: Fields::new(),
+        }));
+        send(Message::Open(OpenSpan {
+            header: header_of(&both),
+            fields: Fields::new(),
+        }));
+        send(both);
+        let written_id = header_of(&written).span_id;
+        send(written);
+        send(close_only);
+        let (reply, _) = crossbeam_channel::bounded(1);
+        send(Message::Flush(reply));
+        let drained = drain_undelivered(&rx, |id| id != written_id);
+        // `both` and `close_only` are rows; `written` was already written (unfinished);
+        // `open_only` is still open somewhere, for the guard to give up.
+        assert_eq!(drained.rows, 2);
+        assert_eq!(drained.opens, [open_only.span_id]);
+        assert!(matches!(drained.control.as_slice(), [Message::Flush(_)]));
+        assert!(rx.is_empty());
+    }
+
+    #[test]
+    fn an_event_is_no_bigger_than_a_closed_span() {
+        assert!(std::mem::size_of::<EventRecord>() <= std::mem::size_of::<ClosedSpan>());
+        assert!(
+            std::mem::size_of::<Message>() <= 216,
+            "{}",
+            std::mem::size_of::<Message>()
+        );
+    }
+
+    #[test]
+    fn a_panic_while_building_a_row_loses_only_that_row() {
+        let sink = MemorySink::new();
+        let counters = Arc::new(Counters::default());
+        let signal = Arc::new(Signal::default());
+        let (tx, rx) = crossbeam_channel::bounded(16);
+        let (_orphan_tx, orphan_rx) = crossbeam_channel::unbounded();
+        let dispatcher = Dispatcher::new(
+            Arc::new(sink.clone()),
+            Arc::clone(&counters),
+            None,
+            None,
+            false,
+            1,
+            Arc::clone(&signal),
+        );
+        let settings = WorkerSettings {
+            rows: RowSettings::new(None),
+            live: false,
+            dispatch_rows: 100,
+            pool: Arc::new(BufferPool::new()),
+        };
+        let handle = Worker::new(
+            rx,
+            orphan_rx,
+            Arc::clone(&counters),
+            dispatcher,
+            settings,
+            signal,
+        )
+        .spawn()
+        .expect("worker starts");
+        let poison = [(
+            crate::rows::fields::TEST_PANIC_FIELD,
+            FieldValue::Bool(true),
+        )]
+        .into_iter()
+        .collect();
+        let fine = [("input", FieldValue::Str("after".into()))]
+            .into_iter()
+            .collect();
+        tx.send(close(poison)).expect("queued");
+        tx.send(close(fine)).expect("queued");
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        tx.send(Message::Shutdown(
+            reply_tx,
+            Instant::now() + Duration::from_secs(5),
+        ))
+        .expect("queued");
+        reply_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the worker is still alive and answers");
+        let _ = handle.join();
+        assert_eq!(counters.failed.load(Ordering::Relaxed), 1);
+        assert_eq!(counters.received.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.sent.load(Ordering::Relaxed), 1);
+        let rows = sink.rows();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["input"], "after");
+    }
+}

@@ -1,0 +1,15 @@
+//! The worker's pure work, and the plain types that cross the queue: the captured field
+//! store, the mapping of fields to row parts, row building, merging, masking, cost, usage,
+//! and the row type with its JSON writer.
+
+pub(crate) mod cost;
+pub(crate) mod fields;
+pub(crate) mod json_out;
+pub(crate) mod json_ser;
+pub(crate) mod mask;
+pub(crate) mod merge;
+pub(crate) mod record;
+pub(crate) mod row;
+pub(crate) mod sanitize;
+pub(crate) mod usage;
+pub(crate) mod wire;
