@@ -14,14 +14,13 @@ use crate::deliver::sink::Sink;
 use crate::deliver::sink::file::FileSink;
 use crate::deliver::sink::memory::MemorySink;
 use crate::deliver::spool::Spool;
-use crate::deliver::worker::{Counters, Signal, Worker, WorkerSettings};
+use crate::deliver::worker::{Worker, WorkerSettings};
 use crate::error::Error;
 use crate::guard::BraintrustGuard;
 use crate::rows::cost::{ModelPrice, PriceTable};
 use crate::rows::mask::MaskFn;
+use crate::rows::queue::{Counters, Signal};
 use crate::rows::row::RowSettings;
-
-pub(crate) use crate::config::Config;
 
 /// Configures and builds a [`BraintrustLayer`] and its [`BraintrustGuard`].
 ///
@@ -470,7 +469,7 @@ impl Builder {
             (Some(sink), _, _) => sink,
             (None, Some(memory), _) => Arc::new(memory.clone()),
             (None, None, Some(_)) => {
-                let (sink, r) = crate::deliver::sink::upload_sink(&config)?;
+                let (sink, r) = config.upload_sink()?;
                 resolver = Some(r);
                 sink
             }

@@ -9,12 +9,15 @@ use std::time::Duration;
 use tracing_core::Level;
 
 use crate::builder::Builder;
-use crate::capture::layer::RemoteParent;
+use crate::capture::layer::Resolver;
+use crate::deliver::sink::Sink;
+use crate::deliver::sink::http::HttpConfig;
 use crate::diag;
 use crate::error::Error;
 use crate::rows::cost::PriceTable;
 use crate::rows::mask::MaskFn;
 use crate::rows::record::DEFAULT_MAX_FIELD_BYTES;
+use crate::trace::route::RemoteParent;
 
 /// Environment variable names (the official SDKs' names, protocol §2).
 pub(crate) mod env {
@@ -176,6 +179,47 @@ pub(crate) struct Config {
     pub(crate) spool_dir: Option<PathBuf>,
     pub(crate) spool_max_bytes: u64,
     pub(crate) spill: bool,
+}
+
+impl Config {
+    /// The Braintrust uploader for a configuration with an API key, and the function that
+    /// tells the organization and project id once it has logged in.
+    pub(crate) fn upload_sink(&self) -> Result<(Arc<dyn Sink>, Resolver), Error> {
+        let config = self;
+        let target = match &config.project_id {
+            Some(id) => format!("project id {id}"),
+            None => format!("project {:?}", config.project_name),
+        };
+        let description = format!(
+            "uploading spans to Braintrust ({target} at {})",
+            config.app_url
+        );
+        let (sink, http) = crate::deliver::sink::upload_sink(
+            HttpConfig {
+                api_key: config.api_key.clone().unwrap_or_default(),
+                app_url: config.app_url.clone(),
+                api_url: config.api_url.clone(),
+                org_name: config.org_name.clone(),
+                project_name: config.project_name.clone(),
+                project_id: config.project_id.clone(),
+                batch_size: config.batch_size,
+                max_request_size: config.max_request_size,
+                num_retries: config.num_retries,
+                retry_base_delay: config.retry_base_delay,
+                max_retry_delay: config.max_retry_delay,
+                http_timeout: config.http_timeout,
+                // The worker already runs up to `max_in_flight` deliveries at once; each posts its
+                // batches one after another, so no more than `max_in_flight` requests are in flight.
+                max_in_flight: 1,
+                failed_payloads_dir: config.failed_payloads_dir.clone(),
+                all_payloads_dir: config.all_payloads_dir.clone(),
+                user_agent: concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION"))
+                    .to_owned(),
+            },
+            description,
+        )?;
+        Ok((sink, Arc::new(move || http.resolved())))
+    }
 }
 
 fn positive(setting: &'static str, v: usize) -> Result<usize, Error> {

@@ -5,10 +5,11 @@ use serde::Serialize;
 use tracing::Span;
 
 use crate::Error;
-use crate::capture::layer::{BraintrustLayer, RemoteParent};
+use crate::capture::layer::BraintrustLayer;
 use crate::rows::record::{FieldValue, Fields, SpanData};
 use crate::trace::ids::{SpanId, uuid_string};
 use crate::trace::propagation::{self, ExportTarget, Headers};
+use crate::trace::route::RemoteParent;
 
 /// Braintrust operations on a [`tracing::Span`], in the manner of
 /// `tracing_opentelemetry::OpenTelemetrySpanExt`.

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::capture::layer::Links;
 use crate::capture::open::OpenSpans;
-use crate::deliver::worker::{Counters, Message, Signal, Undelivered, drain_undelivered};
 use crate::diag;
+use crate::rows::queue::{Counters, Message, Signal, Undelivered, drain_undelivered};
 
 /// Counts of what happened to the rows, returned by [`BraintrustGuard::flush`] and
 /// [`BraintrustGuard::shutdown`]. Counts are totals since the layer was built, in rows: one

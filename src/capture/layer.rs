@@ -12,13 +12,12 @@ use tracing_core::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::deliver::worker::{ClosedSpan, Counters, Message, OpenSpan};
-use crate::rows::record::{
-    BufferPool, FieldVisitor, Fields, Route, RouteTarget, SpanData, SpanHeader,
-};
+use crate::rows::queue::{ClosedSpan, Counters, Message, OpenSpan};
+use crate::rows::record::{BufferPool, FieldVisitor, Fields, SpanData, SpanHeader};
 use crate::rows::row::EventRecord;
 use crate::trace::clock::Stamp;
 use crate::trace::ids::{SpanId, TraceId, new_row_id, new_span_id};
+use crate::trace::route::{RemoteParent, Route, RouteTarget};
 
 /// A `tracing` layer that turns spans into Braintrust rows.
 ///
@@ -111,17 +110,6 @@ fn with_scratch<R>(f: impl FnOnce(&mut Fields) -> R) -> R {
     buf.shrink_if_above(MAX_KEPT_SCRATCH);
     let _ = SCRATCH.try_with(|cell| cell.set(buf));
     out
-}
-
-/// A parent that every root span of the process continues (from `BRAINTRUST_PARENT` or
-/// [`Builder::with_parent`](crate::Builder::with_parent)).
-#[derive(Clone, Debug)]
-pub(crate) struct RemoteParent {
-    pub(crate) root: Option<TraceId>,
-    pub(crate) span_id: Option<SpanId>,
-    pub(crate) route: Option<Arc<Route>>,
-    /// The `traceparent` sampled flag, when the parent came from W3C headers.
-    pub(crate) sampled: Option<bool>,
 }
 
 /// Who resolves the organization and project id (the uploader, after login).

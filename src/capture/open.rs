@@ -29,7 +29,7 @@ use spin::mutex::{SpinMutex, SpinMutexGuard};
 use spin::relax::Yield;
 use tracing_core::span::Id;
 
-use crate::deliver::worker::{Counters, Message, OpenSpan, Signal};
+use crate::rows::queue::{Counters, Message, OpenSpan, Signal};
 use crate::rows::record::SpanData;
 
 /// Shards of a table.

@@ -11,8 +11,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::deliver::sink::{Row, Sink};
 use crate::deliver::spool::Spool;
-use crate::deliver::worker::{Counters, Signal};
 use crate::rows::mask::MaskFn;
+use crate::rows::queue::{Counters, Signal};
 
 /// How long spooled rows wait before they are tried again while the process runs, unless
 /// configured (the retry delays' maximum).

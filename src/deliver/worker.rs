@@ -3,116 +3,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::deliver::delivery::Dispatcher;
 use crate::diag;
-use crate::rows::record::{BufferPool, Fields, SpanHeader};
-use crate::rows::row::{EventRecord, RowSettings, event_row, span_row};
+use crate::rows::queue::{Counters, Message, OpenSpan, Signal, drain_undelivered};
+use crate::rows::record::BufferPool;
+use crate::rows::row::{RowSettings, event_row, span_row};
 use crate::rows::wire::Row;
-
-/// What the layer and the guard send to the worker.
-#[derive(Debug)]
-pub(crate) enum Message {
-    /// A span opened; carries its initial fields.
-    Open(OpenSpan),
-    /// A span closed; carries the fields recorded after the open message.
-    Close(ClosedSpan),
-    /// An event to write as a `log` row (not boxed: it is no bigger than a closed span, so
-    /// an event costs no allocation beyond its fields).
-    Event(EventRecord),
-    /// Deliver everything received so far, then answer.
-    Flush(crossbeam_channel::Sender<()>),
-    /// Like `Flush`, and also write every open span as a progress row (the process may be
-    /// about to die: a panic).
-    Checkpoint(crossbeam_channel::Sender<()>),
-    /// Deliver everything, write still-open spans, answer and stop; by the deadline,
-    /// spool (or leave) what is not delivered.
-    Shutdown(crossbeam_channel::Sender<()>, Instant),
-}
-
-#[derive(Debug)]
-pub(crate) struct OpenSpan {
-    pub(crate) header: SpanHeader,
-    pub(crate) fields: Fields,
-}
-
-#[derive(Debug)]
-pub(crate) struct ClosedSpan {
-    pub(crate) header: SpanHeader,
-    pub(crate) fields: Fields,
-    pub(crate) error: Option<Box<Fields>>,
-    pub(crate) end: crate::trace::clock::Stamp,
-    pub(crate) open_delivered: bool,
-}
-
-/// What [`drain_undelivered`] took from the queue.
-#[derive(Debug, Default)]
-pub(crate) struct Undelivered {
-    /// Rows (span closes and events) that will not be delivered.
-    pub(crate) rows: u64,
-    /// The control messages, in order.
-    pub(crate) control: Vec<Message>,
-    /// The span ids of open messages whose close was not in the queue: those spans are
-    /// still open (or closed since), and their row is not delivered either (see
-    /// [`crate::capture::open::OpenSpans::give_up_announced`]).
-    pub(crate) opens: Vec<u64>,
-}
-
-/// Empties the queue without delivering anything. A close is counted as a row only when
-/// `counts(span_id)` says so (not when the span's row was already written, as unfinished).
-pub(crate) fn drain_undelivered(
-    rx: &crossbeam_channel::Receiver<Message>,
-    mut counts: impl FnMut(u64) -> bool,
-) -> Undelivered {
-    let mut out = Undelivered::default();
-    let mut opens = HashSet::new();
-    while let Ok(msg) = rx.try_recv() {
-        match msg {
-            Message::Close(close) => {
-                let id = close.header.span_id;
-                // A close after its open message counts once, as the close.
-                opens.remove(&id);
-                if counts(id) {
-                    out.rows += 1;
-                }
-            }
-            Message::Event(_) => out.rows += 1,
-            Message::Open(open) => {
-                opens.insert(open.header.span_id);
-            }
-            other => out.control.push(other),
-        }
-    }
-    out.opens = opens.into_iter().collect();
-    out
-}
-
-/// Counters shared by the layer, the worker and the guard. Rows are logical rows: one per
-/// span and one per event (a live-mode start row sent on its own is not counted).
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    /// Rows the worker received and built.
-    pub(crate) received: AtomicU64,
-    /// Rows the destination acknowledged.
-    pub(crate) sent: AtomicU64,
-    /// Rows that finally failed and could not be spooled.
-    pub(crate) failed: AtomicU64,
-    /// Rows written to the spool for a later run.
-    pub(crate) spooled: AtomicU64,
-    /// Spans and events lost before reaching the worker (queue full, or after shutdown).
-    pub(crate) dropped: AtomicU64,
-    /// Spans written without `metrics.end` because they were still open at shutdown.
-    pub(crate) unfinished: AtomicU64,
-    /// Spans not sent because their trace was sampled out.
-    pub(crate) sampled_out: AtomicU64,
-    /// Spooled rows from earlier runs (or spilled ones) delivered by this process.
-    pub(crate) replayed: AtomicU64,
-    /// Spool lines skipped because they did not parse (torn by a crash).
-    pub(crate) replay_torn: AtomicU64,
-}
 
 /// How many messages the worker handles before it delivers what it has.
 const DRAIN_LIMIT: usize = 4096;
@@ -126,38 +26,6 @@ const IDLE_LINGER: Duration = Duration::from_millis(50);
 
 /// Empty looks before the worker slows down to [`IDLE_LINGER`].
 const IDLE_ROUNDS: u32 = 20;
-
-/// Out-of-band signals from the guard: a wake-up for control messages, and the deadline of
-/// a shutdown (seen even while the worker waits for an upload slot).
-#[derive(Debug, Default)]
-pub(crate) struct Signal {
-    pub(crate) wake: tokio::sync::Notify,
-    pub(crate) deadline: std::sync::OnceLock<Instant>,
-    /// Which side of a shutdown counts a span that was still open.
-    pub(crate) ledger: std::sync::Mutex<ShutdownLedger>,
-}
-
-impl Signal {
-    /// The ledger (plain sets: still right after a panic elsewhere held the lock).
-    pub(crate) fn ledger(&self) -> std::sync::MutexGuard<'_, ShutdownLedger> {
-        self.ledger
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// How the worker and the guard share out the spans still open at a shutdown, each checking
-/// the other's sets under one lock so that a span is counted once.
-#[derive(Debug, Default)]
-pub(crate) struct ShutdownLedger {
-    /// Spans the worker wrote as unfinished.
-    pub(crate) written: HashSet<u64>,
-    /// Spans whose close the guard took back from the queue (counted as dropped).
-    pub(crate) dropped_closes: HashSet<u64>,
-    /// Spans whose open message the worker took from the queue when it finished, too late
-    /// to deliver: the guard gives them up (see [`Undelivered::opens`]).
-    pub(crate) late_opens: Vec<u64>,
-}
 
 /// How the worker shapes and delivers rows.
 pub(crate) struct WorkerSettings {
@@ -521,7 +389,9 @@ fn silence_this_thread() {
 mod tests {
     use super::*;
     use crate::deliver::sink::memory::MemorySink;
-    use crate::rows::record::FieldValue;
+    use crate::rows::queue::ClosedSpan;
+    use crate::rows::record::{FieldValue, Fields, SpanHeader};
+    use crate::rows::row::EventRecord;
 
     /// The metadata of a real span callsite.
     fn metadata() -> &'static tracing_core::Metadata<'static> {

@@ -11,6 +11,7 @@ use tracing_core::Metadata;
 use tracing_core::field::{Field, Visit};
 
 use crate::trace::ids::{SpanId, TraceId};
+use crate::trace::route::Route;
 
 /// A captured field value, still untyped as far as Braintrust is concerned.
 #[derive(Clone, Debug, PartialEq)]
@@ -895,37 +896,6 @@ fn decode<'a>(
         _ => return None,
     };
     Some((name, value))
-}
-
-/// Where the rows of a trace go and what every span of it inherits, when it was continued
-/// from another process.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct Route {
-    /// The object the rows are written to; `None` means the layer's own project.
-    pub(crate) target: Option<RouteTarget>,
-    /// Deep-merged into the first row of every span of the trace (protocol §5.2.6).
-    pub(crate) propagated_event: Option<serde_json::Map<String, serde_json::Value>>,
-    /// The W3C trace context the trace came with, passed on by every span of it.
-    pub(crate) w3c: Option<W3cContext>,
-}
-
-/// What a W3C `traceparent` and `tracestate` carried in, passed on as they came (as the
-/// Python SDK does): the trace flags other than "sampled" (which is this process's own
-/// decision), and the vendors' `tracestate`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct W3cContext {
-    /// The `traceparent` flags.
-    pub(crate) flags: u8,
-    /// The `tracestate` header, when there was a usable one.
-    pub(crate) trace_state: Option<String>,
-}
-
-/// A Braintrust object that rows can be routed to.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum RouteTarget {
-    ProjectId(String),
-    ProjectName(String),
-    ExperimentId(String),
 }
 
 /// The identity of a span, fixed when it opens.

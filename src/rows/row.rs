@@ -13,10 +13,11 @@ use std::collections::HashMap;
 
 use crate::rows::cost::{ModelPrice, PriceTable, TokenUsage, estimate_cost_with};
 use crate::rows::fields::{RowParts, float, to_json};
-use crate::rows::record::{FieldValue, Fields, Route, RouteTarget, SpanHeader};
+use crate::rows::record::{FieldValue, Fields, SpanHeader};
 use crate::rows::wire::Row;
 use crate::rows::wire::{Attributes, Built, Context, Target};
 use crate::trace::ids::{SpanId, TraceId, UuidText};
+use crate::trace::route::{Route, RouteTarget};
 
 /// Settings that shape every row, fixed at build time.
 #[derive(Debug, Clone)]

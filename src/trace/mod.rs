@@ -5,4 +5,5 @@ pub(crate) mod clock;
 pub(crate) mod ids;
 pub(crate) mod parent;
 pub(crate) mod propagation;
+pub(crate) mod route;
 pub(crate) mod sampling;

@@ -9,12 +9,11 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use crate::Error;
-use crate::capture::layer::RemoteParent;
-use crate::rows::record::{Route, RouteTarget, W3cContext};
 use crate::trace::ids::{SpanId, TraceId};
 use crate::trace::parent::{
     ObjectType, ParentTarget, SpanComponents, TraceParent, baggage_parent, inject_baggage,
 };
+use crate::trace::route::{RemoteParent, Route, RouteTarget, W3cContext};
 
 /// Parses any parent a process can be handed: an exported span string (V1–V4), a W3C
 /// `traceparent` value, or `project_id:…`, `project_name:…`, `experiment_id:…`.

@@ -37,44 +37,18 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// The Braintrust uploader for a configuration with an API key, and the function that
-/// tells the organization and project id once it has logged in.
+/// The Braintrust uploader as a sink described as `description`, and the uploader itself,
+/// which tells the organization and project id once it has logged in.
 pub(crate) fn upload_sink(
-    config: &crate::builder::Config,
-) -> Result<(std::sync::Arc<dyn Sink>, crate::capture::layer::Resolver), crate::Error> {
-    let http = http::HttpSink::new(http::HttpConfig {
-        api_key: config.api_key.clone().unwrap_or_default(),
-        app_url: config.app_url.clone(),
-        api_url: config.api_url.clone(),
-        org_name: config.org_name.clone(),
-        project_name: config.project_name.clone(),
-        project_id: config.project_id.clone(),
-        batch_size: config.batch_size,
-        max_request_size: config.max_request_size,
-        num_retries: config.num_retries,
-        retry_base_delay: config.retry_base_delay,
-        max_retry_delay: config.max_retry_delay,
-        http_timeout: config.http_timeout,
-        // The worker already runs up to `max_in_flight` deliveries at once; each posts its
-        // batches one after another, so no more than `max_in_flight` requests are in flight.
-        max_in_flight: 1,
-        failed_payloads_dir: config.failed_payloads_dir.clone(),
-        all_payloads_dir: config.all_payloads_dir.clone(),
-        user_agent: concat!(env!("CARGO_PKG_NAME"), "/", env!("CARGO_PKG_VERSION")).to_owned(),
-    })
-    .map_err(crate::Error::HttpClient)?;
+    config: http::HttpConfig,
+    description: String,
+) -> Result<(std::sync::Arc<dyn Sink>, http::HttpSink), crate::Error> {
+    let http = http::HttpSink::new(config).map_err(crate::Error::HttpClient)?;
     let resolver_sink = http.clone();
-    let resolver: crate::capture::layer::Resolver =
-        std::sync::Arc::new(move || resolver_sink.resolved());
-    let target = match &config.project_id {
-        Some(id) => format!("project id {id}"),
-        None => format!("project {:?}", config.project_name),
-    };
-    let description = format!(
-        "uploading spans to Braintrust ({target} at {})",
-        config.app_url
-    );
-    Ok((std::sync::Arc::new(Upload { http, description }), resolver))
+    Ok((
+        std::sync::Arc::new(Upload { http, description }),
+        resolver_sink,
+    ))
 }
 
 /// The HTTP uploader as a sink.
