@@ -483,7 +483,7 @@ impl Builder {
             resolver,
         });
         let counters = Arc::new(Counters::default());
-        let pool = Arc::new(crate::rows::record::BufferPool::new());
+        let pool = Arc::new(crate::rows::pool::BufferPool::new());
         // A span takes at most two messages (its open message only in live mode or when a
         // shutdown finds it open): the queue holds at least `queue_size` spans.
         let (tx, rx) = crossbeam_channel::bounded(config.queue_size.saturating_mul(2));

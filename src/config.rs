@@ -10,13 +10,13 @@ use tracing_core::Level;
 
 use crate::builder::Builder;
 use crate::capture::layer::Resolver;
+use crate::capture::visit::DEFAULT_MAX_FIELD_BYTES;
 use crate::deliver::sink::Sink;
 use crate::deliver::sink::http::HttpConfig;
 use crate::diag;
 use crate::error::Error;
 use crate::rows::cost::PriceTable;
 use crate::rows::mask::MaskFn;
-use crate::rows::record::DEFAULT_MAX_FIELD_BYTES;
 use crate::trace::route::RemoteParent;
 
 /// Environment variable names (the official SDKs' names, protocol §2).

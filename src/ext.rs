@@ -6,7 +6,8 @@ use tracing::Span;
 
 use crate::Error;
 use crate::capture::layer::BraintrustLayer;
-use crate::rows::record::{FieldValue, Fields, SpanData};
+use crate::capture::span::SpanData;
+use crate::rows::record::{FieldValue, Fields};
 use crate::trace::ids::{SpanId, uuid_string};
 use crate::trace::propagation::{self, ExportTarget, Headers};
 use crate::trace::route::RemoteParent;

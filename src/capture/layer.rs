@@ -12,8 +12,11 @@ use tracing_core::{Event, Level, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::capture::span::SpanData;
+use crate::capture::visit::FieldVisitor;
+use crate::rows::pool::BufferPool;
 use crate::rows::queue::{ClosedSpan, Counters, Message, OpenSpan};
-use crate::rows::record::{BufferPool, FieldVisitor, Fields, SpanData, SpanHeader};
+use crate::rows::record::{Fields, SpanHeader};
 use crate::rows::row::EventRecord;
 use crate::trace::clock::Stamp;
 use crate::trace::ids::{SpanId, TraceId, new_row_id, new_span_id};

@@ -4,3 +4,5 @@
 pub(crate) mod json;
 pub(crate) mod layer;
 pub(crate) mod open;
+pub(crate) mod span;
+pub(crate) mod visit;

@@ -29,8 +29,8 @@ use spin::mutex::{SpinMutex, SpinMutexGuard};
 use spin::relax::Yield;
 use tracing_core::span::Id;
 
+use crate::capture::span::SpanData;
 use crate::rows::queue::{Counters, Message, OpenSpan, Signal};
-use crate::rows::record::SpanData;
 
 /// Shards of a table.
 const SHARDS: usize = 32;

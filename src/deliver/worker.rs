@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crate::deliver::delivery::Dispatcher;
 use crate::diag;
+use crate::rows::pool::BufferPool;
 use crate::rows::queue::{Counters, Message, OpenSpan, Signal, drain_undelivered};
-use crate::rows::record::BufferPool;
 use crate::rows::row::{RowSettings, event_row, span_row};
 use crate::rows::wire::Row;
 

@@ -8,6 +8,7 @@ pub(crate) mod json_out;
 pub(crate) mod json_ser;
 pub(crate) mod mask;
 pub(crate) mod merge;
+pub(crate) mod pool;
 pub(crate) mod queue;
 pub(crate) mod record;
 pub(crate) mod row;

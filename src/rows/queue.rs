@@ -51,8 +51,8 @@ pub(crate) struct Undelivered {
     /// The control messages, in order.
     pub(crate) control: Vec<Message>,
     /// The span ids of open messages whose close was not in the queue: those spans are
-    /// still open (or closed since), and their row is not delivered either (see
-    /// [`crate::capture::open::OpenSpans::give_up_announced`]).
+    /// still open (or closed since), and their row is not delivered either (the open-span
+    /// table gives them up, in `OpenSpans::give_up_announced`).
     pub(crate) opens: Vec<u64>,
 }
 
