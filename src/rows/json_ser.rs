@@ -804,10 +804,10 @@ pub(crate) fn expand_deferred(deferred: &[u8], out: &mut Vec<u8>) -> Option<()> 
 }
 
 /// [`expand_deferred`], also telling whether the text has the plain shape of
-/// [`crate::rows::fields::plain_json_shape`], found on the way: the strings, written here from
+/// [`crate::rows::part::plain_json_shape`], found on the way: the strings, written here from
 /// the deferred form, need no look (they never hold a surrogate escape).
 pub(crate) fn expand_deferred_shaped(deferred: &[u8], out: &mut Vec<u8>) -> Option<bool> {
-    let mut shape = crate::rows::fields::Shape::default();
+    let mut shape = crate::rows::part::Shape::default();
     let opens = matches!(deferred.first(), Some(b'{' | b'['));
     expand(deferred, out, Some(&mut shape)).map(|plain| opens && plain)
 }
@@ -817,7 +817,7 @@ pub(crate) fn expand_deferred_shaped(deferred: &[u8], out: &mut Vec<u8>) -> Opti
 fn expand(
     mut deferred: &[u8],
     out: &mut Vec<u8>,
-    mut shape: Option<&mut crate::rows::fields::Shape>,
+    mut shape: Option<&mut crate::rows::part::Shape>,
 ) -> Option<bool> {
     out.reserve(deferred.len() + deferred.len() / 4);
     let mut plain = true;

@@ -29,7 +29,7 @@ fn ours<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Unsupported> {
         assert_eq!(shaped, expanded);
         assert_eq!(
             plain,
-            crate::rows::fields::plain_json_shape(&expanded),
+            crate::rows::part::plain_json_shape(&expanded),
             "shape of {}",
             String::from_utf8_lossy(&expanded)
         );
@@ -634,7 +634,7 @@ fn plain_json_expands_to_itself_and_broken_deferred_text_is_refused() {
 fn the_shape_found_while_expanding_is_that_of_the_text() {
     // `ours` compares the shape found on the way with the whole text's, for each of these.
     let mut deep = json!(1);
-    for _ in 0..crate::rows::fields::MAX_VALUE_DEPTH + 1 {
+    for _ in 0..crate::rows::value::MAX_VALUE_DEPTH + 1 {
         deep = json!([deep]);
     }
     let values = [

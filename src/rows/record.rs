@@ -34,7 +34,7 @@ pub(crate) enum FieldValue {
     Written {
         text: String,
         /// Whether it has the shape that is kept as text as it is (see
-        /// [`crate::rows::fields::plain_json_shape`]).
+        /// [`crate::rows::part::plain_json_shape`]).
         plain: bool,
     },
     /// An already structured value (from [`crate::SpanExt::record_json`]).

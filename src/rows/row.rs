@@ -12,8 +12,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::rows::cost::{ModelPrice, PriceTable, TokenUsage, estimate_cost_with};
-use crate::rows::fields::{RowParts, float, to_json};
+use crate::rows::fields::RowParts;
 use crate::rows::record::{FieldValue, Fields, SpanHeader};
+use crate::rows::value::{float, to_json};
 use crate::rows::wire::Row;
 use crate::rows::wire::{Attributes, Built, Context, Target};
 use crate::trace::ids::{SpanId, TraceId, UuidText};

@@ -13,8 +13,8 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 
-use crate::rows::fields::{Metrics, Part};
 use crate::rows::json_out::{self, write_key as key};
+use crate::rows::part::{Metrics, Part};
 use crate::trace::ids::{SpanId, TraceId, UuidText, hex_tail, hex32, span_id_hex};
 
 /// A row as a JSON object: keys serialise sorted (serde_json's default map).
@@ -476,8 +476,8 @@ mod test_impls {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rows::fields::RawJson;
     use crate::rows::json_out::write_object_with_project;
+    use crate::rows::part::RawJson;
     use serde_json::json;
     use std::time::{Duration, UNIX_EPOCH};
 
