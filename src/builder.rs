@@ -494,7 +494,7 @@ impl Builder {
             .clone()
             .map(|dir| Arc::new(Spool::new(dir, config.spool_max_bytes)));
         let signal = Arc::new(Signal::default());
-        let open_spans = Arc::new(crate::capture::open::OpenSpans::new(
+        let open_spans = Arc::new(crate::capture::shutdown::OpenSpans::new(
             tx.clone(),
             Arc::clone(&counters),
             Arc::clone(&signal),

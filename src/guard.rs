@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::capture::layer::Links;
-use crate::capture::open::OpenSpans;
+use crate::capture::shutdown::OpenSpans;
 use crate::diag;
 use crate::rows::queue::{Counters, Message, Signal, Undelivered, drain_undelivered};
 

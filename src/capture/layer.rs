@@ -194,7 +194,7 @@ pub(crate) struct LayerInner {
     /// Live mode: every span sends its open message at creation (a start row).
     pub(crate) live: bool,
     /// Open spans that have not sent their open message (outside live mode).
-    pub(crate) open_spans: Arc<crate::capture::open::OpenSpans>,
+    pub(crate) open_spans: Arc<crate::capture::shutdown::OpenSpans>,
 }
 
 /// Where a new span sits: its trace, its parent, where its rows go, whether it is kept.

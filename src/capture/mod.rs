@@ -4,5 +4,6 @@
 pub(crate) mod json;
 pub(crate) mod layer;
 pub(crate) mod open;
+pub(crate) mod shutdown;
 pub(crate) mod span;
 pub(crate) mod visit;
