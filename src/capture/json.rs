@@ -62,7 +62,7 @@ pub(crate) fn write_sanitized<T: Serialize + ?Sized>(
 }
 
 /// [`write_sanitized`], in the deferred form when `deferred` (see
-/// [`crate::rows::json_ser::expand_deferred`]) if the fast writer takes the value, as JSON
+/// [`crate::rows::deferred::expand_deferred`]) if the fast writer takes the value, as JSON
 /// otherwise.
 fn write_sanitized_as<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,

@@ -127,7 +127,7 @@ impl TextWriter<'_> {
     /// Appends the JSON text of a deferred text, cut at the limit like any text.
     fn append_expanded(&mut self, deferred: &[u8]) {
         let mut text = Vec::new();
-        if crate::rows::json_ser::expand_deferred(deferred, &mut text).is_some() {
+        if crate::rows::deferred::expand_deferred(deferred, &mut text).is_some() {
             if let Ok(text) = std::str::from_utf8(&text) {
                 self.append(text);
             }

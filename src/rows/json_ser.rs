@@ -14,12 +14,14 @@ use std::fmt::{self, Display};
 use std::io;
 
 use serde::ser::{
-    self, Impossible, Serialize, SerializeMap, SerializeSeq, SerializeStruct,
-    SerializeStructVariant, SerializeTuple, SerializeTupleStruct, SerializeTupleVariant,
+    self, Serialize, SerializeMap, SerializeSeq, SerializeStruct, SerializeStructVariant,
+    SerializeTuple, SerializeTupleStruct, SerializeTupleVariant,
 };
 use serde_json::ser::{CompactFormatter, Formatter};
 
-use crate::rows::json_out::{write_str, write_str_bytes};
+use crate::rows::deferred::{DEFERRED_F64, DEFERRED_STR};
+use crate::rows::json_key::KeySerializer;
+use crate::rows::json_out::write_str;
 use crate::rows::sanitize::MAX_DEPTH;
 
 /// The value could not be written by the fast path; the caller falls back to serde_json.
@@ -91,23 +93,17 @@ fn write_value<T: Serialize + ?Sized>(
 }
 
 /// The output buffer, and whether anything was refused on the way.
-struct Writer {
-    out: Vec<u8>,
+pub(crate) struct Writer {
+    pub(crate) out: Vec<u8>,
     refused: bool,
     /// Strings and finite `f64`s are written in the deferred form.
     deferred: bool,
 }
 
-/// In the deferred form, a string is this byte, its length (`u32`, little-endian) and its
-/// bytes as they are.
-const DEFERRED_STR: u8 = 0x01;
-/// In the deferred form, a finite `f64` is this byte and its 8 bytes (little-endian).
-const DEFERRED_F64: u8 = 0x02;
-
 impl Writer {
     /// Writes a string.
     #[inline]
-    fn string(&mut self, s: &str) {
+    pub(crate) fn string(&mut self, s: &str) {
         if !self.deferred {
             write_str(&mut self.out, s);
             return;
@@ -125,7 +121,7 @@ impl Writer {
 
     /// Records a refusal and returns the error to propagate.
     #[cold]
-    fn refuse(&mut self) -> Unsupported {
+    pub(crate) fn refuse(&mut self) -> Unsupported {
         self.refused = true;
         Unsupported
     }
@@ -162,7 +158,7 @@ impl Writer {
     }
 
     /// Writes `value`'s `Display` text as a JSON string, as `collect_str` does.
-    fn display<T: Display + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
+    pub(crate) fn display<T: Display + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
         /// Copies formatted text into the buffer as it is.
         struct Raw<'a>(&'a mut Vec<u8>);
 
@@ -646,213 +642,6 @@ impl SerializeStructVariant for Compound<'_> {
     fn end(self) -> Result<(), Unsupported> {
         self.close(b'}').writer.out.push(b'}');
         Ok(())
-    }
-}
-
-/// Serialises a map key: the string-like keys serde_json accepts and writes as strings
-/// (`str`, `char`, unit variants, through newtype structs and `Some`); anything else is
-/// refused (serde_json quotes numbers and bools, or fails; the fallback does either).
-struct KeySerializer<'w> {
-    writer: &'w mut Writer,
-}
-
-/// Refuses the key kinds this serializer leaves to serde_json.
-macro_rules! refuse_key {
-    ($($method:ident($($ty:ty),*)),* $(,)?) => {
-        $(
-            fn $method(self, $(_: $ty),*) -> Result<(), Unsupported> {
-                Err(self.writer.refuse())
-            }
-        )*
-    };
-}
-
-impl ser::Serializer for KeySerializer<'_> {
-    type Ok = ();
-    type Error = Unsupported;
-    type SerializeSeq = Impossible<(), Unsupported>;
-    type SerializeTuple = Impossible<(), Unsupported>;
-    type SerializeTupleStruct = Impossible<(), Unsupported>;
-    type SerializeTupleVariant = Impossible<(), Unsupported>;
-    type SerializeMap = Impossible<(), Unsupported>;
-    type SerializeStruct = Impossible<(), Unsupported>;
-    type SerializeStructVariant = Impossible<(), Unsupported>;
-
-    #[inline]
-    fn serialize_str(self, v: &str) -> Result<(), Unsupported> {
-        self.writer.string(v);
-        Ok(())
-    }
-
-    #[inline]
-    fn serialize_char(self, v: char) -> Result<(), Unsupported> {
-        self.serialize_str(v.encode_utf8(&mut [0; 4]))
-    }
-
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<(), Unsupported> {
-        self.serialize_str(variant)
-    }
-
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<(), Unsupported> {
-        value.serialize(self)
-    }
-
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Unsupported> {
-        value.serialize(self)
-    }
-
-    fn collect_str<T: Display + ?Sized>(self, value: &T) -> Result<(), Unsupported> {
-        self.writer.display(value)
-    }
-
-    refuse_key!(
-        serialize_bool(bool),
-        serialize_i8(i8),
-        serialize_i16(i16),
-        serialize_i32(i32),
-        serialize_i64(i64),
-        serialize_i128(i128),
-        serialize_u8(u8),
-        serialize_u16(u16),
-        serialize_u32(u32),
-        serialize_u64(u64),
-        serialize_u128(u128),
-        serialize_f32(f32),
-        serialize_f64(f64),
-        serialize_bytes(&[u8]),
-        serialize_none(),
-        serialize_unit(),
-        serialize_unit_struct(&'static str),
-    );
-
-    fn serialize_newtype_variant<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _value: &T,
-    ) -> Result<(), Unsupported> {
-        Err(self.writer.refuse())
-    }
-
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq, Unsupported> {
-        Err(self.writer.refuse())
-    }
-
-    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple, Unsupported> {
-        Err(self.writer.refuse())
-    }
-
-    fn serialize_tuple_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleStruct, Unsupported> {
-        Err(self.writer.refuse())
-    }
-
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleVariant, Unsupported> {
-        Err(self.writer.refuse())
-    }
-
-    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap, Unsupported> {
-        Err(self.writer.refuse())
-    }
-
-    fn serialize_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStruct, Unsupported> {
-        Err(self.writer.refuse())
-    }
-
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStructVariant, Unsupported> {
-        Err(self.writer.refuse())
-    }
-}
-
-/// Turns the deferred form written by [`to_writer_deferred`] into the JSON text
-/// [`to_writer`] writes for the same value, appended to `out`. Plain JSON passes through
-/// unchanged (its text never holds the marker bytes, which are control characters).
-/// Returns `None` for bytes that are not in the deferred form. Strings are copied as bytes,
-/// not checked one by one: the text is UTF-8 when the deferred form came from valid
-/// strings, and callers check the whole text once.
-pub(crate) fn expand_deferred(deferred: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    expand(deferred, out, None).map(|_| ())
-}
-
-/// [`expand_deferred`], also telling whether the text has the plain shape of
-/// [`crate::rows::part::plain_json_shape`], found on the way: the strings, written here from
-/// the deferred form, need no look (they never hold a surrogate escape).
-pub(crate) fn expand_deferred_shaped(deferred: &[u8], out: &mut Vec<u8>) -> Option<bool> {
-    let mut shape = crate::rows::part::Shape::default();
-    let opens = matches!(deferred.first(), Some(b'{' | b'['));
-    expand(deferred, out, Some(&mut shape)).map(|plain| opens && plain)
-}
-
-/// Expands `deferred` onto `out`; with a `shape`, scans what is not a deferred string and
-/// returns whether it kept the plain shape.
-fn expand(
-    mut deferred: &[u8],
-    out: &mut Vec<u8>,
-    mut shape: Option<&mut crate::rows::part::Shape>,
-) -> Option<bool> {
-    out.reserve(deferred.len() + deferred.len() / 4);
-    let mut plain = true;
-    let mut scan = |piece: &[u8]| {
-        if let Some(shape) = shape.as_deref_mut() {
-            plain = plain && shape.scan(piece);
-        }
-    };
-    loop {
-        let marker = deferred
-            .iter()
-            .position(|&b| b == DEFERRED_STR || b == DEFERRED_F64);
-        let Some(at) = marker else {
-            out.extend_from_slice(deferred);
-            scan(deferred);
-            return Some(plain);
-        };
-        out.extend_from_slice(&deferred[..at]);
-        scan(&deferred[..at]);
-        let (&kind, rest) = deferred[at..].split_first()?;
-        if kind == DEFERRED_STR {
-            let (len, rest) = rest.split_first_chunk::<4>()?;
-            let len = u32::from_le_bytes(*len) as usize;
-            // Copied as bytes: the caller validates the whole text once.
-            write_str_bytes(out, rest.get(..len)?);
-            deferred = &rest[len..];
-        } else {
-            let (bits, rest) = rest.split_first_chunk::<8>()?;
-            let start = out.len();
-            CompactFormatter
-                .write_f64(out, f64::from_le_bytes(*bits))
-                .ok()?;
-            scan(&out[start..]);
-            deferred = rest;
-        }
     }
 }
 

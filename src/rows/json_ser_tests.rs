@@ -1,6 +1,7 @@
 //! Tests of the fast JSON writer against serde_json with `Sanitized`.
 
 use super::*;
+use crate::rows::deferred::{expand_deferred, expand_deferred_shaped};
 use crate::rows::sanitize::Sanitized;
 use proptest::prelude::*;
 use serde_json::{Value, json};

@@ -3,7 +3,9 @@
 //! and the row type with its JSON writer.
 
 pub(crate) mod cost;
+pub(crate) mod deferred;
 pub(crate) mod fields;
+pub(crate) mod json_key;
 pub(crate) mod json_out;
 pub(crate) mod json_ser;
 pub(crate) mod mask;

@@ -184,7 +184,7 @@ impl RawJson {
     }
 
     /// Text this crate's JSON writer wrote (valid, compact JSON) and found to have the plain
-    /// shape on the way (see [`crate::rows::json_ser::expand_deferred_shaped`]).
+    /// shape on the way (see [`crate::rows::deferred::expand_deferred_shaped`]).
     pub(crate) fn written(text: String) -> Self {
         Self(text)
     }

@@ -569,7 +569,7 @@ fn decode<'a>(
         TAG_DEFERRED => {
             let mut text = Vec::new();
             let plain =
-                crate::rows::json_ser::expand_deferred_shaped(take_len_prefixed(rest)?, &mut text)?;
+                crate::rows::deferred::expand_deferred_shaped(take_len_prefixed(rest)?, &mut text)?;
             FieldValue::Written {
                 text: String::from_utf8(text).ok()?,
                 plain,
