@@ -353,3 +353,7 @@ impl Drop for BraintrustGuard {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "guard_tests.rs"]
+mod tests;

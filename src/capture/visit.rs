@@ -30,6 +30,7 @@ impl Fields {
     }
 
     /// Appends a string field, cut at a character boundary after `max` bytes with a marker.
+    #[inline]
     fn push_str_limited(&mut self, name: Name<'_>, text: &str, max: usize) {
         if text.len() <= max {
             self.push_text(name, TAG_STR, text);
@@ -43,6 +44,7 @@ impl Fields {
     /// Appends a text field whose value is written through the returned writer (at most
     /// `max` bytes are kept, then a truncation marker). The entry is complete once
     /// [`TextWriter::finish`] runs.
+    #[inline]
     fn begin_text(&mut self, name: Name<'_>, tag: u8, max: usize) -> TextWriter<'_> {
         self.push_head(name, tag);
         // A long length prefix, patched by `finish`.
