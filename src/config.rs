@@ -208,8 +208,9 @@ impl Config {
                 retry_base_delay: config.retry_base_delay,
                 max_retry_delay: config.max_retry_delay,
                 http_timeout: config.http_timeout,
-                // The worker already runs up to `max_in_flight` deliveries at once; each posts its
-                // batches one after another, so no more than `max_in_flight` requests are in flight.
+                // The worker already runs up to `max_in_flight` deliveries at once; each posts
+                // its batches one after another, so no more than `max_in_flight` requests are
+                // in flight.
                 max_in_flight: 1,
                 failed_payloads_dir: config.failed_payloads_dir.clone(),
                 all_payloads_dir: config.all_payloads_dir.clone(),

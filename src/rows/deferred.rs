@@ -11,12 +11,13 @@ pub(crate) const DEFERRED_STR: u8 = 0x01;
 /// In the deferred form, a finite `f64` is this byte and its 8 bytes (little-endian).
 pub(crate) const DEFERRED_F64: u8 = 0x02;
 
-/// Turns the deferred form written by [`to_writer_deferred`](crate::rows::json_ser::to_writer_deferred) into the JSON text
-/// [`to_writer`](crate::rows::json_ser::to_writer) writes for the same value, appended to `out`. Plain JSON passes through
-/// unchanged (its text never holds the marker bytes, which are control characters).
-/// Returns `None` for bytes that are not in the deferred form. Strings are copied as bytes,
-/// not checked one by one: the text is UTF-8 when the deferred form came from valid
-/// strings, and callers check the whole text once.
+/// Turns the deferred form written by
+/// [`to_writer_deferred`](crate::rows::json_ser::to_writer_deferred) into the JSON text
+/// [`to_writer`](crate::rows::json_ser::to_writer) writes for the same value, appended to
+/// `out`. Plain JSON passes through unchanged (its text never holds the marker bytes, which
+/// are control characters). Returns `None` for bytes that are not in the deferred form.
+/// Strings are copied as bytes, not checked one by one: the text is UTF-8 when the deferred
+/// form came from valid strings, and callers check the whole text once.
 pub(crate) fn expand_deferred(deferred: &[u8], out: &mut Vec<u8>) -> Option<()> {
     expand(deferred, out, None).map(|_| ())
 }

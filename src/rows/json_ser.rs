@@ -59,7 +59,8 @@ pub(crate) fn to_writer<T: Serialize + ?Sized>(
 }
 
 /// [`to_writer`], with strings and finite `f64`s left in the deferred form (see
-/// [`expand_deferred`]): the escaping and number formatting are left to whoever expands it.
+/// [`expand_deferred`](crate::rows::deferred::expand_deferred)): the escaping and number
+/// formatting are left to whoever expands it.
 pub(crate) fn to_writer_deferred<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     value: &T,

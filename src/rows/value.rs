@@ -30,8 +30,8 @@ pub(crate) fn to_json(value: FieldValue) -> Value {
 }
 
 /// The deepest a field value may nest: with the row's own levels and a dotted path
-/// ([`MAX_PATH_DEPTH`]) a row stays within the 128 levels JSON readers accept (the spool
-/// and uploads read rows back).
+/// ([`MAX_PATH_DEPTH`](crate::rows::fields::MAX_PATH_DEPTH)) a row stays within the 128
+/// levels JSON readers accept (the spool and uploads read rows back).
 pub(crate) const MAX_VALUE_DEPTH: usize = 96;
 
 /// `v` with every subtree below [`MAX_VALUE_DEPTH`] replaced by its JSON text.
