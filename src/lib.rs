@@ -61,6 +61,8 @@
 //! | `BRAINTRUST_PARENT` | none | [`Builder::with_parent`] |
 //! | `BRAINTRUST_SAMPLE_RATE` | 1.0 | [`Builder::with_sample_rate`] |
 //! | `BRAINTRUST_SPOOL_DIR` | none | [`Builder::with_spool_dir`] |
+//! | `BRAINTRUST_CONSOLE_TREE` | off | [`Builder::with_console_tree`] |
+//! | `BRAINTRUST_DISABLED` | off (the layer is on) | [`Builder::with_enabled`] |
 //!
 //! The README has the complete table (batching, retries, timeouts, payload directories) and
 //! the field mapping table.
@@ -76,6 +78,7 @@
 mod builder;
 mod clock;
 mod config;
+mod console;
 mod cost;
 mod delivery;
 mod diag;
@@ -90,11 +93,13 @@ mod layer;
 mod llm;
 mod mask;
 mod merge;
+mod off;
 mod open;
 mod parent;
 mod propagation;
 mod record;
 mod replay;
+mod report;
 mod row;
 mod sampling;
 mod sanitize;

@@ -1006,8 +1006,8 @@ mod tests {
             })
         }
 
-        fn describe(&self) -> String {
-            "a gate".to_owned()
+        fn describe(&self) -> Option<String> {
+            Some("a gate".to_owned())
         }
     }
 

@@ -35,8 +35,9 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn send(&self, rows: Vec<Row>) -> SinkFuture;
     /// Called once when the worker stops, after the last `send` completed.
     fn close(&self) {}
-    /// A short human description (where rows go), for the startup message.
-    fn describe(&self) -> String;
+    /// A short human description (where rows go), for the startup message; `None` for a
+    /// sink that says so itself when it first writes (or has nothing to say).
+    fn describe(&self) -> Option<String>;
 }
 
 /// The Braintrust uploader for a configuration with an API key, and the function that
@@ -96,7 +97,7 @@ impl Sink for Upload {
         })
     }
 
-    fn describe(&self) -> String {
-        self.description.clone()
+    fn describe(&self) -> Option<String> {
+        Some(self.description.clone())
     }
 }
