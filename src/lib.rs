@@ -123,3 +123,9 @@ pub use sink::memory::MemorySink;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The examples of the longer guides in `docs/`, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/llm.md")]
+#[doc = include_str!("../docs/distributed.md")]
+struct DocsDoctests;
