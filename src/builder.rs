@@ -478,8 +478,9 @@ impl Builder {
     /// row with its type, duration, tokens, cost and error (`BRAINTRUST_CONSOLE_TREE=1`;
     /// default off). Colour is used only when stderr is a terminal (and `NO_COLOR` is not
     /// set). A trace is printed when its root span's row is delivered, or at shutdown for
-    /// a trace whose root never closed. It works with every destination; printing happens
-    /// on the worker, never on the application's threads.
+    /// a trace whose root never closed. It works with every destination (rows an earlier run
+    /// left in a spool directory are shown too, when they are sent); printing happens on the
+    /// worker, never on the application's threads.
     ///
     /// # Examples
     ///
