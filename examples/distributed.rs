@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         tracing::subscriber::with_default(subscriber, if is_child { child } else { parent });
     let report = guard.shutdown();
     match root_id {
-        Some(_) if std::env::var_os("BRAINTRUST_API_KEY").is_some() => println!("{report:?}"),
+        Some(_) if std::env::var_os("BRAINTRUST_API_KEY").is_some() => println!("{report}"),
         Some(id) => print_trace(&id),
         None if !is_child => eprintln!("distributed: the root span was not recorded"),
         None => {}

@@ -131,7 +131,7 @@ fn main() -> ExitCode {
     let report = guard.shutdown();
     let elapsed = start.elapsed();
     eprintln!(
-        "load: {} spans emitted in {} ms on {} threads; {report:?}",
+        "load: {} spans emitted in {} ms on {} threads; {report}",
         args.spans,
         emitted.as_millis(),
         args.threads

@@ -2,8 +2,9 @@
 //! line, with no network and no account.
 //!
 //! `cargo run --example quickstart`. Without `BRAINTRUST_API_KEY` the rows go to a local
-//! file (`BRAINTRUST_LOCAL_FILE`, default `braintrust-spans.jsonl`) and this run's trace is
-//! printed as a tree; with a key they are uploaded to Braintrust.
+//! file (`BRAINTRUST_LOCAL_FILE`, default `braintrust-spans.jsonl`); with a key they are
+//! uploaded to Braintrust, and a link to the trace is printed. Either way the layer prints
+//! the trace as a tree on stderr (`with_console_tree`).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -95,6 +96,7 @@ fn main() -> ExitCode {
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (layer, guard) = BraintrustLayer::builder()
         .with_project_name("quickstart")
+        .with_console_tree(true) // each finished trace printed to stderr as a tree
         .build()?;
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -103,88 +105,24 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         .with_target(false);
     let subscriber = tracing_subscriber::registry()
         .with(layer)
-        .with(fmt.with_filter(LevelFilter::INFO));
+        .with(fmt.with_filter(LevelFilter::INFO)); // a filter on `fmt` only
     tracing::subscriber::set_global_default(subscriber)?;
-    // Where the rows go, resolved as the builder does (blank counts as unset).
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let uploading = var("BRAINTRUST_API_KEY").is_some();
-    let file = var("BRAINTRUST_LOCAL_FILE").unwrap_or_else(|| "braintrust-spans.jsonl".into());
-    let before = std::fs::metadata(&file).map_or(0, |m| m.len()); // rows of earlier runs
 
     let question = "Do I need an umbrella in Paris tomorrow?";
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let reply = runtime.block_on(answer(question));
-    println!("Q: {question}\nA: {reply}\n");
+    println!("Q: {question}\nA: {reply}");
 
     guard.flush();
     let link = ROOT_ROW
         .with(|r| r.borrow().clone())
         .and_then(|row| guard.permalink(&row));
     let report = guard.shutdown();
-    if uploading {
-        let (sent, failed) = (report.sent, report.failed);
-        println!("{sent} rows uploaded to the Braintrust project \"quickstart\", {failed} failed.");
-        match link {
-            Some(link) => println!("See the trace: {link}"),
-            None => println!("(no link: the upload did not log in; check BRAINTRUST_API_KEY)"),
-        }
-    } else {
-        match std::fs::read(&file) {
-            Ok(bytes) => {
-                let new = usize::try_from(before).ok().and_then(|n| bytes.get(n..));
-                let rows: Vec<Value> = String::from_utf8_lossy(new.unwrap_or(&bytes))
-                    .lines()
-                    .filter_map(|line| serde_json::from_str(line).ok())
-                    .collect();
-                println!("Trace of this run ({} rows):", rows.len());
-                print_tree(&rows, None, 1);
-                println!("\nRows appended to {file} (one Braintrust row per line).");
-            }
-            Err(e) => eprintln!("quickstart: cannot read {file}: {e}"),
-        }
-    }
-    println!("{report:?}");
-    if !report.complete {
-        eprintln!("quickstart: shutdown timed out; some rows may be missing");
+    println!("{report}");
+    if let Some(link) = link {
+        println!("See the trace: {link}");
     }
     Ok(())
-}
-
-/// Prints the children of `parent` (the roots for `None`) in the order they started, then
-/// their own children, indented.
-fn print_tree(rows: &[Value], parent: Option<&str>, depth: usize) {
-    let mut children: Vec<&Value> = (rows.iter())
-        .filter(|row| row["span_parents"][0].as_str() == parent)
-        .collect();
-    children.sort_by_key(|row| row["span_attributes"]["exec_counter"].as_u64());
-    for row in children {
-        let (attrs, metrics) = (&row["span_attributes"], &row["metrics"]);
-        let kind = attrs["type"].as_str().unwrap_or("?");
-        let name = attrs["name"].as_str().unwrap_or("?");
-        let mut line = format!("{:width$}{name} [{kind}]", "", width = depth * 2);
-        match (metrics["start"].as_f64(), metrics["end"].as_f64()) {
-            _ if kind == "log" => {
-                line += &format!(" {}", attrs["log_level"].as_str().unwrap_or(""))
-            }
-            (Some(start), Some(end)) => line += &format!(" {:.1} ms", (end - start) * 1000.0),
-            _ => line += " (unfinished)",
-        }
-        if let Some(tokens) = metrics["tokens"].as_u64() {
-            line += &format!(", {tokens} tokens");
-        }
-        if let Some(cost) = metrics["estimated_cost"].as_f64() {
-            line += &format!(", ${cost:.6}");
-        }
-        match &row["error"] {
-            Value::Null => {}
-            Value::String(error) => line += &format!("  ERROR: {error}"),
-            error => line += &format!("  ERROR: {error}"),
-        }
-        println!("{line}");
-        if let Some(id) = row["span_id"].as_str().filter(|_| depth < 32) {
-            print_tree(rows, Some(id), depth + 1);
-        }
-    }
 }

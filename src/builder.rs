@@ -82,6 +82,8 @@ pub struct Builder {
     pub(crate) spool_dir: Option<PathBuf>,
     pub(crate) spool_max_bytes: Option<u64>,
     pub(crate) spill: Option<bool>,
+    pub(crate) enabled: Option<bool>,
+    pub(crate) console_tree: Option<bool>,
     /// A destination of the crate's own tests, in place of every other.
     #[cfg(test)]
     pub(crate) test_sink: Option<Arc<dyn Sink>>,
@@ -99,6 +101,8 @@ impl std::fmt::Debug for Builder {
             .field("local_file", &self.local_file)
             .field("memory_sink", &self.memory_sink.is_some())
             .field("live", &self.live)
+            .field("enabled", &self.enabled)
+            .field("console_tree", &self.console_tree)
             .finish_non_exhaustive()
     }
 }
@@ -446,6 +450,52 @@ impl Builder {
         self
     }
 
+    // --- Everyday switches: off, and the console tree. ---
+
+    /// Switches the layer on or off (`BRAINTRUST_DISABLED=1` switches it off; default on).
+    ///
+    /// Off, the layer is a cheap no-op: its callbacks return at once, nothing is captured,
+    /// no file is created or written, nothing is uploaded, no spool is read, and the guard's
+    /// reports stay at zero. The rest of the subscriber (a `fmt` layer, say) is untouched.
+    /// Meant for the tests and CI runs of an application that installs the layer in `main`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (layer, guard) = tracing_braintrust::BraintrustLayer::builder()
+    ///     .with_enabled(false)
+    ///     .build()?;
+    /// # drop((layer, guard));
+    /// # Ok::<(), tracing_braintrust::Error>(())
+    /// ```
+    pub fn with_enabled(mut self, enabled: bool) -> Self {
+        self.enabled = Some(enabled);
+        self
+    }
+
+    /// Prints each finished trace to stderr as an indented tree, one line per span or log
+    /// row with its type, duration, tokens, cost and error (`BRAINTRUST_CONSOLE_TREE=1`;
+    /// default off). Colour is used only when stderr is a terminal (and `NO_COLOR` is not
+    /// set). A trace is printed when its root span's row is delivered, or at shutdown for
+    /// a trace whose root never closed. It works with every destination (rows an earlier run
+    /// left in a spool directory are shown too, when they are sent); printing happens on the
+    /// worker, never on the application's threads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (layer, guard) = tracing_braintrust::BraintrustLayer::builder()
+    ///     .with_console_tree(true)
+    /// #   .with_memory_sink(tracing_braintrust::MemorySink::new())
+    ///     .build()?;
+    /// # drop((layer, guard));
+    /// # Ok::<(), tracing_braintrust::Error>(())
+    /// ```
+    pub fn with_console_tree(mut self, on: bool) -> Self {
+        self.console_tree = Some(on);
+        self
+    }
+
     /// Builds the layer and the guard that keeps its worker running.
     ///
     /// Nothing here touches the network: login and project lookup happen lazily on the
@@ -466,6 +516,8 @@ impl Builder {
         #[cfg(not(test))]
         let test_sink: Option<Arc<dyn Sink>> = None;
         let sink: Arc<dyn Sink> = match (test_sink, &self.memory_sink, &config.api_key) {
+            // Off: nothing reaches the worker, and nothing may be written or read.
+            _ if !config.enabled => crate::deliver::sink::off::nowhere(),
             (Some(sink), _, _) => sink,
             (None, Some(memory), _) => Arc::new(memory.clone()),
             (None, None, Some(_)) => {
@@ -473,7 +525,17 @@ impl Builder {
                 resolver = Some(r);
                 sink
             }
-            (None, None, None) => Arc::new(FileSink::new(config.local_file.clone())),
+            (None, None, None) => {
+                let file = FileSink::new(config.local_file.clone());
+                match config.named_project.clone() {
+                    Some(project) => Arc::new(file.with_project(project)),
+                    None => Arc::new(file),
+                }
+            }
+        };
+        let sink = match config.console_tree {
+            true => crate::deliver::console::ConsoleTree::wrap(sink),
+            false => sink,
         };
         let links = Arc::new(Links {
             app_url: config.app_url.clone(),
@@ -543,6 +605,7 @@ impl Builder {
             keep_errors: config.keep_errors,
             live: config.live,
             open_spans: Arc::clone(&open_spans),
+            enabled: config.enabled,
         }));
         let guard = BraintrustGuard::new(
             (tx, rx_for_guard),

@@ -39,6 +39,8 @@ pub(crate) mod env {
     pub(crate) const SAMPLE_RATE: &str = "BRAINTRUST_SAMPLE_RATE";
     pub(crate) const SPOOL_DIR: &str = "BRAINTRUST_SPOOL_DIR";
     pub(crate) const SPOOL_MAX_BYTES: &str = "BRAINTRUST_SPOOL_MAX_BYTES";
+    pub(crate) const DISABLED: &str = "BRAINTRUST_DISABLED";
+    pub(crate) const CONSOLE_TREE: &str = "BRAINTRUST_CONSOLE_TREE";
 }
 
 /// Defaults, one constant each.
@@ -108,10 +110,29 @@ impl EnvReader<'_> {
     /// ignored with a warning.
     fn queue_size(&self) -> Option<usize> {
         let name = env::QUEUE_SIZE;
-        match queue_size(self.positive(name)?) {
+        match queue_size(name, self.positive(name)?) {
             Ok(v) => Some(v),
             Err(e) => {
                 diag::warn_once(name, format_args!("{e}; using the default"));
+                None
+            }
+        }
+    }
+
+    /// A switch: `1`, `true`, `yes`, `on` or `0`, `false`, `no`, `off` (any case); anything
+    /// else is ignored with a warning.
+    fn flag(&self, name: &'static str) -> Option<bool> {
+        let raw = self.get(name)?;
+        match raw.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Some(true),
+            "0" | "false" | "no" | "off" => Some(false),
+            _ => {
+                diag::warn_once(
+                    name,
+                    format_args!(
+                        "{name}={raw:?} is not one of 1/true/yes/on or 0/false/no/off; using the default"
+                    ),
+                );
                 None
             }
         }
@@ -179,6 +200,14 @@ pub(crate) struct Config {
     pub(crate) spool_dir: Option<PathBuf>,
     pub(crate) spool_max_bytes: u64,
     pub(crate) spill: bool,
+    /// `false`: the layer records nothing and the worker writes nothing.
+    pub(crate) enabled: bool,
+    /// Each finished trace is printed to stderr as a tree.
+    pub(crate) console_tree: bool,
+    /// The project name when one was given (in code or the environment), not the default:
+    /// local rows name it, and rows recorded without one go to whichever project
+    /// `upload_files` is given.
+    pub(crate) named_project: Option<String>,
 }
 
 impl Config {
@@ -248,11 +277,13 @@ fn nonzero(setting: &'static str, d: Duration) -> Result<Duration, Error> {
 /// The largest queue: two slots of 176 bytes per span, allocated up front (about 3 GB).
 pub(crate) const MAX_QUEUE_SIZE: usize = 1 << 23;
 
-fn queue_size(v: usize) -> Result<usize, Error> {
-    let v = positive("BRAINTRUST_QUEUE_SIZE", v)?;
+/// A queue size, checked; `setting` names where it came from (the builder method or the
+/// environment variable).
+fn queue_size(setting: &'static str, v: usize) -> Result<usize, Error> {
+    let v = positive(setting, v)?;
     if v > MAX_QUEUE_SIZE {
         return Err(Error::InvalidConfig {
-            setting: "BRAINTRUST_QUEUE_SIZE",
+            setting,
             reason: format!("{v} is above the largest queue, {MAX_QUEUE_SIZE}"),
         });
     }
@@ -287,13 +318,13 @@ impl Builder {
             map: self.env.as_ref(),
         };
         let app_url = match self.app_url.clone() {
-            Some(u) => valid_url("BRAINTRUST_APP_URL", u)?,
+            Some(u) => valid_url("with_app_url", u)?,
             None => env
                 .url(env::APP_URL)
                 .unwrap_or_else(|| defaults::APP_URL.to_owned()),
         };
         let api_url = match self.api_url.clone() {
-            Some(u) => Some(valid_url("BRAINTRUST_API_URL", u)?),
+            Some(u) => Some(valid_url("with_api_url", u)?),
             None => env.url(env::API_URL),
         };
         if let Some(reason) = &self.invalid_price {
@@ -306,7 +337,7 @@ impl Builder {
             Some(r) if (0.0..=1.0).contains(&r) => r,
             Some(r) => {
                 return Err(Error::InvalidConfig {
-                    setting: "BRAINTRUST_SAMPLE_RATE",
+                    setting: "with_sample_rate",
                     reason: format!("{r} is not between 0 and 1"),
                 });
             }
@@ -360,6 +391,14 @@ impl Builder {
                 .or_else(|| env.parse(env::SPOOL_MAX_BYTES))
                 .unwrap_or(crate::deliver::spool::DEFAULT_MAX_BYTES),
             spill: self.spill.unwrap_or(false),
+            enabled: self
+                .enabled
+                .or_else(|| env.flag(env::DISABLED).map(|disabled| !disabled))
+                .unwrap_or(true),
+            console_tree: self
+                .console_tree
+                .or_else(|| env.flag(env::CONSOLE_TREE))
+                .unwrap_or(false),
             sample_rate,
             keep_errors: self.keep_errors.unwrap_or(false),
             mask,
@@ -373,20 +412,23 @@ impl Builder {
             app_url,
             api_url,
             org_name: self.org_name.clone().or_else(|| env.get(env::ORG_NAME)),
+            named_project: self.project_name.clone().or_else(|| env.get(env::PROJECT)),
             project_name: self
                 .project_name
                 .clone()
                 .or_else(|| env.get(env::PROJECT))
                 .unwrap_or_else(|| defaults::PROJECT.to_owned()),
             project_id: self.project_id.clone().or_else(|| env.get(env::PROJECT_ID)),
+            // A zero from the environment is ignored with a warning above: a zero here was
+            // set in code.
             batch_size: positive(
-                "BRAINTRUST_DEFAULT_BATCH_SIZE",
+                "with_batch_size",
                 self.batch_size
                     .or_else(|| env.positive(env::BATCH_SIZE))
                     .unwrap_or(defaults::BATCH_SIZE),
             )?,
             max_request_size: positive(
-                "BRAINTRUST_MAX_REQUEST_SIZE",
+                "with_max_request_size",
                 self.max_request_size
                     .or_else(|| env.positive(env::MAX_REQUEST_SIZE))
                     .unwrap_or(defaults::MAX_REQUEST_SIZE),
@@ -395,13 +437,12 @@ impl Builder {
                 .num_retries
                 .or_else(|| env.parse(env::NUM_RETRIES))
                 .unwrap_or(defaults::NUM_RETRIES),
-            queue_size: queue_size(
-                self.queue_size
-                    .or_else(|| env.queue_size())
-                    .unwrap_or(defaults::QUEUE_SIZE),
-            )?,
+            queue_size: match self.queue_size {
+                Some(size) => queue_size("with_queue_size", size)?,
+                None => env.queue_size().unwrap_or(defaults::QUEUE_SIZE),
+            },
             http_timeout: nonzero(
-                "BRAINTRUST_HTTP_TIMEOUT",
+                "with_http_timeout",
                 self.http_timeout
                     .or_else(|| env.seconds(env::HTTP_TIMEOUT))
                     .unwrap_or(defaults::HTTP_TIMEOUT),
@@ -449,7 +490,24 @@ impl Builder {
                 (None, None) => None,
             },
         };
-        Ok(config)
+        Ok(if config.enabled {
+            config
+        } else {
+            switched_off(config)
+        })
+    }
+}
+
+/// A switched-off layer reads and writes nothing: no spool, no console tree, no live start
+/// rows, and the smallest queue (only the guard's flush and shutdown ever pass through it).
+fn switched_off(config: Config) -> Config {
+    Config {
+        spool_dir: None,
+        spill: false,
+        console_tree: false,
+        live: false,
+        queue_size: 1,
+        ..config
     }
 }
 
@@ -524,12 +582,12 @@ mod tests {
         assert!(matches!(
             e,
             Some(Error::InvalidConfig {
-                setting: "BRAINTRUST_QUEUE_SIZE",
+                setting: "with_queue_size",
                 ..
             })
         ));
         let e = Builder::new().with_app_url("ftp://x").config().err();
-        assert!(e.is_some_and(|e| e.to_string().contains("BRAINTRUST_APP_URL")));
+        assert!(e.is_some_and(|e| e.to_string().contains("with_app_url")));
         // The same values from the environment fall back to the defaults (with a warning).
         let c = config(&[
             ("BRAINTRUST_APP_URL", "ftp://x"),
@@ -540,6 +598,83 @@ mod tests {
         assert_eq!(c.app_url, "https://www.braintrust.dev");
         assert_eq!(c.queue_size, 25_000);
         assert_eq!(c.batch_size, 100);
+    }
+
+    /// A value set in code is reported under the builder method that set it, never under
+    /// an environment variable the program does not use.
+    #[test]
+    fn invalid_code_settings_name_their_builder_method() {
+        let cases: [(&str, Builder); 9] = [
+            ("with_batch_size", Builder::new().with_batch_size(0)),
+            (
+                "with_max_request_size",
+                Builder::new().with_max_request_size(0),
+            ),
+            ("with_queue_size", Builder::new().with_queue_size(0)),
+            ("with_sample_rate", Builder::new().with_sample_rate(2.0)),
+            ("with_app_url", Builder::new().with_app_url("ftp://x")),
+            ("with_api_url", Builder::new().with_api_url("x")),
+            (
+                "with_http_timeout",
+                Builder::new().with_http_timeout(Duration::ZERO),
+            ),
+            (
+                "with_max_field_bytes",
+                Builder::new().with_max_field_bytes(0),
+            ),
+            ("with_max_in_flight", Builder::new().with_max_in_flight(0)),
+        ];
+        for (method, builder) in cases {
+            let error = builder.config().err();
+            let text = error.as_ref().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                matches!(error, Some(Error::InvalidConfig { setting, .. }) if setting == method),
+                "{method}: {text}"
+            );
+            assert!(!text.contains("BRAINTRUST_"), "{text}");
+        }
+        // The same mistakes in the environment fall back to the default (with a warning
+        // that names the variable).
+        let c = config(&[
+            ("BRAINTRUST_SAMPLE_RATE", "2"),
+            ("BRAINTRUST_MAX_REQUEST_SIZE", "0"),
+            ("BRAINTRUST_HTTP_TIMEOUT", "0"),
+        ])
+        .expect("environment never fails the build");
+        assert_eq!((c.sample_rate, c.max_request_size), (1.0, 6 * 1024 * 1024));
+        assert_eq!(c.http_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_off_switch_and_the_console_tree_read_code_then_environment() {
+        let c = config(&[]).expect("valid");
+        assert!(c.enabled && !c.console_tree, "on, and no tree, by default");
+        for (value, enabled) in [
+            ("1", false),
+            ("true", false),
+            ("ON", false),
+            ("0", true),
+            ("no", true),
+            ("maybe", true),
+        ] {
+            let c = config(&[("BRAINTRUST_DISABLED", value)]).expect("valid");
+            assert_eq!(c.enabled, enabled, "BRAINTRUST_DISABLED={value}");
+        }
+        let c = config(&[("BRAINTRUST_CONSOLE_TREE", "yes")]).expect("valid");
+        assert!(c.console_tree);
+        let c = Builder::new()
+            .with_env_vars([
+                ("BRAINTRUST_DISABLED", "1"),
+                ("BRAINTRUST_CONSOLE_TREE", "1"),
+            ])
+            .with_enabled(true)
+            .with_console_tree(false)
+            .config()
+            .expect("valid");
+        assert!(
+            c.enabled && !c.console_tree,
+            "code wins over the environment"
+        );
     }
 
     #[test]
@@ -570,7 +705,7 @@ mod tests {
             .config()
             .err();
         assert!(
-            e.is_some_and(|e| e.to_string().contains("BRAINTRUST_HTTP_TIMEOUT")),
+            e.is_some_and(|e| e.to_string().contains("with_http_timeout")),
             "every request would time out"
         );
     }

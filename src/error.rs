@@ -9,7 +9,9 @@ use std::fmt;
 pub enum Error {
     /// A setting given in code is invalid (for example a queue size of zero).
     InvalidConfig {
-        /// The setting, named as its environment variable or builder method.
+        /// The setting, named as the program gave it: the builder method (`with_queue_size`)
+        /// for a value set in code, the environment variable for one read from the
+        /// environment, or the function called (`upload_files`).
         setting: &'static str,
         /// What is wrong with it.
         reason: String,

@@ -63,8 +63,8 @@ impl Sink for Arc<Gate> {
         })
     }
 
-    fn describe(&self) -> String {
-        "a gate".to_owned()
+    fn describe(&self) -> Option<String> {
+        Some("a gate".to_owned())
     }
 }
 

@@ -61,6 +61,8 @@
 //! | `BRAINTRUST_PARENT` | none | [`Builder::with_parent`] |
 //! | `BRAINTRUST_SAMPLE_RATE` | 1.0 | [`Builder::with_sample_rate`] |
 //! | `BRAINTRUST_SPOOL_DIR` | none | [`Builder::with_spool_dir`] |
+//! | `BRAINTRUST_CONSOLE_TREE` | off | [`Builder::with_console_tree`] |
+//! | `BRAINTRUST_DISABLED` | off (the layer is on) | [`Builder::with_enabled`] |
 //!
 //! The README has the complete table (batching, retries, timeouts, payload directories) and
 //! the field mapping table.
@@ -83,6 +85,7 @@ mod ext;
 mod guard;
 mod llm;
 mod replay;
+mod report;
 mod rows;
 mod trace;
 
@@ -101,3 +104,9 @@ pub use trace::propagation::Headers;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The examples of the longer guides in `docs/`, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/llm.md")]
+#[doc = include_str!("../docs/distributed.md")]
+struct DocsDoctests;

@@ -63,7 +63,8 @@ impl UploadReport {
 /// `builder` supplies the upload settings exactly as for [`Builder::build`]: API key, app
 /// and API URLs, organization, project, batch and request sizes, retries and timeouts, from
 /// code or the `BRAINTRUST_*` environment. Rows that name their destination
-/// (`project_id`, `experiment_id`, ...) keep it; the others go to the configured project.
+/// (`project_id`, `experiment_id`, ...; local-mode rows name the project they were written
+/// for as `_bt_project_name`) keep it; the others go to the configured project.
 /// The memory sink, local file, spool and mask settings do not apply (rows in these files
 /// were already masked when they were written).
 ///
@@ -211,10 +212,10 @@ async fn upload(sink: &dyn Sink, files: Vec<(PathBuf, File)>) -> UploadReport {
     if report.lines_skipped > 0 {
         diag::warn(
             "upload-skipped",
-            format_args!(
-                "{} lines were skipped because they are not JSON rows",
-                report.lines_skipped
-            ),
+            match report.lines_skipped {
+                1 => "1 line was skipped because it is not a JSON row".to_owned(),
+                n => format!("{n} lines were skipped because they are not JSON rows"),
+            },
         );
     }
     report

@@ -329,3 +329,65 @@ fn orphan_event_level_changes_it() {
     assert_eq!(logs.len(), 1);
     assert_eq!(logs[0]["output"], "inside");
 }
+
+/// `warn!(error = %e, "handled, falling back")` reports an error that was handled: its row
+/// keeps the error in its metadata and is not marked as failed, and neither is its span. An
+/// ERROR event with the same field, and `#[instrument(err)]`, still mark theirs.
+#[test]
+fn a_warn_or_info_error_field_stays_metadata() {
+    #[tracing::instrument(err)]
+    fn refuses() -> Result<(), String> {
+        Err("refused".into())
+    }
+    let (rows, report) = capture(|| {
+        tracing::info_span!("handled").in_scope(|| {
+            tracing::warn!(error = "timeout after 2 s", "handled, falling back");
+            tracing::info!(error = "cache miss", "looked elsewhere");
+        });
+        tracing::info_span!("unhandled").in_scope(|| {
+            tracing::error!(error = "disk full", "cannot save");
+        });
+        let _ = refuses();
+        tracing::warn!(error = "no config file", "using the defaults");
+    });
+    assert_eq!(report.dropped, 0);
+    let handled = by_name(&rows, "handled");
+    assert_eq!(handled["error"], Value::Null, "{handled:#}");
+    let warning = by_name(&rows, "handled, falling back");
+    assert_eq!(warning["error"], Value::Null, "{warning:#}");
+    assert_eq!(warning["metadata"]["error"], "timeout after 2 s");
+    assert_eq!(warning["span_attributes"]["log_level"], "warn");
+    let info = by_name(&rows, "looked elsewhere");
+    assert_eq!(
+        (&info["error"], &info["metadata"]["error"]),
+        (&Value::Null, &json!("cache miss"))
+    );
+    let orphan = by_name(&rows, "using the defaults");
+    assert_eq!(orphan["error"], Value::Null, "{orphan:#}");
+    assert_eq!(orphan["metadata"]["error"], "no config file");
+    assert_eq!(
+        by_name(&rows, "unhandled")["error"],
+        "cannot save: disk full"
+    );
+    assert_eq!(by_name(&rows, "cannot save")["error"], "disk full");
+    assert_eq!(by_name(&rows, "refuses")["error"], "refused");
+}
+
+/// What the README's pitfalls say of `ret`: the returned value arrives as a child `log` row
+/// (`metadata.return`), not as the span's `output`.
+#[test]
+fn instrument_ret_gives_a_log_row_not_the_output() {
+    #[tracing::instrument(ret)]
+    fn answer() -> u32 {
+        42
+    }
+    let (rows, _) = capture(|| {
+        answer();
+    });
+    let span = by_name(&rows, "answer");
+    assert_eq!(span["output"], Value::Null, "{span:#}");
+    let log = logs(&rows);
+    assert_eq!(log.len(), 1, "{rows:#?}");
+    assert_eq!(log[0]["metadata"]["return"], 42);
+    assert_eq!(log[0]["span_parents"], json!([span["span_id"]]));
+}

@@ -116,7 +116,10 @@ fn rows_land_as_json_lines() {
     assert_eq!(log["span_attributes"]["type"], "log");
     // Lines are complete rows: serialised keys are sorted.
     let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.lines().all(|l| l.starts_with(r#"{"context":"#)));
+    assert!(
+        text.lines()
+            .all(|l| l.starts_with(r#"{"_bt_project_name":"local-test","context":"#))
+    );
 }
 
 #[test]
@@ -294,4 +297,74 @@ fn json_text_fields_are_one_line_and_read_as_in_memory() {
     );
     assert_eq!(from_file[2]["input"], json!([0.99999999999999999999]));
     assert_eq!(from_file[4]["input"][0], "18446744073709551616");
+}
+
+/// Layers of one process, logging to different projects, share one file: each row names its
+/// project (`_bt_project_name`, as the uploader reads it; a configured project id instead
+/// when there is one), and a row routed elsewhere by its parent keeps its own destination.
+#[test]
+fn rows_of_two_projects_in_one_file_say_which_project_they_belong_to() {
+    let path = unique_path("projects.jsonl");
+    let _cleanup = Cleanup(path.clone());
+    let env = |project: &'static str| {
+        BraintrustLayer::builder()
+            .with_env_vars([("BRAINTRUST_PROJECT", project)])
+            .with_local_file(&path)
+    };
+    let (search, search_guard) = env("search").build().expect("valid configuration");
+    let (billing, billing_guard) = env("billing")
+        .with_live_spans(true)
+        .build()
+        .expect("valid configuration");
+    let (by_id, by_id_guard) = env("ignored")
+        .with_project_id("proj-42")
+        .build()
+        .expect("valid configuration");
+    let (unnamed, unnamed_guard) = BraintrustLayer::builder()
+        .with_env_vars(Vec::<(String, String)>::new())
+        .with_local_file(&path)
+        .build()
+        .expect("valid configuration");
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(search), || {
+        tracing::info_span!("query").in_scope(|| tracing::info!("found"));
+        tracing::info_span!("elsewhere", braintrust.parent = "project_name:other").in_scope(|| {});
+    });
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(billing), || {
+        tracing::info_span!("invoice").in_scope(|| {});
+    });
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(by_id), || {
+        tracing::info_span!("by-id").in_scope(|| {});
+    });
+    tracing::subscriber::with_default(tracing_subscriber::registry().with(unnamed), || {
+        tracing::info_span!("unnamed").in_scope(|| {});
+    });
+    for guard in [search_guard, billing_guard, by_id_guard, unnamed_guard] {
+        assert_eq!(guard.shutdown().failed, 0);
+    }
+    let rows = read_rows(&path);
+    let project_of = |name: &str| {
+        let named: Vec<&Value> = rows
+            .iter()
+            .filter(|r| {
+                r["span_attributes"]["name"] == name
+                    || (name == "invoice" && r.get("span_attributes").is_none())
+            })
+            .collect();
+        assert!(!named.is_empty(), "no row {name}: {rows:#?}");
+        named
+            .iter()
+            .map(|r| (r["_bt_project_name"].clone(), r["project_id"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let named = |p: &str| (json!(p), Value::Null);
+    assert_eq!(project_of("query"), [named("search")]);
+    assert_eq!(project_of("found"), [named("search")]);
+    assert_eq!(project_of("elsewhere"), [named("other")]);
+    assert!(
+        project_of("invoice").iter().all(|p| *p == named("billing")),
+        "{rows:#?}"
+    );
+    assert_eq!(project_of("by-id"), [(Value::Null, json!("proj-42"))]);
+    // No project configured: the row is left for `upload_files` to route.
+    assert_eq!(project_of("unnamed"), [(Value::Null, Value::Null)]);
 }

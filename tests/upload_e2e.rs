@@ -126,7 +126,7 @@ fn quickstart_uploads_and_prints_a_link_or_finishes_on_a_wrong_key() {
     let server = FakeServer::start();
     for (key, expect) in [
         (server.api_key().to_owned(), "See the trace: "),
-        ("sk-wrong".to_owned(), "0 rows uploaded"),
+        ("sk-wrong".to_owned(), "7 rows: 7 failed"),
     ] {
         let out = std::process::Command::new(&example)
             .env_clear()
@@ -147,7 +147,11 @@ fn quickstart_uploads_and_prints_a_link_or_finishes_on_a_wrong_key() {
                 )),
                 "{stdout}"
             );
-            assert!(stdout.contains("7 rows uploaded"), "{stdout}");
+            assert!(stdout.contains("7 rows: 7 sent"), "{stdout}");
+        } else {
+            assert!(!stdout.contains("See the trace"), "{stdout}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("BRAINTRUST_API_KEY"), "{stderr}");
         }
     }
 }

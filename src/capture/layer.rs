@@ -195,6 +195,9 @@ pub(crate) struct LayerInner {
     pub(crate) live: bool,
     /// Open spans that have not sent their open message (outside live mode).
     pub(crate) open_spans: Arc<crate::capture::shutdown::OpenSpans>,
+    /// `false` when switched off ([`Builder::with_enabled`](crate::Builder::with_enabled)):
+    /// new spans and events are ignored, so nothing else ever finds a span of ours.
+    pub(crate) enabled: bool,
 }
 
 /// Where a new span sits: its trace, its parent, where its rows go, whether it is kept.
@@ -331,8 +334,13 @@ impl LayerInner {
         }
     }
 
-    fn drop_row(&self) {
+    /// Counts a row that could not be queued; `worker_gone` when the queue has no worker
+    /// any more (the guard was dropped or shut down), which is said once, on stderr.
+    fn drop_row(&self, worker_gone: bool) {
         self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        if worker_gone {
+            warn_worker_gone();
+        }
     }
 }
 
@@ -346,6 +354,9 @@ where
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let inner = &*self.inner;
+        if !inner.enabled {
+            return;
+        }
         let local = self.local_lineage(attrs, id, &ctx);
         let mut fields = None;
         let is_root = local.is_none();
@@ -418,6 +429,9 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let inner = &*self.inner;
+        if !inner.enabled {
+            return;
+        }
         let level = *event.metadata().level();
         let span = ctx.event_span(event);
         let row_level = if span.is_some() {
@@ -485,8 +499,8 @@ where
             route,
             fields,
         };
-        if inner.tx.try_send(Message::Event(record)).is_err() {
-            inner.drop_row();
+        if let Err(e) = inner.tx.try_send(Message::Event(record)) {
+            inner.drop_row(e.is_disconnected());
         }
     }
 
@@ -514,8 +528,8 @@ where
             end: Stamp::now(),
             open_delivered: data.open_delivered,
         });
-        if self.inner.tx.try_send(msg).is_err() {
-            self.inner.drop_row();
+        if let Err(e) = self.inner.tx.try_send(msg) {
+            self.inner.drop_row(e.is_disconnected());
             if data.open_delivered {
                 // Tell the worker to forget the open span, so it is not written as
                 // unfinished at shutdown and counted twice.
@@ -523,6 +537,19 @@ where
             }
         }
     }
+}
+
+/// Says once, on stderr, that rows are being dropped because the worker has stopped: its
+/// guard was dropped (often at once, by `let (layer, _) = ...`) or shut down.
+#[cold]
+#[inline(never)]
+fn warn_worker_gone() {
+    crate::diag::warn_once(
+        "worker-gone",
+        "a span or event was dropped because the BraintrustGuard was dropped or shut down, so \
+         nothing is recorded any more. Keep the guard alive for as long as the program traces: \
+         `let (layer, _guard) = ...build()?;` (`let _ = ...` or a `_` pattern drops it at once).",
+    );
 }
 
 /// The least a span's fields may hold (see [`LayerInner::after_records`]).
@@ -642,8 +669,8 @@ impl BraintrustLayer {
             end: Stamp::now(),
             open_delivered: false,
         });
-        if inner.tx.try_send(msg).is_err() {
-            inner.drop_row();
+        if let Err(e) = inner.tx.try_send(msg) {
+            inner.drop_row(e.is_disconnected());
         }
     }
 }

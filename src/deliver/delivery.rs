@@ -193,7 +193,7 @@ impl Dispatcher {
         self
     }
 
-    pub(crate) fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> Option<String> {
         self.sink.describe()
     }
 

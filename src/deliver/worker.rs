@@ -104,7 +104,9 @@ impl Worker {
     }
 
     async fn run(mut self) {
-        diag::warn_once("destination", self.dispatcher.describe());
+        if let Some(destination) = self.dispatcher.describe() {
+            diag::warn_once("destination", destination);
+        }
         // Rows an earlier run could not deliver go first.
         self.dispatcher.replay_first().await;
         let mut idle_rounds = 0u32;

@@ -296,6 +296,13 @@ pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
     if *level == Level::ERROR && parts.error.is_none() {
         parts.error = Some(Value::String(error_text(&ev.fields)));
     }
+    // A WARN or INFO event's `error` field (`warn!(error = %e, "falling back")`) describes
+    // a handled error: it stays in the metadata, and the row is not marked as failed.
+    if *level != Level::ERROR {
+        if let Some(error) = parts.error.take() {
+            parts.metadata.insert("error".into(), error);
+        }
+    }
 
     let time = ev.time.to_system();
     let t = unix_seconds(time);

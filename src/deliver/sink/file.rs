@@ -4,9 +4,11 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Delivery, Row, Sink, SinkFuture};
 use crate::diag;
+use crate::rows::wire::Target;
 
 /// Appends rows to a file. The file is opened lazily on the worker, in append mode, so
 /// several processes (a parent and its children) can share one file: each `write` call
@@ -15,6 +17,14 @@ use crate::diag;
 pub(crate) struct FileSink {
     path: PathBuf,
     file: Mutex<Option<OpenFile>>,
+    // --- Local rows name their project; the file is announced when first written. ---
+    /// The project name given in code or the environment (not the default), written as
+    /// `_bt_project_name` into the rows that name no destination of their own (a configured
+    /// project id is already in every row), so that rows of several layers sharing one file
+    /// can be told apart and `upload_files` sends each to its project.
+    project: Option<String>,
+    /// Whether the "writing spans to" line was printed (on the first write that succeeds).
+    announced: AtomicBool,
 }
 
 /// The open file and the buffer lines are gathered in, kept from one batch to the next
@@ -37,6 +47,30 @@ impl FileSink {
         Self {
             path,
             file: Mutex::new(None),
+            project: None,
+            announced: AtomicBool::new(false),
+        }
+    }
+
+    /// Rows that name no destination are written with `_bt_project_name: project`.
+    pub(crate) fn with_project(mut self, project: String) -> Self {
+        self.project = Some(project);
+        self
+    }
+
+    /// Says where the rows go, once, when the first of them is in the file (so a layer
+    /// whose guard was dropped before any span closed does not claim a file it never
+    /// wrote).
+    fn announce(&self) {
+        if !self.announced.swap(true, Ordering::Relaxed) {
+            let shown = std::path::absolute(&self.path).unwrap_or_else(|_| self.path.clone());
+            diag::warn_once(
+                "destination",
+                format_args!(
+                    "no BRAINTRUST_API_KEY set: writing spans to {} (one Braintrust row per line)",
+                    shown.display()
+                ),
+            );
         }
     }
 
@@ -85,7 +119,10 @@ impl FileSink {
         // The rows whose lines are in the buffer: sent once the buffer is written.
         let mut chunk = Vec::new();
         open.buf.clear();
-        for row in rows {
+        for mut row in rows {
+            if let Some(project) = &self.project {
+                name_project(&mut row, project);
+            }
             row.write_json(&mut open.buf, None);
             open.buf.push(b'\n');
             chunk.push(row);
@@ -94,6 +131,9 @@ impl FileSink {
             }
         }
         self.write_chunk(open, &mut chunk, &mut delivery);
+        if delivery.sent > 0 {
+            self.announce();
+        }
         if open.buf.capacity() > 4 * CHUNK {
             // One huge row: do not keep its memory.
             open.buf = Vec::with_capacity(CHUNK);
@@ -173,12 +213,31 @@ impl Sink for FileSink {
         Box::pin(async move { delivery })
     }
 
-    fn describe(&self) -> String {
-        let shown = std::path::absolute(&self.path).unwrap_or_else(|_| self.path.clone());
-        format!(
-            "no BRAINTRUST_API_KEY set: writing spans to {} (one Braintrust row per line)",
-            shown.display()
-        )
+    fn describe(&self) -> Option<String> {
+        // Said by `announce` on the first write.
+        None
+    }
+}
+
+/// Gives a row that names no destination the project `name` (`_bt_project_name`, as the
+/// uploader reads it).
+fn name_project(row: &mut Row, name: &str) {
+    if let Some(built) = row.as_built_mut() {
+        if built.target == Target::Logs {
+            built.target = Target::ProjectName(name.to_owned());
+        }
+        return;
+    }
+    let object = row.object_mut();
+    let routed = [
+        "experiment_id",
+        "project_id",
+        "dataset_id",
+        "prompt_session_id",
+        "_bt_project_name",
+    ];
+    if !routed.iter().any(|key| object.contains_key(*key)) {
+        object.insert("_bt_project_name".into(), name.into());
     }
 }
 

@@ -109,7 +109,7 @@ impl Sink for MemorySink {
         })
     }
 
-    fn describe(&self) -> String {
-        "rows kept in memory (MemorySink)".to_owned()
+    fn describe(&self) -> Option<String> {
+        Some("rows kept in memory (MemorySink)".to_owned())
     }
 }

@@ -7,6 +7,7 @@ pub(crate) mod file;
 pub(crate) mod http;
 
 pub(crate) mod memory;
+pub(crate) mod off;
 
 /// The loopback fake of the Braintrust API, shared by every unit test that needs it.
 #[cfg(test)]
@@ -33,8 +34,9 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn send(&self, rows: Vec<Row>) -> SinkFuture;
     /// Called once when the worker stops, after the last `send` completed.
     fn close(&self) {}
-    /// A short human description (where rows go), for the startup message.
-    fn describe(&self) -> String;
+    /// A short human description (where rows go), for the startup message; `None` for a
+    /// sink that says so itself when it first writes (or has nothing to say).
+    fn describe(&self) -> Option<String>;
 }
 
 /// The Braintrust uploader as a sink described as `description`, and the uploader itself,
@@ -69,7 +71,7 @@ impl Sink for Upload {
         })
     }
 
-    fn describe(&self) -> String {
-        self.description.clone()
+    fn describe(&self) -> Option<String> {
+        Some(self.description.clone())
     }
 }
