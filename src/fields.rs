@@ -40,10 +40,10 @@ pub(crate) struct RowParts {
     pub(crate) tags: Vec<String>,
     pub(crate) span_type: Option<&'static str>,
     pub(crate) name: Option<String>,
-    /// Whether any `llm.*` or `gen_ai.*` field was seen.
+    /// Whether an `llm.*` field, or a `gen_ai.*` model, usage or message field, was seen.
     pub(crate) has_llm: bool,
-    /// The model named by `gen_ai.response.model`, which wins over the requested one.
-    response_model: bool,
+    /// What the OpenTelemetry conventions' fields say (see [`crate::genai`]).
+    pub(crate) conventions: crate::genai::Conventions,
 }
 
 /// Converts a captured value to JSON, following the Python SDK's sanitisation: non-finite
@@ -198,7 +198,7 @@ fn quote_big_integers(text: &str) -> Option<String> {
 /// A JSON string that holds a JSON object or array (OpenTelemetry GenAI message
 /// attributes, message lists) parsed; anything else, including text that would parse as a
 /// JSON number or string, as is.
-fn parse_embedded_json(v: Value) -> Value {
+pub(crate) fn parse_embedded_json(v: Value) -> Value {
     match v {
         Value::String(s) if matches!(s.trim_start().as_bytes().first(), Some(b'[' | b'{')) => {
             match serde_json::from_str::<Value>(&s) {
@@ -211,7 +211,7 @@ fn parse_embedded_json(v: Value) -> Value {
 }
 
 /// A value as a number, for metrics and scores: numbers, booleans (1/0) and numeric strings.
-fn as_number(v: &Value) -> Option<f64> {
+pub(crate) fn as_number(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
         Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
@@ -245,7 +245,7 @@ fn llm_metric(name: &str) -> Option<&'static str> {
 }
 
 /// The standard metric name for a `gen_ai.usage.*` field.
-fn gen_ai_usage_metric(name: &str) -> Option<&'static str> {
+pub(crate) fn gen_ai_usage_metric(name: &str) -> Option<&'static str> {
     Some(match name {
         "input_tokens" | "prompt_tokens" => "prompt_tokens",
         "output_tokens" | "completion_tokens" => "completion_tokens",
@@ -301,16 +301,17 @@ pub(crate) fn supersede(name: &str) -> Supersede {
             _ => Supersede::ByNonObject,
         }
     } else if let Some(key) = name.strip_prefix("gen_ai.") {
-        if key
-            .strip_prefix("usage.")
-            .and_then(gen_ai_usage_metric)
-            .is_some()
-        {
+        if key.starts_with("usage.") || key == "response.time_to_first_chunk" {
             return Supersede::NumberByNumber;
         }
         match key {
             // Parsed from a string holding JSON, as above.
-            "input.messages" | "prompt" | "output.messages" | "completion" => Supersede::Never,
+            "input.messages"
+            | "prompt"
+            | "output.messages"
+            | "completion"
+            | "tool.call.arguments"
+            | "tool.call.result" => Supersede::Never,
             _ => Supersede::Always,
         }
     } else {
@@ -357,9 +358,8 @@ impl RowParts {
             self.has_llm = true;
             self.apply_llm(key, name, value);
         } else if let Some(key) = name.strip_prefix("gen_ai.") {
-            self.has_llm = true;
-            self.apply_gen_ai(key, name, value);
-        } else {
+            crate::genai::apply_gen_ai(self, key, name, value);
+        } else if let Some(value) = crate::genai::apply_convention(self, name, value) {
             self.metadata.insert(name.to_owned(), to_json(value));
         }
     }
@@ -388,45 +388,6 @@ impl RowParts {
         }
     }
 
-    fn apply_gen_ai(&mut self, key: &str, full: &str, value: FieldValue) {
-        if let Some(usage) = key.strip_prefix("usage.") {
-            if let Some(metric) = gen_ai_usage_metric(usage) {
-                return self.set_metric_or_metadata(metric, full, to_json(value));
-            }
-        }
-        match key {
-            "request.model" => {
-                if !self.response_model {
-                    self.metadata.insert("model".into(), to_json(value));
-                }
-            }
-            "response.model" => {
-                self.response_model = true;
-                self.metadata.insert("model".into(), to_json(value));
-            }
-            "provider.name" | "system" => {
-                self.metadata.insert("provider".into(), to_json(value));
-            }
-            "operation.name" => {
-                self.metadata.insert("operation".into(), to_json(value));
-            }
-            "input.messages" | "prompt" => {
-                merge_or_replace(&mut self.input, parse_embedded_json(to_json(value)))
-            }
-            "output.messages" | "completion" => {
-                merge_or_replace(&mut self.output, parse_embedded_json(to_json(value)))
-            }
-            _ => match key.strip_prefix("request.") {
-                Some(param) => {
-                    self.metadata.insert(param.to_owned(), to_json(value));
-                }
-                None => {
-                    self.metadata.insert(full.to_owned(), to_json(value));
-                }
-            },
-        }
-    }
-
     /// Maps a provider `usage` object onto the standard metrics.
     pub(crate) fn apply_usage(&mut self, usage: Value) {
         for (metric, v) in crate::usage::usage_metrics(&usage) {
@@ -434,7 +395,7 @@ impl RowParts {
         }
     }
 
-    fn set_metric_or_metadata(
+    pub(crate) fn set_metric_or_metadata(
         &mut self,
         metric: impl Into<Cow<'static, str>>,
         full: &str,
@@ -573,6 +534,11 @@ impl Metrics {
         self.find(name).is_ok()
     }
 
+    /// Takes `name` out, returning its value.
+    pub(crate) fn remove(&mut self, name: &str) -> Option<Value> {
+        self.find(name).ok().map(|i| self.0.remove(i).1)
+    }
+
     /// Names and values, sorted by name.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.0.iter().map(|(k, v)| (k.as_ref(), v))
@@ -618,7 +584,7 @@ impl std::ops::Index<&str> for Metrics {
 }
 
 /// `input`/`output`/`expected`: replaced, unless both old and new are objects (deep merge).
-fn merge_or_replace(slot: &mut Option<Part>, new: Value) {
+pub(crate) fn merge_or_replace(slot: &mut Option<Part>, new: Value) {
     match (slot.as_mut(), new) {
         // Kept text is parsed only when an object may merge into it.
         (Some(old), Value::Object(new)) => match old.value_mut() {

@@ -82,6 +82,8 @@ mod diag;
 mod error;
 mod ext;
 mod fields;
+mod genai;
+mod genai_messages;
 mod guard;
 mod ids;
 mod json;
