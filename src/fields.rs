@@ -314,6 +314,9 @@ pub(crate) fn supersede(name: &str) -> Supersede {
             | "tool.call.result" => Supersede::Never,
             _ => Supersede::Always,
         }
+    } else if crate::genai::nests(name) {
+        // Nested in metadata like `metadata.a.b`.
+        Supersede::ByNonObject
     } else {
         Supersede::Always
     }

@@ -196,6 +196,12 @@ const NESTED_FAMILIES: [&str; 8] = [
     "user_agent",
 ];
 
+/// Whether `name` belongs to a family nested in metadata ([`NESTED_FAMILIES`]).
+pub(crate) fn nests(name: &str) -> bool {
+    name.split_once('.')
+        .is_some_and(|(family, _)| NESTED_FAMILIES.contains(&family))
+}
+
 /// Applies one field of the OpenTelemetry span conventions (`otel.kind`, `error.type`,
 /// `http.*`, ...): nested in metadata, the status and error fields noted for the row's
 /// error. Any other field is handed back.
@@ -204,10 +210,7 @@ pub(crate) fn apply_convention(
     name: &str,
     value: FieldValue,
 ) -> Option<FieldValue> {
-    let Some((family, _)) = name.split_once('.') else {
-        return Some(value);
-    };
-    if !NESTED_FAMILIES.contains(&family) {
+    if !nests(name) {
         return Some(value);
     }
     let v = to_json(value);
