@@ -306,6 +306,34 @@ mod tests {
         assert!(to_chat(&Value::Array(messages)).is_none());
     }
 
+    /// Parts with content are kept (as text, or as they are); parts holding nothing are left
+    /// out.
+    #[test]
+    fn odd_parts_keep_what_they_hold() {
+        let (messages, reasons) = to_chat(&parsed(
+            r#"[{"role":7,"parts":[{"type":"text","content":{"x":1}},{"content":"untyped"},
+                {"type":"tool_call"},{"type":"tool_call_response"},{"type":"audio","data":"AA"},
+                {"no":"content"},3,null]},
+                {"parts":[]}]"#,
+        ))
+        .unwrap();
+        assert!(reasons.is_empty());
+        assert_eq!(
+            Value::Array(messages),
+            json!([
+                {"role": "tool", "tool_call_id": null, "content": ""},
+                {"role": "user", "content": [
+                    {"type": "text", "text": "{\"x\":1}"},
+                    {"type": "text", "text": "untyped"},
+                    {"type": "audio", "data": "AA"},
+                ], "tool_calls": [
+                    {"id": null, "type": "function", "function": {"name": null, "arguments": "{}"}}
+                ]},
+                {"role": "user", "content": ""},
+            ])
+        );
+    }
+
     #[test]
     fn system_instructions_become_one_system_message() {
         assert_eq!(
