@@ -186,7 +186,9 @@ fn span_type_valid_unknown_and_defaults() {
             tracing::info_span!("as-tool", span_type = "tool").in_scope(|| {});
             tracing::info_span!("unknown-type", span_type = "banana").in_scope(|| {});
             tracing::info_span!("llm-child", llm.model = "gpt-4o-mini").in_scope(|| {});
-            tracing::info_span!("gen-ai-child", gen_ai.system = "openai").in_scope(|| {});
+            // A model makes an llm span; a provider alone does not.
+            tracing::info_span!("gen-ai-child", gen_ai.request.model = "gpt-4o").in_scope(|| {});
+            tracing::info_span!("gen-ai-provider", gen_ai.system = "openai").in_scope(|| {});
             // An explicit type wins over the llm default.
             tracing::info_span!("llm-but-tool", llm.model = "x", span_type = "tool")
                 .in_scope(|| {});
@@ -210,6 +212,7 @@ fn span_type_valid_unknown_and_defaults() {
     );
     assert_eq!(ty("llm-child"), "llm");
     assert_eq!(ty("gen-ai-child"), "llm");
+    assert_eq!(ty("gen-ai-provider"), "function");
     assert_eq!(ty("llm-but-tool"), "tool");
     assert_eq!(ty("late-type"), "score");
     assert_eq!(ty("llm-root"), "llm");
@@ -305,9 +308,9 @@ fn metrics_scores_metadata_tags() {
     assert_eq!(row["metadata"]["flat"], 5);
     assert_eq!(row["metadata"]["extra"], json!([1]));
     assert_eq!(row["metadata"]["customer"], "acme");
-    // Unknown dotted names stay flat.
-    assert_eq!(row["metadata"]["http.method"], "GET");
-    assert!(row["metadata"].get("http").is_none());
+    // OpenTelemetry attribute families (`http.*`, `server.*`, ...) nest.
+    assert_eq!(row["metadata"]["http"], json!({"method": "GET"}));
+    assert!(row["metadata"].get("http.method").is_none());
     assert_eq!(row["tags"], json!(["a", "b", "c", "d", "e"]));
 }
 
@@ -459,10 +462,8 @@ fn gen_ai_aliases() {
     assert_eq!(m["prompt_cached_tokens"], 40);
     assert_eq!(m["prompt_cache_creation_tokens"], 10);
     assert_eq!(m["completion_reasoning_tokens"], 7);
-    assert_eq!(
-        row["input"],
-        json!([{"role": "user", "parts": [{"type": "text", "content": "hi"}]}])
-    );
+    // GenAI parts messages become chat messages.
+    assert_eq!(row["input"], json!([{"role": "user", "content": "hi"}]));
     assert_eq!(row["output"], json!([{"role": "assistant"}]));
 
     let row = by_name(&rows, "otel-alt");
@@ -660,4 +661,26 @@ fn span_name_and_otel_name_rename() {
     for row in &rows {
         assert!(row.get("metadata").is_none(), "{row:#}");
     }
+}
+
+#[tracing::instrument(ret)]
+fn double(n: u32) -> u32 {
+    n * 2
+}
+
+#[tracing::instrument(ret(Display))]
+fn shout(word: &str) -> String {
+    word.to_uppercase()
+}
+
+#[test]
+fn instrument_ret_is_the_spans_output() {
+    let (rows, _) = capture(|| {
+        double(21);
+        shout("hi");
+    });
+    // No row of its own for the returned value.
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!(by_name(&rows, "double")["output"], 42);
+    assert_eq!(by_name(&rows, "shout")["output"], "HI");
 }

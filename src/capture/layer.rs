@@ -41,6 +41,38 @@ impl Clone for BraintrustLayer {
 }
 
 impl BraintrustLayer {
+    /// Appends the fields of an event that reports on its span (see
+    /// [`crate::rows::genai::Fold`]) to the span's fields, under the names the mapping knows;
+    /// the event makes no row. Values are formatted outside the span's lock.
+    fn fold_into_span(&self, id: &Id, fold: crate::rows::genai::Fold, event: &Event<'_>) {
+        let inner = &*self.inner;
+        with_scratch(|buf| {
+            event.record(&mut FieldVisitor {
+                fields: buf,
+                max_bytes: inner.max_field_bytes,
+            });
+            let folded: Vec<_> = buf
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((crate::rows::genai::folded_name(fold, name)?, value))
+                })
+                .collect();
+            if folded.is_empty() {
+                return;
+            }
+            self.spans.with(id, |data| {
+                if data.sampled && !data.fields_full {
+                    data.fields
+                        .ready_for_records(&inner.pool, data.header.metadata);
+                    for (name, value) in &folded {
+                        data.fields.push(name, value);
+                    }
+                    inner.after_records(data);
+                }
+            });
+        });
+    }
+
     pub(crate) fn new(inner: Arc<LayerInner>) -> Self {
         let spans = inner.open_spans.new_table();
         BraintrustLayer { inner, spans }
@@ -434,6 +466,12 @@ where
         }
         let level = *event.metadata().level();
         let span = ctx.event_span(event);
+        // `#[instrument(ret)]` and tower-http's response event report on their span.
+        if let Some(span) = &span {
+            if let Some(fold) = crate::rows::genai::fold_event(event.metadata()) {
+                return self.fold_into_span(&span.id(), fold, event);
+            }
+        }
         let row_level = if span.is_some() {
             inner.event_level
         } else {

@@ -42,10 +42,10 @@ pub(crate) struct RowParts {
     pub(crate) tags: Vec<String>,
     pub(crate) span_type: Option<&'static str>,
     pub(crate) name: Option<String>,
-    /// Whether any `llm.*` or `gen_ai.*` field was seen.
+    /// Whether an `llm.*` field, or a `gen_ai.*` model, usage or message field, was seen.
     pub(crate) has_llm: bool,
-    /// The model named by `gen_ai.response.model`, which wins over the requested one.
-    response_model: bool,
+    /// What the OpenTelemetry conventions' fields say (see [`crate::rows::genai`]).
+    pub(crate) conventions: crate::rows::genai::Conventions,
 }
 
 /// A field name that makes row building panic, so unit tests can check that the worker
@@ -70,7 +70,7 @@ fn llm_metric(name: &str) -> Option<&'static str> {
 }
 
 /// The standard metric name for a `gen_ai.usage.*` field.
-fn gen_ai_usage_metric(name: &str) -> Option<&'static str> {
+pub(crate) fn gen_ai_usage_metric(name: &str) -> Option<&'static str> {
     Some(match name {
         "input_tokens" | "prompt_tokens" => "prompt_tokens",
         "output_tokens" | "completion_tokens" => "completion_tokens",
@@ -126,18 +126,22 @@ pub(crate) fn supersede(name: &str) -> Supersede {
             _ => Supersede::ByNonObject,
         }
     } else if let Some(key) = name.strip_prefix("gen_ai.") {
-        if key
-            .strip_prefix("usage.")
-            .and_then(gen_ai_usage_metric)
-            .is_some()
-        {
+        if key.starts_with("usage.") || key == "response.time_to_first_chunk" {
             return Supersede::NumberByNumber;
         }
         match key {
             // Parsed from a string holding JSON, as above.
-            "input.messages" | "prompt" | "output.messages" | "completion" => Supersede::Never,
+            "input.messages"
+            | "prompt"
+            | "output.messages"
+            | "completion"
+            | "tool.call.arguments"
+            | "tool.call.result" => Supersede::Never,
             _ => Supersede::Always,
         }
+    } else if crate::rows::genai::nests(name) {
+        // Nested in metadata like `metadata.a.b`.
+        Supersede::ByNonObject
     } else {
         Supersede::Always
     }
@@ -182,9 +186,8 @@ impl RowParts {
             self.has_llm = true;
             self.apply_llm(key, name, value);
         } else if let Some(key) = name.strip_prefix("gen_ai.") {
-            self.has_llm = true;
-            self.apply_gen_ai(key, name, value);
-        } else {
+            crate::rows::genai::apply_gen_ai(self, key, name, value);
+        } else if let Some(value) = crate::rows::genai::apply_convention(self, name, value) {
             self.metadata.insert(name.to_owned(), to_json(value));
         }
     }
@@ -213,45 +216,6 @@ impl RowParts {
         }
     }
 
-    fn apply_gen_ai(&mut self, key: &str, full: &str, value: FieldValue) {
-        if let Some(usage) = key.strip_prefix("usage.") {
-            if let Some(metric) = gen_ai_usage_metric(usage) {
-                return self.set_metric_or_metadata(metric, full, to_json(value));
-            }
-        }
-        match key {
-            "request.model" => {
-                if !self.response_model {
-                    self.metadata.insert("model".into(), to_json(value));
-                }
-            }
-            "response.model" => {
-                self.response_model = true;
-                self.metadata.insert("model".into(), to_json(value));
-            }
-            "provider.name" | "system" => {
-                self.metadata.insert("provider".into(), to_json(value));
-            }
-            "operation.name" => {
-                self.metadata.insert("operation".into(), to_json(value));
-            }
-            "input.messages" | "prompt" => {
-                merge_or_replace(&mut self.input, parse_embedded_json(to_json(value)))
-            }
-            "output.messages" | "completion" => {
-                merge_or_replace(&mut self.output, parse_embedded_json(to_json(value)))
-            }
-            _ => match key.strip_prefix("request.") {
-                Some(param) => {
-                    self.metadata.insert(param.to_owned(), to_json(value));
-                }
-                None => {
-                    self.metadata.insert(full.to_owned(), to_json(value));
-                }
-            },
-        }
-    }
-
     /// Maps a provider `usage` object onto the standard metrics.
     pub(crate) fn apply_usage(&mut self, usage: Value) {
         for (metric, v) in crate::rows::usage::usage_metrics(&usage) {
@@ -259,7 +223,7 @@ impl RowParts {
         }
     }
 
-    fn set_metric_or_metadata(
+    pub(crate) fn set_metric_or_metadata(
         &mut self,
         metric: impl Into<Cow<'static, str>>,
         full: &str,

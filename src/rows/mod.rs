@@ -5,6 +5,8 @@
 pub(crate) mod cost;
 pub(crate) mod deferred;
 pub(crate) mod fields;
+pub(crate) mod genai;
+pub(crate) mod genai_messages;
 pub(crate) mod json_key;
 pub(crate) mod json_out;
 pub(crate) mod json_ser;

@@ -42,6 +42,11 @@ impl Metrics {
         self.find(name).is_ok()
     }
 
+    /// Takes `name` out, returning its value.
+    pub(crate) fn remove(&mut self, name: &str) -> Option<Value> {
+        self.find(name).ok().map(|i| self.0.remove(i).1)
+    }
+
     /// Names and values, sorted by name.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         self.0.iter().map(|(k, v)| (k.as_ref(), v))

@@ -199,6 +199,16 @@ mod compact {
         "gen_ai.response.model",
         "gen_ai.input.messages",
         "gen_ai.system",
+        "gen_ai.operation.name",
+        "gen_ai.system_instructions",
+        "gen_ai.tool.call.arguments",
+        "gen_ai.tool.call.result",
+        "gen_ai.usage.tool_use_prompt_tokens",
+        "gen_ai.response.time_to_first_chunk",
+        "gen_ai.evaluation.score.value",
+        "otel.status_code",
+        "http.response.status_code",
+        "error.type",
         "plain",
     ];
 

@@ -163,9 +163,13 @@ pub(crate) fn span_row<'a>(
     if let Some(err) = error {
         parts.error = Some(Value::String(error_text(err)));
     }
+    // The OpenTelemetry GenAI conventions (span type, messages, usage, status).
+    let convention_type = crate::rows::genai::finish(&mut parts, header.metadata.name());
     parts.finish_metrics();
 
-    let default_type = if parts.has_llm {
+    let default_type = if let Some(kind) = convention_type {
+        kind
+    } else if parts.has_llm {
         "llm"
     } else if header.parent.is_none() {
         "task"
@@ -277,6 +281,8 @@ pub(crate) fn event_row(settings: &RowSettings, ev: &EventRecord) -> Row {
             parts.apply(name, value);
         }
     }
+    // An event is a `log` row whatever its fields: the conventions' type is not used.
+    let _ = crate::rows::genai::finish(&mut parts, ev.metadata.name());
     parts.finish_metrics();
     let level = ev.metadata.level();
     let name = match message.as_deref() {
