@@ -462,6 +462,7 @@ impl Builder {
         // The span clock's one-time calibration happens here, not in the first span.
         crate::clock::init();
         let mut resolver = None;
+        let mut uploader = None;
         #[cfg(test)]
         let test_sink = self.test_sink.clone();
         #[cfg(not(test))]
@@ -470,8 +471,9 @@ impl Builder {
             (Some(sink), _, _) => sink,
             (None, Some(memory), _) => Arc::new(memory.clone()),
             (None, None, Some(_)) => {
-                let (sink, r) = crate::sink::upload_sink(&config)?;
+                let (sink, r, http) = crate::sink::upload_sink(&config)?;
                 resolver = Some(r);
+                uploader = Some(http);
                 sink
             }
             (None, None, None) => Arc::new(FileSink::new(config.local_file.clone())),
@@ -544,6 +546,9 @@ impl Builder {
             keep_errors: config.keep_errors,
             live: config.live,
             open_spans: Arc::clone(&open_spans),
+            uploader,
+            signal: Arc::clone(&signal),
+            flush_timeout: config.flush_timeout,
         }));
         let guard = BraintrustGuard::new(
             (tx, rx_for_guard),

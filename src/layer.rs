@@ -202,6 +202,15 @@ pub(crate) struct LayerInner {
     pub(crate) live: bool,
     /// Open spans that have not sent their open message (outside live mode).
     pub(crate) open_spans: Arc<crate::open::OpenSpans>,
+    // What an eval running on this layer uses (`src/eval/`): the uploader's session for its
+    // REST calls, and the worker's wake-up and flush timeout for a flush asked through the
+    // layer (the application holds the guard).
+    #[cfg_attr(not(feature = "eval"), allow(dead_code))]
+    pub(crate) uploader: Option<crate::sink::http::HttpSink>,
+    #[cfg_attr(not(feature = "eval"), allow(dead_code))]
+    pub(crate) signal: Arc<crate::worker::Signal>,
+    #[cfg_attr(not(feature = "eval"), allow(dead_code))]
+    pub(crate) flush_timeout: std::time::Duration,
 }
 
 /// Where a new span sits: its trace, its parent, where its rows go, whether it is kept.

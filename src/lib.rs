@@ -68,6 +68,7 @@
 //! # Feature flags
 //!
 //! - `http` (off by default): [`Headers`] for `http::HeaderMap`.
+//! - `eval` (on by default): evals (`Eval`, scorers, experiments), built on the layer.
 //!
 //! # Supported Rust versions
 //!
@@ -80,6 +81,8 @@ mod cost;
 mod delivery;
 mod diag;
 mod error;
+#[cfg(feature = "eval")]
+mod eval;
 mod ext;
 mod fields;
 mod guard;
@@ -105,6 +108,11 @@ mod worker;
 
 pub use builder::Builder;
 pub use error::Error;
+#[cfg(feature = "eval")]
+pub use eval::{
+    BoxFuture, CaseOrigin, CaseStream, DataContext, DataError, DataStream, DatasetVersion,
+    EvalCase, EvalData, EvalError, OpenedData,
+};
 pub use ext::BraintrustSpanExt;
 pub use guard::{BraintrustGuard, FlushReport};
 pub use json::{Json, json};

@@ -123,7 +123,7 @@ pub fn upload_files(builder: Builder, paths: &[impl AsRef<Path>]) -> Result<Uplo
                 .on_thread_start(silence_this_thread)
                 .build()
                 .map_err(Error::Worker)?;
-            let (sink, _resolver) = crate::sink::upload_sink(&config)?;
+            let (sink, _resolver, _) = crate::sink::upload_sink(&config)?;
             let report = runtime.block_on(upload(sink.as_ref(), files));
             sink.close();
             runtime.shutdown_timeout(Duration::from_millis(100));

@@ -43,7 +43,14 @@ pub(crate) trait Sink: Send + Sync + 'static {
 /// tells the organization and project id once it has logged in.
 pub(crate) fn upload_sink(
     config: &crate::builder::Config,
-) -> Result<(std::sync::Arc<dyn Sink>, crate::layer::Resolver), crate::Error> {
+) -> Result<
+    (
+        std::sync::Arc<dyn Sink>,
+        crate::layer::Resolver,
+        http::HttpSink,
+    ),
+    crate::Error,
+> {
     let http = http::HttpSink::new(http::HttpConfig {
         api_key: config.api_key.clone().unwrap_or_default(),
         app_url: config.app_url.clone(),
@@ -67,6 +74,8 @@ pub(crate) fn upload_sink(
     .map_err(crate::Error::HttpClient)?;
     let resolver_sink = http.clone();
     let resolver: crate::layer::Resolver = std::sync::Arc::new(move || resolver_sink.resolved());
+    // Evals make their REST calls on the uploader's session.
+    let shared = http.clone();
     let target = match &config.project_id {
         Some(id) => format!("project id {id}"),
         None => format!("project {:?}", config.project_name),
@@ -75,7 +84,11 @@ pub(crate) fn upload_sink(
         "uploading spans to Braintrust ({target} at {})",
         config.app_url
     );
-    Ok((std::sync::Arc::new(Upload { http, description }), resolver))
+    Ok((
+        std::sync::Arc::new(Upload { http, description }),
+        resolver,
+        shared,
+    ))
 }
 
 /// The HTTP uploader as a sink.
