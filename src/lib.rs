@@ -110,8 +110,11 @@ pub use builder::Builder;
 pub use error::Error;
 #[cfg(feature = "eval")]
 pub use eval::{
-    BoxFuture, CaseOrigin, CaseStream, DataContext, DataError, DataStream, DatasetVersion,
-    EvalCase, EvalData, EvalError, OpenedData,
+    BoxFuture, CaseOrigin, CaseResult, CaseStream, DEFAULT_MAX_CONCURRENCY, DataContext, DataError,
+    DataStream, DatasetVersion, Eval, EvalCase, EvalData, EvalError, EvalResult, EvalSummary,
+    ExactMatch, JsonDiff, Levenshtein, MetricSummary, NumericDiff, OpenedData, Score, ScoreError,
+    ScoreFuture, ScoreSummary, Scorer, ScorerArgs, ScorerFn, Scores, TaskError, TaskHooks,
+    scorer_fn,
 };
 pub use ext::BraintrustSpanExt;
 pub use guard::{BraintrustGuard, FlushReport};
