@@ -511,6 +511,7 @@ impl Builder {
         // The span clock's one-time calibration happens here, not in the first span.
         crate::trace::clock::init();
         let mut resolver = None;
+        let mut uploader = None;
         #[cfg(test)]
         let test_sink = self.test_sink.clone();
         #[cfg(not(test))]
@@ -521,8 +522,9 @@ impl Builder {
             (Some(sink), _, _) => sink,
             (None, Some(memory), _) => Arc::new(memory.clone()),
             (None, None, Some(_)) => {
-                let (sink, r) = config.upload_sink()?;
+                let (sink, r, http) = config.upload_sink()?;
                 resolver = Some(r);
+                uploader = Some(http);
                 sink
             }
             (None, None, None) => {
@@ -606,6 +608,9 @@ impl Builder {
             live: config.live,
             open_spans: Arc::clone(&open_spans),
             enabled: config.enabled,
+            uploader: uploader.map(|http| Arc::new(http) as Arc<dyn std::any::Any + Send + Sync>),
+            signal: Arc::clone(&signal),
+            flush_timeout: config.flush_timeout,
         }));
         let guard = BraintrustGuard::new(
             (tx, rx_for_guard),

@@ -12,7 +12,7 @@ use crate::builder::Builder;
 use crate::capture::layer::Resolver;
 use crate::capture::visit::DEFAULT_MAX_FIELD_BYTES;
 use crate::deliver::sink::Sink;
-use crate::deliver::sink::http::HttpConfig;
+use crate::deliver::sink::http::{HttpConfig, HttpSink};
 use crate::diag;
 use crate::error::Error;
 use crate::rows::cost::PriceTable;
@@ -211,9 +211,10 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    /// The Braintrust uploader for a configuration with an API key, and the function that
-    /// tells the organization and project id once it has logged in.
-    pub(crate) fn upload_sink(&self) -> Result<(Arc<dyn Sink>, Resolver), Error> {
+    /// The Braintrust uploader for a configuration with an API key, the function that
+    /// tells the organization and project id once it has logged in, and the uploader itself
+    /// (evals make their REST calls on its session).
+    pub(crate) fn upload_sink(&self) -> Result<(Arc<dyn Sink>, Resolver, HttpSink), Error> {
         let config = self;
         let target = match &config.project_id {
             Some(id) => format!("project id {id}"),
@@ -248,7 +249,8 @@ impl Config {
             },
             description,
         )?;
-        Ok((sink, Arc::new(move || http.resolved())))
+        let resolver = http.clone();
+        Ok((sink, Arc::new(move || resolver.resolved()), http))
     }
 }
 

@@ -37,6 +37,10 @@
 //! working directory (one `/logs3` row per line), so everything works on a fresh machine
 //! with no account. The README has the full field mapping table and configuration table.
 //!
+//! With the `eval` feature (on by default), `Eval` runs a task over cases, scores the
+//! outputs and logs the run as a Braintrust experiment, with the task's own spans inside
+//! each case's trace (README, "Evals").
+//!
 //! # How it works
 //!
 //! The layer only records: span fields are captured into the layer's table of open spans
@@ -70,6 +74,7 @@
 //! # Feature flags
 //!
 //! - `http` (off by default): [`Headers`] for `http::HeaderMap`.
+//! - `eval` (on by default): evals (`Eval`, scorers, experiments), built on the layer.
 //!
 //! # Supported Rust versions
 //!
@@ -81,6 +86,8 @@ mod config;
 mod deliver;
 mod diag;
 mod error;
+#[cfg(feature = "eval")]
+mod eval;
 mod ext;
 mod guard;
 mod llm;
@@ -94,6 +101,14 @@ pub use capture::json::{Json, json};
 pub use capture::layer::BraintrustLayer;
 pub use deliver::sink::memory::MemorySink;
 pub use error::Error;
+#[cfg(feature = "eval")]
+pub use eval::{
+    BRAINTRUST_GATEWAY_URL, BoxFuture, CaseOrigin, CaseResult, CaseStream, DEFAULT_JUDGE_MODEL,
+    DEFAULT_MAX_CONCURRENCY, DataContext, DataError, DataStream, DatasetVersion, Eval, EvalCase,
+    EvalData, EvalError, EvalResult, EvalSummary, ExactMatch, JsonDiff, Levenshtein, LlmJudge,
+    MetricSummary, NumericDiff, OpenedData, Score, ScoreError, ScoreFuture, ScoreSummary, Scorer,
+    ScorerArgs, ScorerFn, Scores, TaskError, TaskHooks, scorer_fn,
+};
 pub use ext::BraintrustSpanExt;
 pub use guard::{BraintrustGuard, FlushReport};
 pub use llm::{StreamRecorder, record_usage};
@@ -110,3 +125,8 @@ struct ReadmeDoctests;
 #[doc = include_str!("../docs/llm.md")]
 #[doc = include_str!("../docs/distributed.md")]
 struct DocsDoctests;
+
+/// The examples of the evals guide, compiled and run as doc tests.
+#[cfg(all(doctest, feature = "eval"))]
+#[doc = include_str!("../docs/evals.md")]
+struct EvalDocsDoctests;

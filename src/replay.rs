@@ -124,7 +124,7 @@ pub fn upload_files(builder: Builder, paths: &[impl AsRef<Path>]) -> Result<Uplo
                 .on_thread_start(silence_this_thread)
                 .build()
                 .map_err(Error::Worker)?;
-            let (sink, _resolver) = config.upload_sink()?;
+            let (sink, _resolver, _) = config.upload_sink()?;
             let report = runtime.block_on(upload(sink.as_ref(), files));
             sink.close();
             runtime.shutdown_timeout(Duration::from_millis(100));

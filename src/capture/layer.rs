@@ -183,6 +183,7 @@ impl Links {
             Some(RouteTarget::ExperimentId(id)) => ("experiment", id.clone()),
             Some(RouteTarget::ProjectId(id)) => ("project_logs", id.clone()),
             Some(RouteTarget::ProjectName(_)) => return None,
+            Some(RouteTarget::PlaygroundLogs(id)) => ("playground_logs", id.clone()),
             None => ("project_logs", self.project_id()?),
         };
         Some(format!(
@@ -230,6 +231,16 @@ pub(crate) struct LayerInner {
     /// `false` when switched off ([`Builder::with_enabled`](crate::Builder::with_enabled)):
     /// new spans and events are ignored, so nothing else ever finds a span of ours.
     pub(crate) enabled: bool,
+    // What an eval running on this layer uses (`src/eval/`): the uploader's session for its
+    // REST calls (held opaquely: the application thread's code never names the delivery
+    // stage), and the worker's wake-up and flush timeout for a flush asked through the layer
+    // (the application holds the guard).
+    #[cfg_attr(not(feature = "eval"), allow(dead_code))]
+    pub(crate) uploader: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    #[cfg_attr(not(feature = "eval"), allow(dead_code))]
+    pub(crate) signal: Arc<crate::rows::queue::Signal>,
+    #[cfg_attr(not(feature = "eval"), allow(dead_code))]
+    pub(crate) flush_timeout: std::time::Duration,
 }
 
 /// Where a new span sits: its trace, its parent, where its rows go, whether it is kept.

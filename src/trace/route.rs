@@ -45,4 +45,6 @@ pub(crate) enum RouteTarget {
     ProjectId(String),
     ProjectName(String),
     ExperimentId(String),
+    /// A playground session's logs (`prompt_session_id`, `log_id: "x"`).
+    PlaygroundLogs(String),
 }

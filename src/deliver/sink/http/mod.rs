@@ -46,6 +46,8 @@ mod session;
 mod test_support;
 mod upload;
 
+#[cfg(feature = "eval")]
+pub(crate) use session::RestError;
 use session::Setup;
 use upload::Upload;
 

@@ -282,6 +282,117 @@ fn parse_login(
     })
 }
 
+// ---- REST calls for evals (`src/eval/`), on this session: one login and one project
+// resolution shared with the uploader, the same client, retries and key-free messages. ----
+
+/// A REST call that failed: the HTTP status when the server answered with one, and a
+/// message that never holds the API key.
+#[cfg(feature = "eval")]
+#[allow(dead_code)] // used by the eval runner, next
+#[derive(Clone, Debug)]
+pub(crate) struct RestError {
+    pub(crate) status: Option<u16>,
+    pub(crate) message: String,
+}
+
+#[cfg(feature = "eval")]
+impl From<Failure> for RestError {
+    fn from(failure: Failure) -> Self {
+        let status = match &failure {
+            Failure::Auth { status, .. } | Failure::Rejected { status, .. } => Some(*status),
+            Failure::TooLarge { .. } => Some(413),
+            _ => None,
+        };
+        RestError {
+            status,
+            message: failure.to_string(),
+        }
+    }
+}
+
+#[cfg(feature = "eval")]
+#[allow(dead_code)] // used by the eval runner, next
+impl HttpSink {
+    /// The login (cached): the organization's name and the data-plane URL.
+    pub(crate) async fn rest_login(&self) -> Result<(String, String), RestError> {
+        let mut setup = self.inner.setup.lock().await;
+        let login = self.login(&mut setup, Instant::now()).await?;
+        Ok((login.org_name, login.api_url))
+    }
+
+    /// The id of project `name` (cached; `POST /v1/project` create-or-get), or the
+    /// configured project id when `name` is the layer's own project and one is set.
+    pub(crate) async fn rest_project_id(&self, name: &str) -> Result<String, RestError> {
+        let config = &self.inner.config;
+        if let Some(id) = config
+            .project_id
+            .as_ref()
+            .filter(|_| name == config.project_name)
+        {
+            return Ok(id.clone());
+        }
+        let mut setup = self.inner.setup.lock().await;
+        let started = Instant::now();
+        let login = self.login(&mut setup, started).await?;
+        Ok(self.project_id(&mut setup, &login, name, started).await?)
+    }
+
+    /// The control-plane URL.
+    pub(crate) fn rest_app_url(&self) -> &str {
+        &self.inner.config.app_url
+    }
+
+    /// A JSON request (`body` is JSON text): `path` (with its query) on the data plane, or on the control plane
+    /// when `app` is set. With `retry` the configured retries apply (connection errors,
+    /// timeouts, 408, 429, 5xx); without, one attempt (a creation that must not be
+    /// repeated). An empty answer is `null`.
+    pub(crate) async fn rest_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<String>,
+        app: bool,
+        retry: bool,
+    ) -> Result<Value, RestError> {
+        let base = if app {
+            self.inner.config.app_url.clone()
+        } else {
+            self.rest_login().await?.1
+        };
+        let url = join_url(&base, path);
+        let what = format!("{method} {url}");
+        let build = || {
+            let request = self.authed(self.inner.client.request(method.clone(), &url));
+            match &body {
+                Some(body) => request
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone()),
+                None => request,
+            }
+        };
+        let answer = if retry {
+            self.with_retries(&what, true, build).await?
+        } else {
+            self.try_once(build(), &what, true)
+                .await
+                .map_err(|attempt| match attempt {
+                    super::retry::Attempt::Final(failure) => failure,
+                    super::retry::Attempt::Retry { error, .. } => Failure::Exhausted {
+                        what: what.clone(),
+                        attempts: 1,
+                        last: error,
+                    },
+                })?
+        };
+        if answer.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&answer).map_err(|e| RestError::from(bad(&what, e)))
+    }
+}
+
+// ---- end of REST calls for evals ----
+
 fn bad(what: &str, e: serde_json::Error) -> Failure {
     Failure::BadResponse {
         what: what.to_owned(),
