@@ -113,6 +113,10 @@ pub use eval::{
     BoxFuture, CaseOrigin, CaseStream, DataContext, DataError, DataStream, DatasetVersion,
     EvalCase, EvalData, EvalError, OpenedData,
 };
+// ---- datasets ----
+#[cfg(feature = "eval")]
+pub use eval::{Dataset, DatasetError, DatasetRecord, DatasetSummary, RecordStream, RecordUpdate};
+// ---- end of datasets ----
 pub use ext::BraintrustSpanExt;
 pub use guard::{BraintrustGuard, FlushReport};
 pub use json::{Json, json};

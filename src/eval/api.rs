@@ -190,6 +190,31 @@ impl Api {
     }
 }
 
+// ---- dataset hooks (datasets send their rows through the uploader) ----
+impl Api {
+    /// Sends object rows (dataset records) through the uploader: its routing, batching,
+    /// payload limits and retries. What could not be sent comes back in `failed`.
+    pub(crate) async fn send_rows(&self, rows: Vec<crate::sink::Row>) -> SentRows {
+        let outcome = self
+            .http
+            .send(rows)
+            .with_subscriber(tracing::Dispatch::none())
+            .await;
+        SentRows {
+            sent: outcome.sent,
+            failed: outcome.failed.len() as u64,
+        }
+    }
+}
+
+/// What [`Api::send_rows`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SentRows {
+    pub(crate) sent: u64,
+    pub(crate) failed: u64,
+}
+// ---- end of dataset hooks ----
+
 /// JSON as Python's `json.dumps` writes it (`", "` and `": "` separators), for bodies that
 /// are compared with the captured ones.
 pub(crate) fn python_json(value: &Value) -> String {

@@ -12,6 +12,12 @@
 mod api;
 mod case;
 mod data;
+// ---- datasets ----
+mod dataset;
+mod dataset_fetch;
+mod dataset_local;
+mod dataset_record;
+// ---- end of datasets ----
 mod error;
 #[allow(dead_code)] // used by the runner, next
 mod link;
@@ -20,6 +26,10 @@ pub use case::{CaseOrigin, EvalCase};
 pub use data::{
     BoxFuture, CaseStream, DataContext, DataError, DataStream, DatasetVersion, EvalData, OpenedData,
 };
+// ---- datasets ----
+pub use dataset::{Dataset, DatasetError, DatasetSummary, RecordStream};
+pub use dataset_record::{DatasetRecord, RecordUpdate};
+// ---- end of datasets ----
 pub use error::EvalError;
 
 /// A value as JSON; one that cannot be serialised becomes a string saying why.

@@ -1,0 +1,586 @@
+//! A Braintrust dataset (protocol §4): created or found by name in a project, records
+//! inserted, updated and deleted through the uploader, fetched page by page, summarized;
+//! or, with no API key, a local JSON Lines file with the same rows. A [`Dataset`] is also
+//! an eval's data ([`EvalData`]).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use futures_util::stream::{self, Stream, StreamExt};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+
+use super::api::{Api, ordered_json, quote};
+use super::dataset_fetch::{FETCH_LIMIT, Fetcher, xact_cmp, xact_of};
+use super::dataset_local;
+use super::dataset_record::{DatasetRecord, RecordUpdate, delete_row, insert_row, update_row};
+use super::{BoxFuture, DataContext, DataError, DatasetVersion, EvalData, OpenedData};
+use crate::Builder;
+use crate::sink::Row;
+
+/// Records read from a dataset, one by one.
+pub type RecordStream = Pin<Box<dyn Stream<Item = Result<DatasetRecord, DatasetError>> + Send>>;
+
+/// Why a dataset operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DatasetError {
+    /// The builder's settings are invalid, or the HTTP client cannot be made.
+    Config(crate::Error),
+    /// A request to Braintrust failed (after the uploader's retries).
+    Request(String),
+    /// Rows that did not reach Braintrust after the retries (reported on stderr, and written
+    /// to the failed-payloads directory when one is configured).
+    NotSent {
+        /// Rows the server acknowledged.
+        sent: u64,
+        /// Rows that failed.
+        failed: u64,
+    },
+    /// The local dataset file cannot be read or written.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        error: std::io::Error,
+    },
+    /// The operation needs a dataset in Braintrust (an API key), this one is a local file.
+    Local(&'static str),
+}
+
+impl fmt::Display for DatasetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatasetError::Config(e) => write!(f, "cannot connect the dataset: {e}"),
+            DatasetError::Request(message) => write!(f, "dataset request failed: {message}"),
+            DatasetError::NotSent { sent, failed } => {
+                write!(f, "{failed} dataset rows were not delivered ({sent} were)")
+            }
+            DatasetError::Io { path, error } => {
+                write!(f, "dataset file {}: {error}", path.display())
+            }
+            DatasetError::Local(what) => {
+                write!(
+                    f,
+                    "{what} needs a dataset in Braintrust (set BRAINTRUST_API_KEY)"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for DatasetError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DatasetError::Config(e) => Some(e),
+            DatasetError::Io { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl From<super::api::RestError> for DatasetError {
+    fn from(e: super::api::RestError) -> Self {
+        DatasetError::Request(e.message)
+    }
+}
+
+/// A dataset: in Braintrust when an API key is configured, else a local file.
+///
+/// Inserts, updates and deletes are buffered (no IO on the calling thread) until
+/// [`flush`](Self::flush), which sends them through the same uploader as spans (batching,
+/// payload limits, retries) or appends them to the local file. Rows still buffered when the
+/// dataset is dropped are reported on stderr: flush before dropping.
+///
+/// # Examples
+///
+/// ```no_run
+/// use serde_json::json;
+/// use tracing_braintrust::{BraintrustLayer, Dataset, DatasetRecord};
+/// use futures_util::StreamExt;
+///
+/// # async fn run() -> Result<(), tracing_braintrust::DatasetError> {
+/// // The project and the key come from BRAINTRUST_PROJECT and BRAINTRUST_API_KEY; with no key
+/// // the dataset is braintrust-datasets/regressions.jsonl.
+/// let dataset = Dataset::open(BraintrustLayer::builder(), "regressions").await?;
+/// let id = dataset.insert(DatasetRecord::new(json!({"city": "Paris"})).with_expected("rain"));
+/// dataset.flush().await?;
+/// let mut records = dataset.fetch();
+/// while let Some(record) = records.next().await {
+///     println!("{:?}", record?.input);
+/// }
+/// # let _ = id;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Dataset {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+    project: String,
+    place: Place,
+    version: Mutex<Option<String>>,
+    pending: Mutex<Vec<Map<String, Value>>>,
+    new_records: Mutex<u64>,
+}
+
+#[derive(Debug)]
+enum Place {
+    Remote { api: Api, id: String },
+    Local { path: PathBuf },
+}
+
+impl Dataset {
+    /// Opens dataset `name` in the builder's project (`BRAINTRUST_PROJECT`), creating it if
+    /// needed (`POST /v1/dataset`, create-or-get by name). With no API key the dataset is the
+    /// local file `braintrust-datasets/<name>.jsonl` next to the local spans file
+    /// (`BRAINTRUST_LOCAL_FILE`).
+    ///
+    /// # Errors
+    ///
+    /// [`DatasetError::Config`] for invalid settings, [`DatasetError::Request`] when login,
+    /// the project or the dataset cannot be resolved.
+    pub async fn open(builder: Builder, name: &str) -> Result<Dataset, DatasetError> {
+        let config = builder.config().map_err(DatasetError::Config)?;
+        if config.api_key.is_none() {
+            let path = dataset_local::default_path(&config.local_file, name);
+            return Ok(Dataset::local(path, name));
+        }
+        let (_, _, http) = crate::sink::upload_sink(&config).map_err(DatasetError::Config)?;
+        let api = Api::new(http);
+        let project_id = api.project_id(&config.project_name).await?;
+        let body = ordered_json(&[("project_id", json!(project_id)), ("name", json!(name))]);
+        let answer = api
+            .call_text(Method::POST, "v1/dataset", Some(body), false, true)
+            .await?;
+        let id = answer
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| {
+                DatasetError::Request("POST v1/dataset answered without a dataset \"id\"".into())
+            })?;
+        Ok(Dataset::new(
+            name,
+            config.project_name,
+            Place::Remote {
+                api,
+                id: id.to_owned(),
+            },
+        ))
+    }
+
+    /// A dataset kept in the local JSON Lines file `path` (created on the first flush).
+    pub fn local(path: impl Into<PathBuf>, name: &str) -> Dataset {
+        Dataset::new(name, String::new(), Place::Local { path: path.into() })
+    }
+
+    fn new(name: &str, project: String, place: Place) -> Dataset {
+        Dataset {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                project,
+                place,
+                version: Mutex::new(None),
+                pending: Mutex::new(Vec::new()),
+                new_records: Mutex::new(0),
+            }),
+        }
+    }
+
+    /// Reads the dataset as of `version` (an `_xact_id`, as [`DatasetVersion`] gives it):
+    /// fetches and evals see the records of that version only. Pinning applies to a
+    /// dataset in Braintrust; a local file is always read whole.
+    pub fn with_version(self, version: impl Into<String>) -> Dataset {
+        *lock(&self.inner.version) = Some(version.into());
+        self
+    }
+
+    /// The dataset's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The dataset's id in Braintrust; `None` for a local file.
+    pub fn id(&self) -> Option<&str> {
+        match &self.inner.place {
+            Place::Remote { id, .. } => Some(id),
+            Place::Local { .. } => None,
+        }
+    }
+
+    /// The local file, for a local dataset.
+    pub fn local_path(&self) -> Option<&Path> {
+        match &self.inner.place {
+            Place::Local { path } => Some(path),
+            Place::Remote { .. } => None,
+        }
+    }
+
+    /// Inserts a record (replacing the record with the same id, if any) and returns its id.
+    /// Buffered until [`flush`](Self::flush).
+    pub fn insert(&self, record: DatasetRecord) -> String {
+        let (id, row) = insert_row(record, self.id());
+        lock(&self.inner.pending).push(row);
+        *lock(&self.inner.new_records) += 1;
+        id
+    }
+
+    /// Merges `change` into record `id`. Buffered until [`flush`](Self::flush).
+    pub fn update(&self, id: &str, change: RecordUpdate) {
+        let row = update_row(id, change, self.id());
+        lock(&self.inner.pending).push(row);
+        *lock(&self.inner.new_records) += 1;
+    }
+
+    /// Deletes record `id`. Buffered until [`flush`](Self::flush).
+    pub fn delete(&self, id: &str) {
+        let row = delete_row(id, self.id());
+        lock(&self.inner.pending).push(row);
+    }
+
+    /// Sends the buffered rows (or appends them to the local file) and returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`DatasetError::NotSent`] when rows still failed after the retries;
+    /// [`DatasetError::Io`] when the local file cannot be written (the rows stay buffered
+    /// for the next flush).
+    pub async fn flush(&self) -> Result<u64, DatasetError> {
+        self.inner.flush().await
+    }
+
+    /// Flushes, then counts the records (`GET /v1/dataset/{id}/summarize`, or the local
+    /// file read whole). Its `Display` is the Python SDK's summary.
+    ///
+    /// # Errors
+    ///
+    /// As [`flush`](Self::flush), and [`DatasetError::Request`] when the summary request
+    /// fails.
+    pub async fn summarize(&self) -> Result<DatasetSummary, DatasetError> {
+        self.inner.flush().await?;
+        let new_records = *lock(&self.inner.new_records);
+        match &self.inner.place {
+            Place::Remote { api, id } => {
+                let path = format!("v1/dataset/{}/summarize?summarize_data=true", quote(id));
+                let answer = api.call(Method::GET, &path, None, false, true).await?;
+                let total = answer
+                    .pointer("/data_summary/total_records")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| {
+                        DatasetError::Request(
+                            "the dataset summary has no data_summary.total_records".into(),
+                        )
+                    })?;
+                let org = api.org_name().await?;
+                let project_url = format!(
+                    "{}/app/{}/p/{}",
+                    api.app_public_url(),
+                    quote(&org),
+                    quote(&self.inner.project)
+                );
+                let dataset_url = format!("{project_url}/datasets/{}", quote(&self.inner.name));
+                Ok(DatasetSummary {
+                    project_name: self.inner.project.clone(),
+                    dataset_name: self.inner.name.clone(),
+                    total_records: total,
+                    new_records,
+                    project_url: Some(project_url),
+                    dataset_url: Some(dataset_url),
+                })
+            }
+            Place::Local { path } => {
+                let (records, _) = read_local(path.clone()).await?;
+                Ok(DatasetSummary {
+                    project_name: self.inner.project.clone(),
+                    dataset_name: self.inner.name.clone(),
+                    total_records: records.len() as u64,
+                    new_records,
+                    project_url: None,
+                    dataset_url: Some(path.display().to_string()),
+                })
+            }
+        }
+    }
+
+    /// Every record, after a flush: fetched page by page (`POST /v1/dataset/{id}/fetch`,
+    /// 1000 records a page, following the cursor), each record once in its latest version,
+    /// handed out as pages arrive (the dataset is never held whole). A local dataset is
+    /// read from its file.
+    pub fn fetch(&self) -> RecordStream {
+        let inner = Arc::clone(&self.inner);
+        stream::once(async move {
+            if let Err(e) = inner.flush().await {
+                return stream::iter([Err(e)]).boxed();
+            }
+            match &inner.place {
+                Place::Remote { api, id } => Fetcher::new(
+                    api.clone(),
+                    format!("v1/dataset/{}/fetch", quote(id)),
+                    FETCH_LIMIT,
+                    lock(&inner.version).clone(),
+                )
+                .into_stream()
+                .map(|event| {
+                    event
+                        .map(DatasetRecord::from_event)
+                        .map_err(DatasetError::from)
+                })
+                .boxed(),
+                Place::Local { path } => match read_local(path.clone()).await {
+                    Ok((records, _)) => stream::iter(records.into_iter().map(Ok)).boxed(),
+                    Err(e) => stream::iter([Err(e)]).boxed(),
+                },
+            }
+        })
+        .flatten()
+        .boxed()
+    }
+
+    /// Sends the records of a local dataset file (written offline) to this dataset in
+    /// Braintrust, 1000 rows at a time, ids kept (sending a file twice changes nothing).
+    /// Returns how many rows were sent.
+    ///
+    /// # Errors
+    ///
+    /// [`DatasetError::Local`] when this dataset is itself local, [`DatasetError::Io`] when
+    /// the file cannot be read, [`DatasetError::NotSent`] when rows failed.
+    pub async fn upload_local_file(&self, path: impl AsRef<Path>) -> Result<u64, DatasetError> {
+        let Place::Remote { api, id } = &self.inner.place else {
+            return Err(DatasetError::Local("Dataset::upload_local_file"));
+        };
+        let path = path.as_ref().to_owned();
+        let (rows, _) = blocking({
+            let path = path.clone();
+            move || dataset_local::read_rows(&path)
+        })
+        .await
+        .map_err(|error| DatasetError::Io { path, error })?;
+        let mut sent = 0;
+        let mut failed = 0;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let chunk: Vec<Row> = rows
+                .by_ref()
+                .take(FETCH_LIMIT)
+                .map(|mut row| {
+                    row.insert("dataset_id".into(), Value::String(id.clone()));
+                    Row::from(row)
+                })
+                .collect();
+            let outcome = api.send_rows(crate::merge::merge_rows(chunk)).await;
+            sent += outcome.sent;
+            failed += outcome.failed;
+        }
+        if failed > 0 {
+            return Err(DatasetError::NotSent { sent, failed });
+        }
+        Ok(sent)
+    }
+}
+
+impl Inner {
+    async fn flush(&self) -> Result<u64, DatasetError> {
+        let rows = std::mem::take(&mut *lock(&self.pending));
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        match &self.place {
+            Place::Remote { api, .. } => {
+                let rows = rows.into_iter().map(Row::from).collect();
+                let outcome = api.send_rows(crate::merge::merge_rows(rows)).await;
+                if outcome.failed > 0 {
+                    return Err(DatasetError::NotSent {
+                        sent: outcome.sent,
+                        failed: outcome.failed,
+                    });
+                }
+                Ok(outcome.sent)
+            }
+            Place::Local { path } => {
+                let count = rows.len() as u64;
+                let path = path.clone();
+                let kept = Arc::new(Mutex::new(Some(rows)));
+                let written = blocking({
+                    let path = path.clone();
+                    let kept = Arc::clone(&kept);
+                    move || {
+                        let rows = lock(&kept).take().unwrap_or_default();
+                        let result = dataset_local::append(&path, &rows);
+                        if result.is_err() {
+                            *lock(&kept) = Some(rows);
+                        }
+                        result
+                    }
+                })
+                .await;
+                match written {
+                    Ok(()) => Ok(count),
+                    Err(error) => {
+                        let rows = lock(&kept).take().unwrap_or_default();
+                        // Kept for the next flush, ahead of rows buffered since.
+                        let mut pending = lock(&self.pending);
+                        let later = std::mem::replace(&mut *pending, rows);
+                        pending.extend(later);
+                        Err(DatasetError::Io { path, error })
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let left = lock(&self.pending).len();
+        if left > 0 {
+            crate::diag::warn(
+                "dataset-unflushed",
+                format!(
+                    "dataset {:?} dropped with {left} rows never flushed: they are lost (call Dataset::flush)",
+                    self.name
+                ),
+            );
+        }
+    }
+}
+
+/// What [`Dataset::summarize`] tells. Its `Display` is the Python SDK's printed summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DatasetSummary {
+    /// The project's name (empty for a local file).
+    pub project_name: String,
+    /// The dataset's name.
+    pub dataset_name: String,
+    /// How many records the dataset holds.
+    pub total_records: u64,
+    /// How many records this handle inserted or updated.
+    pub new_records: u64,
+    /// The project's page in Braintrust.
+    pub project_url: Option<String>,
+    /// The dataset's page in Braintrust (the file, for a local dataset).
+    pub dataset_url: Option<String>,
+}
+
+impl fmt::Display for DatasetSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "\n=========================SUMMARY========================="
+        )?;
+        writeln!(
+            f,
+            "Total records: {} ({} new or updated records)",
+            self.total_records, self.new_records
+        )?;
+        if let Some(url) = &self.project_url {
+            writeln!(
+                f,
+                "See results for all datasets in {} at {url}",
+                self.project_name
+            )?;
+        }
+        if let Some(url) = &self.dataset_url {
+            writeln!(f, "See results for {} at {url}", self.dataset_name)?;
+        }
+        Ok(())
+    }
+}
+
+/// An eval over a dataset (§4.5): the dataset is flushed and its first page fetched when
+/// the eval opens it, before the experiment is created, so that the experiment records
+/// `dataset_id` and `dataset_version` (the pinned version, else the highest `_xact_id`);
+/// the following pages are fetched as the eval reads them. Each record becomes a case:
+/// input and expected read as `I` and `E`, metadata and tags kept, the record's id as the
+/// case id, and `origin` linking the case's root row to the record. A local dataset gives
+/// the same cases without the link.
+impl<I, E> EvalData<I, E> for Dataset
+where
+    I: DeserializeOwned + Send + 'static,
+    E: DeserializeOwned + Send + 'static,
+{
+    fn open(self, _context: DataContext) -> BoxFuture<Result<OpenedData<I, E>, DataError>> {
+        Box::pin(async move {
+            let inner = Arc::clone(&self.inner);
+            inner
+                .flush()
+                .await
+                .map_err(|e| DataError::new(e.to_string()))?;
+            match &inner.place {
+                Place::Remote { api, id } => {
+                    let mut fetcher = Fetcher::new(
+                        api.clone(),
+                        format!("v1/dataset/{}/fetch", quote(id)),
+                        FETCH_LIMIT,
+                        lock(&inner.version).clone(),
+                    );
+                    fetcher.fill().await.map_err(|e| {
+                        DataError::new(format!("cannot fetch the dataset: {}", e.message))
+                    })?;
+                    // Pages run from the latest `_xact_id`: the first holds the highest.
+                    let version = lock(&inner.version).clone().or_else(|| {
+                        fetcher
+                            .buffered()
+                            .filter_map(xact_of)
+                            .max_by(|a, b| xact_cmp(a, b))
+                            .or_else(|| Some("0".to_owned()))
+                    });
+                    let dataset_id = id.clone();
+                    let cases = fetcher.into_stream().map(move |event| {
+                        event
+                            .map_err(|e| {
+                                DataError::new(format!("cannot fetch the dataset: {}", e.message))
+                            })
+                            .and_then(|event| {
+                                DatasetRecord::from_event(event).into_case(Some(&dataset_id))
+                            })
+                    });
+                    Ok(OpenedData::new(cases.boxed())
+                        .with_dataset(DatasetVersion::new(id.clone(), version)))
+                }
+                Place::Local { path } => {
+                    let (records, _) = read_local(path.clone())
+                        .await
+                        .map_err(|e| DataError::new(e.to_string()))?;
+                    let len = records.len() as u64;
+                    let cases = stream::iter(records.into_iter().map(|r| r.into_case(None)));
+                    Ok(OpenedData::new(cases.boxed()).with_len(len))
+                }
+            }
+        })
+    }
+}
+
+async fn read_local(path: PathBuf) -> Result<(Vec<DatasetRecord>, Option<String>), DatasetError> {
+    let at = path.clone();
+    blocking(move || dataset_local::read_records(&at))
+        .await
+        .map_err(|error| DatasetError::Io { path, error })
+}
+
+/// Runs file IO on tokio's blocking threads when there is a runtime, inline otherwise.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle
+            .spawn_blocking(f)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(format!("the file task failed: {e}")))),
+        Err(_) => f(),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
