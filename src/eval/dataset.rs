@@ -128,7 +128,7 @@ struct Inner {
     place: Place,
     version: Mutex<Option<String>>,
     pending: Mutex<Vec<Map<String, Value>>>,
-    new_records: Mutex<u64>,
+    new_records: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug)]
@@ -190,7 +190,7 @@ impl Dataset {
                 place,
                 version: Mutex::new(None),
                 pending: Mutex::new(Vec::new()),
-                new_records: Mutex::new(0),
+                new_records: Mutex::new(std::collections::HashSet::new()),
             }),
         }
     }
@@ -229,7 +229,7 @@ impl Dataset {
     pub fn insert(&self, record: DatasetRecord) -> String {
         let (id, row) = insert_row(record, self.id());
         lock(&self.inner.pending).push(row);
-        *lock(&self.inner.new_records) += 1;
+        lock(&self.inner.new_records).insert(id.clone());
         id
     }
 
@@ -237,7 +237,7 @@ impl Dataset {
     pub fn update(&self, id: &str, change: RecordUpdate) {
         let row = update_row(id, change, self.id());
         lock(&self.inner.pending).push(row);
-        *lock(&self.inner.new_records) += 1;
+        lock(&self.inner.new_records).insert(id.to_owned());
     }
 
     /// Deletes record `id`. Buffered until [`flush`](Self::flush).
@@ -266,7 +266,7 @@ impl Dataset {
     /// fails.
     pub async fn summarize(&self) -> Result<DatasetSummary, DatasetError> {
         self.inner.flush().await?;
-        let new_records = *lock(&self.inner.new_records);
+        let new_records = lock(&self.inner.new_records).len() as u64;
         match &self.inner.place {
             Place::Remote { api, id } => {
                 let path = format!("v1/dataset/{}/summarize?summarize_data=true", quote(id));
@@ -462,7 +462,7 @@ pub struct DatasetSummary {
     pub dataset_name: String,
     /// How many records the dataset holds.
     pub total_records: u64,
-    /// How many records this handle inserted or updated.
+    /// How many distinct records this handle inserted or updated.
     pub new_records: u64,
     /// The project's page in Braintrust.
     pub project_url: Option<String>,
@@ -584,3 +584,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+#[cfg(test)]
+#[path = "dataset_tests.rs"]
+mod tests;

@@ -13,6 +13,11 @@ pub(crate) mod memory;
 #[path = "../../tests/support/fake_server.rs"]
 pub(crate) mod fake_server;
 
+/// The fake server's dataset and fetch endpoints.
+#[cfg(all(test, feature = "eval"))]
+#[path = "../../tests/support/fake_datasets.rs"]
+pub(crate) mod fake_datasets;
+
 pub(crate) mod row;
 
 pub(crate) use row::Row;

@@ -204,6 +204,40 @@ struct State {
     next_object: u64,
     in_flight: HashMap<String, usize>,
     max_in_flight: HashMap<String, usize>,
+    /// Answers requests no endpoint here knows (see [`FakeServer::set_extension`]).
+    extension: ExtensionSlot,
+}
+
+#[derive(Clone, Default)]
+struct ExtensionSlot(Option<Extension>);
+
+impl std::fmt::Debug for ExtensionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
+/// More endpoints (e.g. `fake_datasets`): called with a request no endpoint here knows;
+/// `None` lets the server answer 404.
+pub(crate) type Extension =
+    Arc<dyn Fn(&ExtensionRequest<'_>) -> Option<(u16, Value)> + Send + Sync>;
+
+/// What an [`Extension`] sees of a request.
+pub(crate) struct ExtensionRequest<'a> {
+    pub(crate) method: &'a str,
+    /// Without the query string.
+    pub(crate) path: &'a str,
+    pub(crate) query: &'a str,
+    pub(crate) body: Option<&'a Value>,
+    /// The rows of every `POST /logs3` answered 200 so far, one list per request (inline
+    /// rows only).
+    pub(crate) batches: Vec<Vec<Value>>,
+}
+
+impl std::fmt::Debug for ExtensionRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
 }
 
 /// What the endpoint logic decided.
@@ -295,6 +329,11 @@ impl FakeServer {
     /// The id `POST /v1/project` returns for `name` (stable for a name).
     pub(crate) fn project_id(&self, name: &str) -> String {
         project_uuid(name)
+    }
+
+    /// Adds endpoints: `extension` answers the requests no endpoint here knows.
+    pub(crate) fn set_extension(&self, extension: Extension) {
+        self.state().extension = ExtensionSlot(Some(extension));
     }
 
     /// Queues a scripted answer for the next request to `path` (e.g. `"/logs3"`,
@@ -856,7 +895,29 @@ fn handle(shared: &Shared, state: &mut State, request: &Request, path: &str) -> 
                 )
             }
         }
-        _ => error(404, "not found"),
+        _ => match state.extension.0.clone() {
+            Some(extension) => {
+                let batches = state
+                    .requests
+                    .iter()
+                    .filter(|r| r.method == "POST" && r.path == "/logs3" && r.status == Some(200))
+                    .filter_map(|r| r.json()?.get("rows")?.as_array().cloned())
+                    .collect();
+                let query = request.target.split_once('?').map_or("", |(_, q)| q);
+                let seen = ExtensionRequest {
+                    method,
+                    path,
+                    query,
+                    body: body_json.as_ref(),
+                    batches,
+                };
+                match extension(&seen) {
+                    Some((status, body)) => answer(status, body),
+                    None => error(404, "not found"),
+                }
+            }
+            None => error(404, "not found"),
+        },
     }
 }
 
