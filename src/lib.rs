@@ -115,7 +115,10 @@ pub use eval::{
 };
 // ---- datasets ----
 #[cfg(feature = "eval")]
-pub use eval::{Dataset, DatasetError, DatasetRecord, DatasetSummary, RecordStream, RecordUpdate};
+pub use eval::{
+    ConversionReport, Dataset, DatasetError, DatasetRecord, DatasetSummary, RecordStream,
+    RecordUpdate, SpanFilter, SpanRow, TracesToDataset,
+};
 // ---- end of datasets ----
 pub use ext::BraintrustSpanExt;
 pub use guard::{BraintrustGuard, FlushReport};

@@ -133,8 +133,14 @@ struct Inner {
 
 #[derive(Debug)]
 enum Place {
-    Remote { api: Api, id: String },
-    Local { path: PathBuf },
+    Remote {
+        api: Api,
+        id: String,
+        project_id: String,
+    },
+    Local {
+        path: PathBuf,
+    },
 }
 
 impl Dataset {
@@ -173,6 +179,7 @@ impl Dataset {
             Place::Remote {
                 api,
                 id: id.to_owned(),
+                project_id,
             },
         ))
     }
@@ -212,6 +219,16 @@ impl Dataset {
     pub fn id(&self) -> Option<&str> {
         match &self.inner.place {
             Place::Remote { id, .. } => Some(id),
+            Place::Local { .. } => None,
+        }
+    }
+
+    /// The connection and project id of a dataset in Braintrust.
+    pub(crate) fn remote(&self) -> Option<(&Api, &str)> {
+        match &self.inner.place {
+            Place::Remote {
+                api, project_id, ..
+            } => Some((api, project_id)),
             Place::Local { .. } => None,
         }
     }
@@ -268,7 +285,7 @@ impl Dataset {
         self.inner.flush().await?;
         let new_records = lock(&self.inner.new_records).len() as u64;
         match &self.inner.place {
-            Place::Remote { api, id } => {
+            Place::Remote { api, id, .. } => {
                 let path = format!("v1/dataset/{}/summarize?summarize_data=true", quote(id));
                 let answer = api.call(Method::GET, &path, None, false, true).await?;
                 let total = answer
@@ -321,7 +338,7 @@ impl Dataset {
                 return stream::iter([Err(e)]).boxed();
             }
             match &inner.place {
-                Place::Remote { api, id } => Fetcher::new(
+                Place::Remote { api, id, .. } => Fetcher::new(
                     api.clone(),
                     format!("v1/dataset/{}/fetch", quote(id)),
                     FETCH_LIMIT,
@@ -353,7 +370,7 @@ impl Dataset {
     /// [`DatasetError::Local`] when this dataset is itself local, [`DatasetError::Io`] when
     /// the file cannot be read, [`DatasetError::NotSent`] when rows failed.
     pub async fn upload_local_file(&self, path: impl AsRef<Path>) -> Result<u64, DatasetError> {
-        let Place::Remote { api, id } = &self.inner.place else {
+        let Place::Remote { api, id, .. } = &self.inner.place else {
             return Err(DatasetError::Local("Dataset::upload_local_file"));
         };
         let path = path.as_ref().to_owned();
@@ -515,7 +532,7 @@ where
                 .await
                 .map_err(|e| DataError::new(e.to_string()))?;
             match &inner.place {
-                Place::Remote { api, id } => {
+                Place::Remote { api, id, .. } => {
                     let mut fetcher = Fetcher::new(
                         api.clone(),
                         format!("v1/dataset/{}/fetch", quote(id)),
@@ -567,7 +584,7 @@ async fn read_local(path: PathBuf) -> Result<(Vec<DatasetRecord>, Option<String>
 }
 
 /// Runs file IO on tokio's blocking threads when there is a runtime, inline otherwise.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     match tokio::runtime::Handle::try_current() {

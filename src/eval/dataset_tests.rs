@@ -7,6 +7,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::eval::{SpanFilter, TracesToDataset};
 use crate::sink::fake_datasets::FakeDatasets;
 use crate::sink::fake_server::FakeServer;
 
@@ -306,5 +307,115 @@ async fn without_a_key_the_dataset_is_a_local_file_that_can_be_uploaded_later() 
         uploaded,
         [("a".to_owned(), json!("A")), ("b".to_owned(), json!("B"))]
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Spans logged by the layer (`weather_agent` roots, one failing, and `llm` children).
+fn log_agent_runs(builder: Builder) {
+    use tracing_subscriber::layer::SubscriberExt;
+    let (layer, guard) = builder.build().expect("layer");
+    let subscriber = tracing_subscriber::registry().with(layer);
+    tracing::subscriber::with_default(subscriber, || {
+        for (n, question) in ["rain in Paris?", "sun in Rome?", "snow in Oslo?"]
+            .into_iter()
+            .enumerate()
+        {
+            let root = tracing::info_span!(
+                "weather_agent",
+                input = question,
+                output = tracing::field::Empty
+            );
+            let _entered = root.enter();
+            tracing::info_span!("chat", llm.model = "m", llm.input = question).in_scope(|| {});
+            if n == 2 {
+                tracing::error!(error = "no forecast for Oslo", "failed");
+            } else {
+                root.record("output", format!("answer {n}"));
+            }
+        }
+    });
+    assert!(guard.shutdown().complete);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_from_the_project_logs_become_records_linked_back() {
+    let server = FakeServer::start();
+    let fake = FakeDatasets::install(&server);
+    let logged = builder(&server);
+    tokio::task::spawn_blocking(move || log_agent_runs(logged))
+        .await
+        .expect("logged");
+    let dataset = Dataset::open(builder(&server), "regressions")
+        .await
+        .expect("opens");
+    let convert = TracesToDataset::new(
+        SpanFilter::new()
+            .with_name("weather_agent")
+            .with_error(false),
+    );
+    let report = convert
+        .from_project_logs(&dataset)
+        .await
+        .expect("converted");
+    // Six spans and the log row of the error event.
+    assert_eq!(report.spans_read, 7);
+    assert_eq!(report.records_inserted, 2);
+    let project = server.project_id("proj");
+    assert!(
+        fake.fetches()
+            .iter()
+            .any(|(path, _)| *path == format!("/v1/project_logs/{project}/fetch"))
+    );
+    let mut records = all(&dataset).await;
+    records.sort_by_key(|r| r.expected.to_string());
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].input, json!("rain in Paris?"));
+    assert_eq!(records[0].expected, json!("answer 0"));
+    let origin = records[0].origin.clone().expect("origin");
+    assert_eq!(origin["object_type"], json!("project_logs"));
+    assert_eq!(origin["object_id"], json!(project));
+    assert_eq!(
+        origin["id"],
+        json!(records[0].id.clone().unwrap_or_default())
+    );
+    // Converting again replaces the same records.
+    convert
+        .from_project_logs(&dataset)
+        .await
+        .expect("converted");
+    assert_eq!(all(&dataset).await.len(), 2);
+}
+
+#[tokio::test]
+async fn spans_from_a_local_file_become_records_of_a_local_dataset() {
+    let dir = std::env::temp_dir().join(format!("tb-ds-spans-{}", fastrand::u64(..)));
+    let spans = dir.join("braintrust-spans.jsonl");
+    let offline = || {
+        crate::BraintrustLayer::builder()
+            .with_env_vars(Vec::<(String, String)>::new())
+            .with_local_file(&spans)
+    };
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    log_agent_runs(offline());
+    let dataset = Dataset::open(offline(), "failures").await.expect("opens");
+    let failed = SpanFilter::new()
+        .with_name("weather_agent")
+        .with_error(true);
+    let report = TracesToDataset::new(failed)
+        .from_files(&[&spans], &dataset)
+        .await
+        .expect("converted");
+    assert_eq!((report.spans_read, report.records_inserted), (7, 1));
+    let records = all(&dataset).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].input, json!("snow in Oslo?"));
+    assert_eq!(
+        records[0].metadata["source_span"]["name"],
+        json!("weather_agent")
+    );
+    let missing = TracesToDataset::new(SpanFilter::new())
+        .from_files(&[dir.join("nope.jsonl")], &dataset)
+        .await;
+    assert!(matches!(missing, Err(DatasetError::Io { .. })));
     let _ = std::fs::remove_dir_all(dir);
 }

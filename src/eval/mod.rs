@@ -17,6 +17,7 @@ mod dataset;
 mod dataset_fetch;
 mod dataset_local;
 mod dataset_record;
+mod traces_to_dataset;
 // ---- end of datasets ----
 mod error;
 #[allow(dead_code)] // used by the runner, next
@@ -29,6 +30,7 @@ pub use data::{
 // ---- datasets ----
 pub use dataset::{Dataset, DatasetError, DatasetSummary, RecordStream};
 pub use dataset_record::{DatasetRecord, RecordUpdate};
+pub use traces_to_dataset::{ConversionReport, SpanFilter, SpanRow, TracesToDataset};
 // ---- end of datasets ----
 pub use error::EvalError;
 
