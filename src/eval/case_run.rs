@@ -116,8 +116,20 @@ where
         done: false,
     };
     let hooks = TaskHooks::new(case.metadata.clone(), case.tags.clone(), trial);
-    let task = (shared.task)(case.input.clone(), hooks.clone());
-    let task = AssertUnwindSafe(task.instrument(task_span.clone())).catch_unwind();
+    // Calling the task may already run user code (a closure's body before its future).
+    let task = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        task_span.in_scope(|| (shared.task)(case.input.clone(), hooks.clone()))
+    }));
+    let task = async {
+        match task {
+            Ok(task) => {
+                AssertUnwindSafe(task.instrument(task_span.clone()))
+                    .catch_unwind()
+                    .await
+            }
+            Err(payload) => Err(payload),
+        }
+    };
     let outcome = match shared.case_timeout {
         Some(limit) => tokio::time::timeout(limit, task).await.unwrap_or_else(|_| {
             Ok(Err(format!(
@@ -242,9 +254,16 @@ async fn run_scorer<I, E, O>(
     let name = scorer.name();
     let span = spans::score_span(root, &name);
     record(&span, "input", input);
-    let outcome = AssertUnwindSafe(scorer.score(args).instrument(span.clone()))
-        .catch_unwind()
-        .await;
+    // A synchronous scorer runs when called, before its future is polled.
+    let outcome =
+        match std::panic::catch_unwind(AssertUnwindSafe(|| span.in_scope(|| scorer.score(args)))) {
+            Ok(future) => {
+                AssertUnwindSafe(future.instrument(span.clone()))
+                    .catch_unwind()
+                    .await
+            }
+            Err(payload) => Err(payload),
+        };
     let scores = match outcome {
         Ok(Ok(scores)) => normalise(&name, scores),
         Ok(Err(e)) => Err(error_text(e.as_ref())),

@@ -466,7 +466,6 @@ where
             _ => {
                 let cases = results
                     .iter()
-                    .filter(|r| r.error.is_none())
                     .map(|r| LocalCase {
                         input: super::to_json(&r.input),
                         scores: r

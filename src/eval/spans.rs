@@ -60,40 +60,33 @@ pub(crate) fn root_span(parent: &str) -> Span {
 
 /// The task span, a child of the root.
 pub(crate) fn task_span(root: &Span) -> Span {
-    let parent = child_parent(root, None).unwrap_or_default();
-    if parent.is_empty() {
-        return tracing::info_span!(target: TARGET, parent: root, "task", span_type = "task");
-    }
-    tracing::info_span!(
-        target: TARGET,
-        parent: root,
-        "task",
-        span_type = "task",
-        braintrust.parent = parent.as_str()
-    )
+    let span = tracing::info_span!(target: TARGET, parent: root, "task", span_type = "task");
+    continue_root(&span, root, None);
+    span
 }
 
 /// A score span, a child of the root (a sibling of the task span), named after its
 /// scorer.
 pub(crate) fn score_span(root: &Span, name: &str) -> Span {
-    let parent = child_parent(root, Some(scorer_event())).unwrap_or_default();
-    if parent.is_empty() {
-        return tracing::info_span!(
-            target: TARGET,
-            parent: root,
-            "score",
-            span_name = name,
-            span_type = "score"
-        );
-    }
-    tracing::info_span!(
+    let span = tracing::info_span!(
         target: TARGET,
         parent: root,
         "score",
         span_name = name,
-        span_type = "score",
-        braintrust.parent = parent.as_str()
-    )
+        span_type = "score"
+    );
+    continue_root(&span, root, Some(scorer_event()));
+    span
+}
+
+/// Makes a child of the root continue it with its own propagated event (a span created
+/// under the root would copy the root's, which carries the case's `origin`). Done right
+/// after creation, before the span has children.
+fn continue_root(span: &Span, root: &Span, propagated_event: Option<Value>) {
+    if let Some(parent) = child_parent(root, propagated_event) {
+        // Both spans are recorded by the same layer, and the string is our own export.
+        let _ = span.set_braintrust_parent(&parent);
+    }
 }
 
 /// Records a value on a span (through the layer, as `record_json` does).
