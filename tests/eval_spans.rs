@@ -216,8 +216,8 @@ async fn the_span_tree_is_the_python_sdks_with_the_tasks_own_spans_inside() {
         let ours_row = eval_rows
             .iter()
             .find(|r| {
-                r["span_attributes"]["name"] == ours && r["input"] == "foo"
-                    || r["span_attributes"]["name"] == ours && r["input"]["input"] == "foo"
+                r["span_attributes"]["name"] == ours
+                    && (r["input"] == "foo" || r["input"]["input"] == "foo")
             })
             .expect("our row");
         let their_row = python
