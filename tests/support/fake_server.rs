@@ -204,7 +204,22 @@ struct State {
     next_object: u64,
     in_flight: HashMap<String, usize>,
     max_in_flight: HashMap<String, usize>,
+    /// Endpoints added by another support file (`fake_api.rs`), asked before a 404.
+    extra: Option<Extra>,
 }
+
+struct Extra(ExtraHandler);
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Extra")
+    }
+}
+
+/// An extra endpoint: `(method, path, query, body)` to `Some((status, answer))`, or
+/// `None` when the request is not its.
+pub(crate) type ExtraHandler =
+    Arc<dyn Fn(&str, &str, &str, Option<&Value>) -> Option<(u16, Value)> + Send + Sync>;
 
 /// What the endpoint logic decided.
 struct Answer {
@@ -295,6 +310,11 @@ impl FakeServer {
     /// The id `POST /v1/project` returns for `name` (stable for a name).
     pub(crate) fn project_id(&self, name: &str) -> String {
         project_uuid(name)
+    }
+
+    /// Adds endpoints (see [`ExtraHandler`]); they run with the server's state locked.
+    pub(crate) fn set_extra_handler(&self, handler: ExtraHandler) {
+        self.state().extra = Some(Extra(handler));
     }
 
     /// Queues a scripted answer for the next request to `path` (e.g. `"/logs3"`,
@@ -856,7 +876,17 @@ fn handle(shared: &Shared, state: &mut State, request: &Request, path: &str) -> 
                 )
             }
         }
-        _ => error(404, "not found"),
+        _ => {
+            let query = request.target.split_once('?').map_or("", |(_, q)| q);
+            match state
+                .extra
+                .as_ref()
+                .and_then(|extra| (extra.0)(method, path, query, body_json.as_ref()))
+            {
+                Some((status, body)) => answer(status, body),
+                None => error(404, "not found"),
+            }
+        }
     }
 }
 
