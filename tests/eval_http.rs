@@ -2,6 +2,7 @@
 //! Python SDK sends (`a_eval_basic`, `d_base_experiment`, `a3_summarize_failure`), the rows
 //! in the created experiment, the summary, and the eval running on a layer the
 //! application installed.
+#![cfg(feature = "eval")]
 
 mod support;
 

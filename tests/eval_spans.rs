@@ -1,6 +1,7 @@
 //! The span tree of an eval, compared with what the Python SDK sent (fixtures
 //! `a_eval_basic`, `b_eval_errors`, `f_score_shapes`: structure, not ids), with the
 //! task's own `#[instrument]`ed spans inside its `task` span. Local mode, memory sink.
+#![cfg(feature = "eval")]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
