@@ -552,9 +552,13 @@ fn report<I, E, O>(name: &str, summary: &EvalSummary, results: &[CaseResult<I, E
     let failures: Vec<&str> = results.iter().filter_map(|r| r.error.as_deref()).collect();
     if !failures.is_empty() {
         let s = if failures.len() == 1 { "" } else { "s" };
+        let experiment = if summary.experiment_name == name {
+            String::new()
+        } else {
+            format!(" [experiment_name={}]", summary.experiment_name)
+        };
         eprintln!(
-            "Evaluator {name} [experiment_name={}] failed with {} error{s}",
-            summary.experiment_name,
+            "Evaluator {name}{experiment} failed with {} error{s}",
             failures.len()
         );
         for failure in failures.iter().take(10) {
