@@ -114,11 +114,11 @@ pub use builder::Builder;
 pub use error::Error;
 #[cfg(feature = "eval")]
 pub use eval::{
-    BoxFuture, CaseOrigin, CaseResult, CaseStream, DEFAULT_MAX_CONCURRENCY, DataContext, DataError,
-    DataStream, DatasetVersion, Eval, EvalCase, EvalData, EvalError, EvalResult, EvalSummary,
-    ExactMatch, JsonDiff, Levenshtein, MetricSummary, NumericDiff, OpenedData, Score, ScoreError,
-    ScoreFuture, ScoreSummary, Scorer, ScorerArgs, ScorerFn, Scores, TaskError, TaskHooks,
-    scorer_fn,
+    BRAINTRUST_GATEWAY_URL, BoxFuture, CaseOrigin, CaseResult, CaseStream, DEFAULT_JUDGE_MODEL,
+    DEFAULT_MAX_CONCURRENCY, DataContext, DataError, DataStream, DatasetVersion, Eval, EvalCase,
+    EvalData, EvalError, EvalResult, EvalSummary, ExactMatch, JsonDiff, Levenshtein, LlmJudge,
+    MetricSummary, NumericDiff, OpenedData, Score, ScoreError, ScoreFuture, ScoreSummary, Scorer,
+    ScorerArgs, ScorerFn, Scores, TaskError, TaskHooks, scorer_fn,
 };
 pub use ext::BraintrustSpanExt;
 pub use guard::{BraintrustGuard, FlushReport};

@@ -19,6 +19,7 @@ mod data;
 mod error;
 mod hooks;
 mod link;
+mod llm_judge;
 mod local;
 mod progress;
 mod result;
@@ -35,6 +36,7 @@ pub use data::{
 };
 pub use error::EvalError;
 pub use hooks::TaskHooks;
+pub use llm_judge::{BRAINTRUST_GATEWAY_URL, DEFAULT_JUDGE_MODEL, LlmJudge};
 pub use result::{CaseResult, EvalResult};
 pub use runner::{DEFAULT_MAX_CONCURRENCY, Eval};
 pub use score::{Score, ScoreError, ScoreFuture, Scorer, ScorerArgs, ScorerFn, Scores, scorer_fn};

@@ -172,7 +172,7 @@ impl<I, E, O> Copy for ScorerArgs<'_, I, E, O> {}
 ///
 /// The built-in scorers ([`ExactMatch`](crate::ExactMatch),
 /// [`Levenshtein`](crate::Levenshtein), [`NumericDiff`](crate::NumericDiff),
-/// [`JsonDiff`](crate::JsonDiff)) work on any
+/// [`JsonDiff`](crate::JsonDiff), [`LlmJudge`](crate::LlmJudge)) work on any
 /// `Serialize` output and expected value; [`scorer_fn`] turns a closure into a scorer.
 ///
 /// # Examples
