@@ -105,6 +105,16 @@ pub trait BraintrustSpanExt {
     fn record_json<T: Serialize + ?Sized>(&self, field: &str, value: &T);
 }
 
+/// Runs `f` on the layer and the span's data, if both are reachable (also used by evals,
+/// to fix a root row's id).
+#[cfg(feature = "eval")]
+pub(crate) fn with_span_data<R>(
+    span: &Span,
+    f: impl FnOnce(&BraintrustLayer, &mut SpanData) -> R,
+) -> Option<R> {
+    with_data(span, f)
+}
+
 /// Runs `f` on the layer and the span's data, if both are reachable.
 fn with_data<R>(span: &Span, f: impl FnOnce(&BraintrustLayer, &mut SpanData) -> R) -> Option<R> {
     let mut f = Some(f);

@@ -37,6 +37,10 @@
 //! working directory (one `/logs3` row per line), so everything works on a fresh machine
 //! with no account. The README has the full field mapping table and configuration table.
 //!
+//! With the `eval` feature (on by default), `Eval` runs a task over cases, scores the
+//! outputs and logs the run as a Braintrust experiment, with the task's own spans inside
+//! each case's trace (README, "Evals").
+//!
 //! # How it works
 //!
 //! The layer only records: span fields are captured into the layer's table of open spans
@@ -110,8 +114,11 @@ pub use builder::Builder;
 pub use error::Error;
 #[cfg(feature = "eval")]
 pub use eval::{
-    BoxFuture, CaseOrigin, CaseStream, DataContext, DataError, DataStream, DatasetVersion,
-    EvalCase, EvalData, EvalError, OpenedData,
+    BRAINTRUST_GATEWAY_URL, BoxFuture, CaseOrigin, CaseResult, CaseStream, DEFAULT_JUDGE_MODEL,
+    DEFAULT_MAX_CONCURRENCY, DataContext, DataError, DataStream, DatasetVersion, Eval, EvalCase,
+    EvalData, EvalError, EvalResult, EvalSummary, ExactMatch, JsonDiff, Levenshtein, LlmJudge,
+    MetricSummary, NumericDiff, OpenedData, Score, ScoreError, ScoreFuture, ScoreSummary, Scorer,
+    ScorerArgs, ScorerFn, Scores, TaskError, TaskHooks, scorer_fn,
 };
 // ---- datasets ----
 #[cfg(feature = "eval")]

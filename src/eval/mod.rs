@@ -6,11 +6,15 @@
 //! `tracing` spans recorded by a [`BraintrustLayer`](crate::BraintrustLayer), routed to the
 //! experiment with an `experiment_id:` parent. Its REST calls share the uploader's session.
 //!
-//! Layout: `case` (one case), `data` (where cases come from), `api` (REST calls), `error`.
+//! Layout: `runner` (the [`Eval`] builder and its run), `case_run` (one case: spans, task,
+//! scorers, errors), `spans` (the spans and their parents), `case` and `data` (cases and
+//! where they come from), `score` and `scorers` (the scorer trait and the built-in ones),
+//! `summary` and `local` (summaries, from the server or computed here), `api` (REST calls),
+//! `link` (the layer the eval runs on), `progress`, `hooks`, `result`, `error`.
 
-#[allow(dead_code)] // used by the runner, next
 mod api;
 mod case;
+mod case_run;
 mod data;
 // ---- datasets ----
 mod dataset;
@@ -20,10 +24,20 @@ mod dataset_record;
 mod traces_to_dataset;
 // ---- end of datasets ----
 mod error;
-#[allow(dead_code)] // used by the runner, next
+mod hooks;
 mod link;
+mod llm_judge;
+mod local;
+mod progress;
+mod result;
+mod runner;
+mod score;
+mod scorers;
+mod spans;
+mod summary;
 
 pub use case::{CaseOrigin, EvalCase};
+pub use case_run::TaskError;
 pub use data::{
     BoxFuture, CaseStream, DataContext, DataError, DataStream, DatasetVersion, EvalData, OpenedData,
 };
@@ -33,6 +47,13 @@ pub use dataset_record::{DatasetRecord, RecordUpdate};
 pub use traces_to_dataset::{ConversionReport, SpanFilter, SpanRow, TracesToDataset};
 // ---- end of datasets ----
 pub use error::EvalError;
+pub use hooks::TaskHooks;
+pub use llm_judge::{BRAINTRUST_GATEWAY_URL, DEFAULT_JUDGE_MODEL, LlmJudge};
+pub use result::{CaseResult, EvalResult};
+pub use runner::{DEFAULT_MAX_CONCURRENCY, Eval};
+pub use score::{Score, ScoreError, ScoreFuture, Scorer, ScorerArgs, ScorerFn, Scores, scorer_fn};
+pub use scorers::{ExactMatch, JsonDiff, Levenshtein, NumericDiff};
+pub use summary::{EvalSummary, MetricSummary, ScoreSummary};
 
 /// A value as JSON; one that cannot be serialised becomes a string saying why.
 pub(crate) fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Value {

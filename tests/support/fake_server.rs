@@ -204,6 +204,8 @@ struct State {
     next_object: u64,
     in_flight: HashMap<String, usize>,
     max_in_flight: HashMap<String, usize>,
+    /// Endpoints added by another support file (`fake_api.rs`), asked before a 404.
+    extra: Option<Extra>,
     /// Answers requests no endpoint here knows (see [`FakeServer::set_extension`]).
     extension: ExtensionSlot,
 }
@@ -239,6 +241,19 @@ impl std::fmt::Debug for ExtensionRequest<'_> {
         write!(f, "{} {}", self.method, self.path)
     }
 }
+
+struct Extra(ExtraHandler);
+
+impl std::fmt::Debug for Extra {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Extra")
+    }
+}
+
+/// An extra endpoint: `(method, path, query, body)` to `Some((status, answer))`, or
+/// `None` when the request is not its.
+pub(crate) type ExtraHandler =
+    Arc<dyn Fn(&str, &str, &str, Option<&Value>) -> Option<(u16, Value)> + Send + Sync>;
 
 /// What the endpoint logic decided.
 struct Answer {
@@ -329,6 +344,11 @@ impl FakeServer {
     /// The id `POST /v1/project` returns for `name` (stable for a name).
     pub(crate) fn project_id(&self, name: &str) -> String {
         project_uuid(name)
+    }
+
+    /// Adds endpoints (see [`ExtraHandler`]); they run with the server's state locked.
+    pub(crate) fn set_extra_handler(&self, handler: ExtraHandler) {
+        self.state().extra = Some(Extra(handler));
     }
 
     /// Adds endpoints: `extension` answers the requests no endpoint here knows.
@@ -895,29 +915,33 @@ fn handle(shared: &Shared, state: &mut State, request: &Request, path: &str) -> 
                 )
             }
         }
-        _ => match state.extension.0.clone() {
-            Some(extension) => {
+        _ => {
+            let query = request.target.split_once('?').map_or("", |(_, q)| q);
+            let extra = state
+                .extra
+                .as_ref()
+                .and_then(|extra| (extra.0)(method, path, query, body_json.as_ref()));
+            let extended = || {
+                let extension = state.extension.0.clone()?;
                 let batches = state
                     .requests
                     .iter()
                     .filter(|r| r.method == "POST" && r.path == "/logs3" && r.status == Some(200))
                     .filter_map(|r| r.json()?.get("rows")?.as_array().cloned())
                     .collect();
-                let query = request.target.split_once('?').map_or("", |(_, q)| q);
-                let seen = ExtensionRequest {
+                extension(&ExtensionRequest {
                     method,
                     path,
                     query,
                     body: body_json.as_ref(),
                     batches,
-                };
-                match extension(&seen) {
-                    Some((status, body)) => answer(status, body),
-                    None => error(404, "not found"),
-                }
+                })
+            };
+            match extra.or_else(extended) {
+                Some((status, body)) => answer(status, body),
+                None => error(404, "not found"),
             }
-            None => error(404, "not found"),
-        },
+        }
     }
 }
 

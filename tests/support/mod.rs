@@ -7,6 +7,7 @@
 // Each test binary uses a different part of these helpers.
 #![allow(dead_code, unused_imports)]
 
+pub(crate) mod fake_api;
 pub(crate) mod fake_datasets;
 pub(crate) mod fake_server;
 pub(crate) mod helpers;
