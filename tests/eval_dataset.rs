@@ -1,0 +1,96 @@
+//! An eval over a dataset against the fake Braintrust API (`c_dataset.jsonl`, §4.5): the
+//! dataset is read before the experiment is created, the experiment records the dataset's
+//! id and version, and every case's root row links back to its record (`origin`).
+#![cfg(feature = "eval")]
+
+mod support;
+
+use serde_json::{Value, json};
+use support::fake_api::FakeApi;
+use support::fake_datasets::FakeDatasets;
+use support::{FakeServer, server_builder};
+use tracing_braintrust::{Dataset, DatasetRecord, Eval, ExactMatch};
+
+async fn upper(input: String) -> Result<String, std::io::Error> {
+    Ok(input.to_uppercase())
+}
+
+#[tokio::test]
+async fn an_eval_over_a_dataset_links_the_experiment_and_each_case_to_it() {
+    let server = FakeServer::start();
+    let api = FakeApi::install(&server);
+    FakeDatasets::install(&server);
+    let builder = || server_builder(server.url(), server.api_key(), "proj");
+    let dataset = Dataset::open(builder(), "ds").await.expect("opens");
+    let dataset_id = dataset.id().expect("remote").to_owned();
+    for (input, expected) in [("foo", "FOO"), ("bar", "BAR"), ("baz", "nope")] {
+        dataset.insert(
+            DatasetRecord::new(input)
+                .with_expected(expected)
+                .with_tag("from-ds")
+                .with_id(format!("rec-{input}")),
+        );
+    }
+    dataset.flush().await.expect("sent");
+    let rows_before = server.rows().len();
+
+    let result = Eval::<String, String, String>::new("from-dataset")
+        .data(dataset)
+        .task(upper)
+        .scorer(ExactMatch)
+        .with_builder(builder())
+        .with_quiet(true)
+        .run()
+        .await
+        .expect("runs");
+    assert_eq!(result.results.len(), 3);
+
+    // The dataset is fetched before the experiment is created.
+    let paths: Vec<String> = server.requests().iter().map(|r| r.path.clone()).collect();
+    let fetch = paths
+        .iter()
+        .position(|p| *p == format!("/v1/dataset/{dataset_id}/fetch"))
+        .expect("fetched");
+    let create = paths
+        .iter()
+        .position(|p| p == "/v1/experiment")
+        .expect("created");
+    assert!(fetch < create, "{paths:?}");
+    let body = server
+        .requests_to("/v1/experiment")
+        .first()
+        .and_then(|r| r.json())
+        .unwrap_or_default();
+    assert_eq!(body["dataset_id"], json!(dataset_id));
+    assert_eq!(body["dataset_version"], json!("1000196000000000001"));
+
+    // Every root row links back to its record.
+    let experiment = api.experiment_id("from-dataset").expect("experiment");
+    let roots: Vec<Value> = server.rows()[rows_before..]
+        .iter()
+        .filter(|r| r["experiment_id"] == json!(experiment) && r.get("origin").is_some())
+        .cloned()
+        .collect();
+    let mut linked: Vec<(String, String)> = roots
+        .iter()
+        .map(|r| {
+            assert_eq!(r["origin"]["object_type"], json!("dataset"));
+            assert_eq!(r["origin"]["object_id"], json!(dataset_id));
+            assert_eq!(r["origin"]["_xact_id"], json!("1000196000000000001"));
+            assert_eq!(r["span_attributes"]["type"], json!("eval"));
+            (
+                r["origin"]["id"].as_str().unwrap_or_default().to_owned(),
+                r["input"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    linked.sort();
+    assert_eq!(
+        linked,
+        [
+            ("rec-bar".to_owned(), "bar".to_owned()),
+            ("rec-baz".to_owned(), "baz".to_owned()),
+            ("rec-foo".to_owned(), "foo".to_owned()),
+        ]
+    );
+}
