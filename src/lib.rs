@@ -123,9 +123,9 @@ pub use eval::{
 // ---- datasets ----
 #[cfg(feature = "eval")]
 pub use eval::{
-    ConversionReport, Dataset, DatasetError, DatasetRecord, DatasetSummary, EVAL_SHARD_ENV,
-    RecordStream, RecordUpdate, Shard, Sharded, SpanFilter, SpanRow, TracesToDataset,
-    summarize_experiment,
+    BaseExperiment, ConversionReport, Dataset, DatasetError, DatasetRecord, DatasetSummary,
+    EVAL_SHARD_ENV, RecordStream, RecordUpdate, Shard, Sharded, SpanFilter, SpanRow,
+    TracesToDataset, summarize_experiment,
 };
 // ---- end of datasets ----
 pub use ext::BraintrustSpanExt;

@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use support::fake_api::FakeApi;
 use support::fake_datasets::FakeDatasets;
 use support::{FakeServer, server_builder};
-use tracing_braintrust::{Dataset, DatasetRecord, Eval, ExactMatch};
+use tracing_braintrust::{
+    BaseExperiment, Dataset, DatasetRecord, Eval, EvalCase, EvalError, ExactMatch,
+};
 
 async fn upper(input: String) -> Result<String, std::io::Error> {
     Ok(input.to_uppercase())
@@ -93,4 +95,71 @@ async fn an_eval_over_a_dataset_links_the_experiment_and_each_case_to_it() {
             ("rec-foo".to_owned(), "foo".to_owned()),
         ]
     );
+}
+
+#[tokio::test]
+async fn an_eval_over_a_base_experiment_reruns_its_root_cases() {
+    let server = FakeServer::start();
+    let api = FakeApi::install(&server);
+    let fake = FakeDatasets::install(&server);
+    let builder = || server_builder(server.url(), server.api_key(), "proj");
+    let cases: Vec<EvalCase<String>> = ["foo", "bar", "baz"]
+        .map(|s| {
+            EvalCase::new(s.to_owned())
+                .with_expected(s.to_uppercase())
+                .with_tag("base")
+        })
+        .into_iter()
+        .collect();
+    Eval::<String, String, String>::new("baseline")
+        .data(cases)
+        .task(upper)
+        .scorer(ExactMatch)
+        .with_builder(builder())
+        .with_quiet(true)
+        .run()
+        .await
+        .expect("baseline runs");
+    let base = api.experiment_id("baseline").expect("baseline");
+
+    let rerun = Eval::<String, String, String>::new("rerun")
+        .data(BaseExperiment::named("baseline"))
+        .task(upper)
+        .scorer(ExactMatch)
+        .with_builder(builder())
+        .with_quiet(true)
+        .run()
+        .await
+        .expect("rerun runs");
+    // The base's rows are eval, task and score spans: only the three roots are cases.
+    let mut inputs: Vec<(String, Option<String>, Vec<String>)> = rerun
+        .results
+        .iter()
+        .map(|r| (r.input.clone(), r.expected.clone(), r.tags.clone()))
+        .collect();
+    inputs.sort();
+    let want = |s: &str| {
+        (
+            s.to_owned(),
+            Some(s.to_uppercase()),
+            vec!["base".to_owned()],
+        )
+    };
+    assert_eq!(inputs, [want("bar"), want("baz"), want("foo")]);
+    assert!(
+        fake.fetches()
+            .iter()
+            .any(|(path, _)| *path == format!("/v1/experiment/{base}/fetch"))
+    );
+
+    // A missing experiment stops the eval before anything is created.
+    let missing = Eval::<String, String, String>::new("nothing")
+        .data(BaseExperiment::named("no-such-experiment"))
+        .task(upper)
+        .with_builder(builder())
+        .with_quiet(true)
+        .run()
+        .await;
+    assert!(matches!(missing, Err(EvalError::Data(_))));
+    assert!(api.experiment_id("nothing").is_none());
 }

@@ -10,14 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::stream::{self, Stream, StreamExt};
 use reqwest::Method;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::api::{Api, ordered_json, quote};
 use super::dataset_fetch::{FETCH_LIMIT, Fetcher, xact_cmp, xact_of};
 use super::dataset_local;
 use super::dataset_record::{DatasetRecord, RecordUpdate, delete_row, insert_row, update_row};
-use super::{BoxFuture, DataContext, DataError, DatasetVersion, EvalData, OpenedData};
+
 use crate::Builder;
 use crate::sink::Row;
 
@@ -403,6 +402,54 @@ impl Dataset {
     }
 }
 
+/// A dataset opened for an eval: [`Dataset::open_for_eval`].
+pub(crate) enum OpenedDataset {
+    /// The first page read, and the version the experiment records.
+    Remote {
+        fetcher: Fetcher,
+        id: String,
+        version: Option<String>,
+    },
+    /// A local file's records.
+    Local(Vec<DatasetRecord>),
+}
+
+impl Dataset {
+    /// Flushes, then reads what an eval needs before its experiment is created: the first
+    /// page and the version (the pinned one, else the highest `_xact_id`: pages run from
+    /// the latest, so the first holds it; `"0"` for an empty dataset, as in Python), or a
+    /// local file's records.
+    pub(crate) async fn open_for_eval(&self) -> Result<OpenedDataset, DatasetError> {
+        let inner = &self.inner;
+        inner.flush().await?;
+        let pinned = lock(&inner.version).clone();
+        match &inner.place {
+            Place::Remote { api, id, .. } => {
+                let mut fetcher = Fetcher::new(
+                    api.clone(),
+                    format!("v1/dataset/{}/fetch", quote(id)),
+                    FETCH_LIMIT,
+                    pinned.clone(),
+                );
+                fetcher.fill().await?;
+                let version = pinned.or_else(|| {
+                    let highest = fetcher
+                        .buffered()
+                        .filter_map(xact_of)
+                        .max_by(|a, b| xact_cmp(a, b));
+                    Some(highest.unwrap_or_else(|| "0".to_owned()))
+                });
+                Ok(OpenedDataset::Remote {
+                    fetcher,
+                    id: id.clone(),
+                    version,
+                })
+            }
+            Place::Local { path } => Ok(OpenedDataset::Local(read_local(path.clone()).await?.0)),
+        }
+    }
+}
+
 impl Inner {
     async fn flush(&self) -> Result<u64, DatasetError> {
         let rows = std::mem::take(&mut *lock(&self.pending));
@@ -512,71 +559,9 @@ impl fmt::Display for DatasetSummary {
     }
 }
 
-/// An eval over a dataset (§4.5): the dataset is flushed and its first page fetched when
-/// the eval opens it, before the experiment is created, so that the experiment records
-/// `dataset_id` and `dataset_version` (the pinned version, else the highest `_xact_id`);
-/// the following pages are fetched as the eval reads them. Each record becomes a case:
-/// input and expected read as `I` and `E`, metadata and tags kept, the record's id as the
-/// case id, and `origin` linking the case's root row to the record. A local dataset gives
-/// the same cases without the link.
-impl<I, E> EvalData<I, E> for Dataset
-where
-    I: DeserializeOwned + Send + 'static,
-    E: DeserializeOwned + Send + 'static,
-{
-    fn open(self, _context: DataContext) -> BoxFuture<Result<OpenedData<I, E>, DataError>> {
-        Box::pin(async move {
-            let inner = Arc::clone(&self.inner);
-            inner
-                .flush()
-                .await
-                .map_err(|e| DataError::new(e.to_string()))?;
-            match &inner.place {
-                Place::Remote { api, id, .. } => {
-                    let mut fetcher = Fetcher::new(
-                        api.clone(),
-                        format!("v1/dataset/{}/fetch", quote(id)),
-                        FETCH_LIMIT,
-                        lock(&inner.version).clone(),
-                    );
-                    fetcher.fill().await.map_err(|e| {
-                        DataError::new(format!("cannot fetch the dataset: {}", e.message))
-                    })?;
-                    // Pages run from the latest `_xact_id`: the first holds the highest.
-                    let version = lock(&inner.version).clone().or_else(|| {
-                        fetcher
-                            .buffered()
-                            .filter_map(xact_of)
-                            .max_by(|a, b| xact_cmp(a, b))
-                            .or_else(|| Some("0".to_owned()))
-                    });
-                    let dataset_id = id.clone();
-                    let cases = fetcher.into_stream().map(move |event| {
-                        event
-                            .map_err(|e| {
-                                DataError::new(format!("cannot fetch the dataset: {}", e.message))
-                            })
-                            .and_then(|event| {
-                                DatasetRecord::from_event(event).into_case(Some(&dataset_id))
-                            })
-                    });
-                    Ok(OpenedData::new(cases.boxed())
-                        .with_dataset(DatasetVersion::new(id.clone(), version)))
-                }
-                Place::Local { path } => {
-                    let (records, _) = read_local(path.clone())
-                        .await
-                        .map_err(|e| DataError::new(e.to_string()))?;
-                    let len = records.len() as u64;
-                    let cases = stream::iter(records.into_iter().map(|r| r.into_case(None)));
-                    Ok(OpenedData::new(cases.boxed()).with_len(len))
-                }
-            }
-        })
-    }
-}
-
-async fn read_local(path: PathBuf) -> Result<(Vec<DatasetRecord>, Option<String>), DatasetError> {
+pub(crate) async fn read_local(
+    path: PathBuf,
+) -> Result<(Vec<DatasetRecord>, Option<String>), DatasetError> {
     let at = path.clone();
     blocking(move || dataset_local::read_records(&at))
         .await

@@ -7,7 +7,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::eval::{SpanFilter, TracesToDataset};
+use crate::eval::{DataContext, EvalData, OpenedData, SpanFilter, TracesToDataset};
 use crate::sink::fake_datasets::FakeDatasets;
 use crate::sink::fake_server::FakeServer;
 

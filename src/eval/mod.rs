@@ -21,6 +21,7 @@ mod dataset;
 mod dataset_fetch;
 mod dataset_local;
 mod dataset_record;
+mod dataset_source;
 mod shard;
 mod traces_to_dataset;
 // ---- end of datasets ----
@@ -45,6 +46,7 @@ pub use data::{
 // ---- datasets ----
 pub use dataset::{Dataset, DatasetError, DatasetSummary, RecordStream};
 pub use dataset_record::{DatasetRecord, RecordUpdate};
+pub use dataset_source::BaseExperiment;
 pub use shard::{EVAL_SHARD_ENV, Shard, Sharded, summarize_experiment};
 pub use traces_to_dataset::{ConversionReport, SpanFilter, SpanRow, TracesToDataset};
 // ---- end of datasets ----
