@@ -39,7 +39,9 @@
 //!
 //! With the `eval` feature (on by default), `Eval` runs a task over cases, scores the
 //! outputs and logs the run as a Braintrust experiment, with the task's own spans inside
-//! each case's trace (README, "Evals").
+//! each case's trace (README, "Evals"). `Dataset` keeps cases in Braintrust (or a local
+//! file), `TracesToDataset` turns logged spans into dataset records, and `Shard` splits one
+//! eval across machines (README, "Datasets").
 //!
 //! # How it works
 //!
