@@ -52,6 +52,7 @@ async fn records_are_sent_fetched_and_summarized_as_python_does() {
     );
     let id = dataset.id().expect("remote").to_owned();
     assert_eq!(id, FakeDatasets::dataset_id(&project, "ds"));
+    assert!(!format!("{dataset:?}").contains(server.api_key()));
 
     let foo = dataset.insert(DatasetRecord::new("foo").with_expected("FOO"));
     dataset.insert(
@@ -107,6 +108,15 @@ async fn records_are_sent_fetched_and_summarized_as_python_does() {
     );
 
     let summary = dataset.summarize().await.expect("summary");
+    let asked = server.requests_to(&format!("/v1/dataset/{id}/summarize"));
+    assert_eq!(
+        (
+            asked.len(),
+            asked[0].method.as_str(),
+            asked[0].query.as_str()
+        ),
+        (1, "GET", "summarize_data=true")
+    );
     assert_eq!(summary.total_records, 3);
     assert_eq!(summary.new_records, 4);
     let printed = summary.to_string();
