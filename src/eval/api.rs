@@ -202,16 +202,17 @@ impl Api {
             .await;
         SentRows {
             sent: outcome.sent,
-            failed: outcome.failed.len() as u64,
+            failed: outcome.failed,
         }
     }
 }
 
 /// What [`Api::send_rows`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub(crate) struct SentRows {
     pub(crate) sent: u64,
-    pub(crate) failed: u64,
+    /// The rows that finally failed (already reported by the uploader).
+    pub(crate) failed: Vec<crate::sink::Row>,
 }
 // ---- end of dataset hooks ----
 

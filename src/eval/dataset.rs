@@ -32,12 +32,16 @@ pub enum DatasetError {
     /// A request to Braintrust failed (after the uploader's retries).
     Request(String),
     /// Rows that did not reach Braintrust after the retries (reported on stderr, and written
-    /// to the failed-payloads directory when one is configured).
+    /// to the failed-payloads directory when one is configured). With a spool directory
+    /// (`BRAINTRUST_SPOOL_DIR`) they are spooled, and the next layer started with that
+    /// spool (or `upload_files` on it) sends them.
     NotSent {
         /// Rows the server acknowledged.
         sent: u64,
         /// Rows that failed.
         failed: u64,
+        /// Of the failed rows, those written to the spool.
+        spooled: u64,
     },
     /// The local dataset file cannot be read or written.
     Io {
@@ -55,8 +59,16 @@ impl fmt::Display for DatasetError {
         match self {
             DatasetError::Config(e) => write!(f, "cannot connect the dataset: {e}"),
             DatasetError::Request(message) => write!(f, "dataset request failed: {message}"),
-            DatasetError::NotSent { sent, failed } => {
-                write!(f, "{failed} dataset rows were not delivered ({sent} were)")
+            DatasetError::NotSent {
+                sent,
+                failed,
+                spooled,
+            } => {
+                write!(f, "{failed} dataset rows were not delivered ({sent} were)")?;
+                if *spooled > 0 {
+                    write!(f, "; {spooled} of them were spooled for a later upload")?;
+                }
+                Ok(())
             }
             DatasetError::Io { path, error } => {
                 write!(f, "dataset file {}: {error}", path.display())
@@ -136,6 +148,8 @@ enum Place {
         api: Api,
         id: String,
         project_id: String,
+        /// Where rows that cannot be delivered are kept (directory, size cap).
+        spool: Option<(PathBuf, u64)>,
     },
     Local {
         path: PathBuf,
@@ -179,6 +193,10 @@ impl Dataset {
                 api,
                 id: id.to_owned(),
                 project_id,
+                spool: config
+                    .spool_dir
+                    .clone()
+                    .map(|dir| (dir, config.spool_max_bytes)),
             },
         ))
     }
@@ -266,7 +284,8 @@ impl Dataset {
     ///
     /// # Errors
     ///
-    /// [`DatasetError::NotSent`] when rows still failed after the retries;
+    /// [`DatasetError::NotSent`] when rows still failed after the retries (spooled when
+    /// the builder has a spool directory);
     /// [`DatasetError::Io`] when the local file cannot be written (the rows stay buffered
     /// for the next flush).
     pub async fn flush(&self) -> Result<u64, DatasetError> {
@@ -393,10 +412,15 @@ impl Dataset {
                 .collect();
             let outcome = api.send_rows(crate::merge::merge_rows(chunk)).await;
             sent += outcome.sent;
-            failed += outcome.failed;
+            failed += outcome.failed.len() as u64;
         }
         if failed > 0 {
-            return Err(DatasetError::NotSent { sent, failed });
+            // The rows are still in the file: nothing to spool.
+            return Err(DatasetError::NotSent {
+                sent,
+                failed,
+                spooled: 0,
+            });
         }
         Ok(sent)
     }
@@ -457,16 +481,32 @@ impl Inner {
             return Ok(0);
         }
         match &self.place {
-            Place::Remote { api, .. } => {
+            Place::Remote { api, spool, .. } => {
                 let rows = rows.into_iter().map(Row::from).collect();
                 let outcome = api.send_rows(crate::merge::merge_rows(rows)).await;
-                if outcome.failed > 0 {
-                    return Err(DatasetError::NotSent {
-                        sent: outcome.sent,
-                        failed: outcome.failed,
-                    });
+                if outcome.failed.is_empty() {
+                    return Ok(outcome.sent);
                 }
-                Ok(outcome.sent)
+                let failed = outcome.failed.len() as u64;
+                let spooled = match spool.clone() {
+                    Some((dir, max_bytes)) => {
+                        let rows = outcome.failed;
+                        blocking(move || {
+                            let spool = crate::spool::Spool::new(dir, max_bytes);
+                            let written = spool.append(&rows);
+                            spool.close();
+                            Ok(written.iter().filter(|w| **w).count() as u64)
+                        })
+                        .await
+                        .unwrap_or(0)
+                    }
+                    None => 0,
+                };
+                Err(DatasetError::NotSent {
+                    sent: outcome.sent,
+                    failed,
+                    spooled,
+                })
             }
             Place::Local { path } => {
                 let count = rows.len() as u64;

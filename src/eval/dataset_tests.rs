@@ -429,3 +429,43 @@ async fn spans_from_a_local_file_become_records_of_a_local_dataset() {
     assert!(matches!(missing, Err(DatasetError::Io { .. })));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn rows_the_server_refuses_are_spooled_and_uploaded_later() {
+    let server = FakeServer::start();
+    FakeDatasets::install(&server);
+    let spool = std::env::temp_dir().join(format!("tb-ds-spool-{}", fastrand::u64(..)));
+    let with_spool = || builder(&server).with_spool_dir(&spool);
+    let dataset = Dataset::open(with_spool(), "ds").await.expect("opens");
+    dataset.insert(DatasetRecord::new("a").with_id("a"));
+    dataset.insert(DatasetRecord::new("b").with_id("b"));
+    server.push_logs3(crate::sink::fake_server::Reply::status(400));
+    let refused = dataset.flush().await;
+    assert!(
+        matches!(
+            refused,
+            Err(DatasetError::NotSent {
+                sent: 0,
+                failed: 2,
+                spooled: 2
+            })
+        ),
+        "{refused:?}"
+    );
+    assert!(all(&dataset).await.is_empty());
+    let upload = with_spool();
+    let dir = spool.clone();
+    let report = tokio::task::spawn_blocking(move || crate::upload_files(upload, &[dir]))
+        .await
+        .expect("joined")
+        .expect("uploaded");
+    assert_eq!((report.sent, report.failed), (2, 0));
+    let mut ids: Vec<String> = all(&dataset)
+        .await
+        .into_iter()
+        .filter_map(|r| r.id)
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+    let _ = std::fs::remove_dir_all(spool);
+}
