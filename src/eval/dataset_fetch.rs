@@ -198,6 +198,62 @@ impl Fetcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::fake_server::FakeServer;
+    use std::sync::Arc;
+
+    /// An object of `total` rows served `page` at a time, latest first, each page also
+    /// repeating the previous page's rows in an older version.
+    fn serve(server: &FakeServer, total: u64, page: u64) {
+        server.set_extension(Arc::new(move |request| {
+            let offset: u64 = request
+                .body?
+                .get("cursor")
+                .and_then(Value::as_str)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let row = |n: u64, xact: u64| json!({"id": format!("r{n}"), "_xact_id": format!("{xact:019}"), "input": n});
+            let mut events: Vec<Value> = (offset..(offset + page).min(total))
+                .map(|n| row(n, 2 * total - n))
+                .collect();
+            if events.is_empty() {
+                return Some((200, json!({"events": []})));
+            }
+            events.extend((offset.saturating_sub(page)..offset).map(|n| row(n, total - n)));
+            Some((200, json!({"events": events, "cursor": (offset + page).to_string()})))
+        }));
+    }
+
+    #[tokio::test]
+    async fn a_large_object_is_read_a_page_at_a_time_each_row_once() {
+        let server = FakeServer::start();
+        let (total, page) = (10_000u64, 1_000u64);
+        serve(&server, total, page);
+        let config = crate::BraintrustLayer::builder()
+            .with_env_vars(Vec::<(String, String)>::new())
+            .with_api_key(server.api_key())
+            .with_app_url(server.url())
+            .config()
+            .expect("config");
+        let (_, _, http) = crate::sink::upload_sink(&config).expect("client");
+        let mut fetcher = Fetcher::new(Api::new(http), "v1/dataset/d/fetch".into(), 1000, None);
+        let mut next_input = 0;
+        let mut most_held = 0;
+        while let Some(row) = fetcher.next().await {
+            let row = row.expect("row");
+            // Every row once, in its latest version, in order.
+            assert_eq!(row.get("input"), Some(&json!(next_input)));
+            assert_eq!(
+                xact_of(&row),
+                Some(format!("{:019}", 2 * total - next_input))
+            );
+            next_input += 1;
+            most_held = most_held.max(fetcher.page.len());
+        }
+        assert_eq!(next_input, total);
+        // Never more than one page of rows held.
+        assert!(most_held < page as usize, "{most_held}");
+        assert_eq!(server.requests_to("/v1/dataset/d/fetch").len(), 11);
+    }
 
     #[test]
     fn xact_ids_order_as_numbers() {
