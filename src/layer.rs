@@ -158,6 +158,7 @@ impl Links {
             Some(RouteTarget::ExperimentId(id)) => ("experiment", id.clone()),
             Some(RouteTarget::ProjectId(id)) => ("project_logs", id.clone()),
             Some(RouteTarget::ProjectName(_)) => return None,
+            Some(RouteTarget::PlaygroundLogs(id)) => ("playground_logs", id.clone()),
             None => ("project_logs", self.project_id()?),
         };
         Some(format!(

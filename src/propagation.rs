@@ -107,12 +107,20 @@ fn route_target(t: ParentTarget) -> RouteTarget {
 }
 
 fn from_components(c: SpanComponents) -> Result<RemoteParent, Error> {
-    if c.object_type == ObjectType::PlaygroundLogs {
-        return Err(Error::InvalidParent(
-            "playground logs parents are not supported".into(),
-        ));
-    }
-    let target = ParentTarget::from_components(&c).map(route_target);
+    let target = if c.object_type == ObjectType::PlaygroundLogs {
+        // Rows go to the playground session: its id must be given (there is no name to
+        // resolve it by).
+        match c.object_id.as_deref().filter(|id| !id.is_empty()) {
+            Some(id) => Some(RouteTarget::PlaygroundLogs(id.to_owned())),
+            None => {
+                return Err(Error::InvalidParent(
+                    "a playground logs parent needs the prompt session id (object_id)".into(),
+                ));
+            }
+        }
+    } else {
+        ParentTarget::from_components(&c).map(route_target)
+    };
     let propagated_event = c.propagated_event.clone().filter(|m| !m.is_empty());
     let route = (target.is_some() || propagated_event.is_some()).then(|| {
         Arc::new(Route {
@@ -154,6 +162,11 @@ pub(crate) fn export(
         }
         Some(RouteTarget::ProjectId(id)) => project_components(None, Some(id.clone())),
         Some(RouteTarget::ProjectName(name)) => project_components(Some(name), None),
+        Some(RouteTarget::PlaygroundLogs(id)) => {
+            let mut c = SpanComponents::new(ObjectType::PlaygroundLogs);
+            c.object_id = Some(id.clone());
+            c
+        }
         None => project_components(Some(target.project_name), target.project_id.clone()),
     };
     c.row_id = Some(row_id.to_owned());
@@ -192,7 +205,9 @@ pub(crate) fn parent_target_string(route: Option<&Route>, target: &ExportTarget<
         Some(RouteTarget::ExperimentId(id)) => ParentTarget::ExperimentId(id.clone()),
         Some(RouteTarget::ProjectId(id)) => ParentTarget::ProjectId(id.clone()),
         Some(RouteTarget::ProjectName(n)) => ParentTarget::ProjectName(n.clone()),
-        None => match &target.project_id {
+        // `braintrust.parent` has no form for a playground session: the layer's project
+        // is named, as for a span of no container.
+        Some(RouteTarget::PlaygroundLogs(_)) | None => match &target.project_id {
             Some(id) => ParentTarget::ProjectId(id.clone()),
             None => ParentTarget::ProjectName(target.project_name.to_owned()),
         },

@@ -926,6 +926,8 @@ pub(crate) enum RouteTarget {
     ProjectId(String),
     ProjectName(String),
     ExperimentId(String),
+    /// A playground session's logs (`prompt_session_id`, `log_id: "x"`).
+    PlaygroundLogs(String),
 }
 
 /// The identity of a span, fixed when it opens.

@@ -229,6 +229,7 @@ fn finish(
         Some(RouteTarget::ExperimentId(id)) => Target::Experiment(id.clone()),
         Some(RouteTarget::ProjectId(id)) => Target::Project(id.clone()),
         Some(RouteTarget::ProjectName(name)) => Target::ProjectName(name.clone()),
+        Some(RouteTarget::PlaygroundLogs(id)) => Target::PlaygroundLogs(id.clone()),
         None => match &settings.project_id {
             Some(id) => Target::Project(id.clone()),
             None => Target::Logs,

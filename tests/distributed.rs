@@ -1146,8 +1146,14 @@ fn invalid_env_parent_is_ignored() {
 
 #[test]
 fn invalid_code_parent_is_a_build_error() {
-    // A playground logs slug (object type 3) is not a place rows can go.
-    let playground = BASE64.encode([&[4u8, 3, 0][..], br#"{"object_id":"x"}"#].concat());
+    // A playground logs slug (object type 3) without the session's id names no place.
+    let playground = BASE64.encode(
+        [
+            &[4u8, 3, 0][..],
+            br#"{"compute_object_metadata_args":{"x":1}}"#,
+        ]
+        .concat(),
+    );
     let truncated = result_str("d_export_parent", "child_export")[..20].to_owned();
     for bad in [
         "",

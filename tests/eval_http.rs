@@ -285,3 +285,43 @@ fn the_eval_runs_on_the_layer_the_application_installed() {
     let report = guard.shutdown();
     assert!(report.complete && report.failed == 0);
 }
+
+#[tokio::test]
+async fn update_logs_into_the_existing_experiment_and_case_ids_keep_their_rows() {
+    let server = FakeServer::start();
+    let api = FakeApi::install(&server);
+    let run = || {
+        Eval::new("nightly")
+            .data(vec![
+                EvalCase::new("foo".to_owned())
+                    .with_expected("FOO".to_owned())
+                    .with_id("case-foo"),
+            ])
+            .task(upper)
+            .scorer(ExactMatch)
+            .with_update(true)
+            .with_builder(server_builder(server.url(), server.api_key(), PROJECT))
+            .with_quiet(true)
+            .run()
+    };
+    let first = run().await.expect("first run");
+    let second = run().await.expect("second run");
+    assert_eq!(first.summary.experiment_id, second.summary.experiment_id);
+    assert_eq!(api.experiment_id("nightly"), first.summary.experiment_id);
+    for create in server.requests_to("/v1/experiment") {
+        assert_eq!(
+            create.json().map(|b| b["ensure_new"].clone()),
+            Some(json!(false))
+        );
+    }
+    // The case's root row has the same id both times: the second run replaced it.
+    let ids: Vec<Option<&str>> = [&first, &second]
+        .iter()
+        .map(|r| r.results[0].row_id.as_deref())
+        .collect();
+    assert!(ids[0].is_some());
+    assert_eq!(ids[0], ids[1]);
+    // Nothing the eval shows carries the key.
+    let shown = format!("{first:?}{:?}", Eval::<String, String, String>::new("x"));
+    assert!(!shown.contains(server.api_key()));
+}

@@ -96,18 +96,12 @@ impl Api {
             .await
     }
 
-    /// The layer's own project name, and its id when configured.
-    pub(crate) fn layer_project(&self) -> (String, Option<String>) {
-        let (_, name, id) = self.http.rest_target();
-        (name.to_owned(), id.map(str::to_owned))
-    }
-
     /// The public app URL links are built on: `BRAINTRUST_APP_PUBLIC_URL`, or the app URL.
     pub(crate) fn app_public_url(&self) -> String {
         std::env::var("BRAINTRUST_APP_PUBLIC_URL")
             .ok()
             .filter(|u| !u.trim().is_empty())
-            .unwrap_or_else(|| self.http.rest_target().0.to_owned())
+            .unwrap_or_else(|| self.http.rest_app_url().to_owned())
             .trim_end_matches('/')
             .to_owned()
     }

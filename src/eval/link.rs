@@ -62,6 +62,11 @@ impl Link {
         })
     }
 
+    /// The layer's project name.
+    pub(crate) fn project_name(&self) -> String {
+        self.layer.links.project_name.clone()
+    }
+
     /// The REST connection, when the layer uploads.
     pub(crate) fn api(&self) -> Option<Api> {
         self.layer.uploader.clone().map(Api::new)

@@ -18,7 +18,7 @@ use super::link::Link;
 use super::local::{DEFAULT_LOCAL_DIR, LocalCase, local_summary};
 use super::progress::Progress;
 use super::score::Scorer;
-use super::summary::{EvalSummary, parse_summarize};
+use super::summary::{EvalSummary, parse_summarize, report};
 use super::{CaseResult, EvalError, EvalResult, TaskHooks};
 use crate::Builder;
 
@@ -337,14 +337,7 @@ where
         }
         let link = Link::find_or_build(self.builder.take())?;
         let api = link.api();
-        let project = match (&self.project, &api) {
-            (Some(p), _) => p.clone(),
-            (None, Some(api)) => api.layer_project().0,
-            (None, None) => std::env::var("BRAINTRUST_PROJECT")
-                .ok()
-                .filter(|p| !p.trim().is_empty())
-                .unwrap_or_else(|| "Global".into()),
-        };
+        let project = self.project.clone().unwrap_or_else(|| link.project_name());
         let context = DataContext {
             api: api.clone(),
             project_name: project.clone(),
@@ -545,45 +538,4 @@ struct Experiment {
     name: String,
     base_exp_id: Option<String>,
     url: String,
-}
-
-/// Prints failures to stderr and the summary to stdout.
-fn report<I, E, O>(name: &str, summary: &EvalSummary, results: &[CaseResult<I, E, O>]) {
-    let failures: Vec<&str> = results.iter().filter_map(|r| r.error.as_deref()).collect();
-    if !failures.is_empty() {
-        let s = if failures.len() == 1 { "" } else { "s" };
-        let experiment = if summary.experiment_name == name {
-            String::new()
-        } else {
-            format!(" [experiment_name={}]", summary.experiment_name)
-        };
-        eprintln!(
-            "Evaluator {name}{experiment} failed with {} error{s}",
-            failures.len()
-        );
-        for failure in failures.iter().take(10) {
-            eprintln!("  {failure}");
-        }
-        if failures.len() > 10 {
-            eprintln!("  ... and {} more", failures.len() - 10);
-        }
-    }
-    let scorer_failures: BTreeMap<&str, usize> = results
-        .iter()
-        .flat_map(|r| r.scorer_errors.keys())
-        .fold(BTreeMap::new(), |mut m, k| {
-            *m.entry(k.as_str()).or_default() += 1;
-            m
-        });
-    if !scorer_failures.is_empty() {
-        let names: Vec<String> = scorer_failures
-            .iter()
-            .map(|(k, n)| format!("{k} ({n})"))
-            .collect();
-        eprintln!(
-            "Found exceptions for the following scorers: {}",
-            names.join(", ")
-        );
-    }
-    println!("{summary}");
 }

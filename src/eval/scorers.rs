@@ -258,6 +258,33 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Every vector autoevals 0.4.1 scored (`tests/fixtures/evals/autoevals_vectors.json`)
+    /// gets the same score here.
+    #[test]
+    fn scores_match_autoevals_vectors() {
+        let file: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/evals/autoevals_vectors.json"
+        ))
+        .unwrap_or_default();
+        let vectors = file["vectors"].as_array().cloned().unwrap_or_default();
+        assert!(vectors.len() > 30);
+        for v in vectors {
+            let (o, e) = (&v["output"], &v["expected"]);
+            let ours = match v["scorer"].as_str().unwrap_or_default() {
+                "Levenshtein" => Levenshtein::similarity(&python_str(o), &python_str(e)),
+                "ExactMatch" => ExactMatch::compare(o, e),
+                "NumericDiff" => NumericDiff::similarity(
+                    number(o).unwrap_or(f64::NAN),
+                    number(e).unwrap_or(f64::NAN),
+                ),
+                "JSONDiff" => JsonDiff::default().similarity(o, e),
+                other => panic!("unknown scorer {other}"),
+            };
+            let theirs = v["score"].as_f64().unwrap_or(f64::NAN);
+            assert!((ours - theirs).abs() < 1e-12, "{v}: ours {ours}");
+        }
+    }
+
     #[test]
     fn levenshtein_matches_autoevals_fixture_e() {
         // e_autoevals.jsonl: ("hello wrld", "hello world") -> 0.9090909090909091, the

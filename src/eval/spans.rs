@@ -96,7 +96,8 @@ pub(crate) fn record<T: Serialize + ?Sized>(span: &Span, field: &str, value: &T)
 
 /// Fixes the root row's `id` (a case with a stable id, §7.2): the id itself when it is a
 /// UUID, else `uuid5(NAMESPACE_URL, "braintrust:eval:{id}:trial:{n}")` (every trial in
-/// the second form except trial 0 of a UUID id).
+/// the second form except trial 0 of a UUID id). Not in live mode, where the start row is
+/// already sent.
 pub(crate) fn set_row_id(span: &Span, case_id: &str, trial: u32) {
     let bits = match uuid::Uuid::try_parse(case_id) {
         Ok(uuid) if trial == 0 => uuid.as_u128(),
@@ -106,5 +107,11 @@ pub(crate) fn set_row_id(span: &Span, case_id: &str, trial: u32) {
         )
         .as_u128(),
     };
-    crate::ext::with_span_data(span, |_, data| data.header.row_id = bits);
+    crate::ext::with_span_data(span, |_, data| {
+        // In live mode the start row already went out under the span's first id: changing
+        // it now would leave that row behind, so the id stays as it is.
+        if !data.open_delivered {
+            data.header.row_id = bits;
+        }
+    });
 }

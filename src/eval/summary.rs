@@ -241,6 +241,51 @@ impl fmt::Display for EvalSummary {
     }
 }
 
+/// Prints failures to stderr and the summary to stdout.
+pub(crate) fn report<I, E, O>(
+    name: &str,
+    summary: &EvalSummary,
+    results: &[super::CaseResult<I, E, O>],
+) {
+    let failures: Vec<&str> = results.iter().filter_map(|r| r.error.as_deref()).collect();
+    if !failures.is_empty() {
+        let s = if failures.len() == 1 { "" } else { "s" };
+        let experiment = if summary.experiment_name == name {
+            String::new()
+        } else {
+            format!(" [experiment_name={}]", summary.experiment_name)
+        };
+        eprintln!(
+            "Evaluator {name}{experiment} failed with {} error{s}",
+            failures.len()
+        );
+        for failure in failures.iter().take(10) {
+            eprintln!("  {failure}");
+        }
+        if failures.len() > 10 {
+            eprintln!("  ... and {} more", failures.len() - 10);
+        }
+    }
+    let scorer_failures: BTreeMap<&str, usize> = results
+        .iter()
+        .flat_map(|r| r.scorer_errors.keys())
+        .fold(BTreeMap::new(), |mut m, k| {
+            *m.entry(k.as_str()).or_default() += 1;
+            m
+        });
+    if !scorer_failures.is_empty() {
+        let names: Vec<String> = scorer_failures
+            .iter()
+            .map(|(k, n)| format!("{k} ({n})"))
+            .collect();
+        eprintln!(
+            "Found exceptions for the following scorers: {}",
+            names.join(", ")
+        );
+    }
+    println!("{summary}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

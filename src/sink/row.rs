@@ -59,6 +59,8 @@ pub(crate) enum Target {
     ProjectName(String),
     /// `log_id: "g"` only: the uploader adds the configured project.
     Logs,
+    /// `prompt_session_id` and `log_id: "x"` (playground logs).
+    PlaygroundLogs(String),
 }
 
 /// `span_attributes`.
@@ -97,6 +99,8 @@ pub(crate) struct Built {
 
 /// The `log_id` of a project's logs.
 const PROJECT_LOGS: &str = "g";
+/// `log_id` of playground logs rows.
+const PLAYGROUND_LOGS: &str = "x";
 
 impl Built {
     /// The row as a JSON object, with the same keys and values [`write_built`] writes.
@@ -177,6 +181,10 @@ impl Built {
             }
             Target::Logs => {
                 row.insert("log_id".into(), PROJECT_LOGS.into());
+            }
+            Target::PlaygroundLogs(id) => {
+                row.insert("prompt_session_id".into(), id.into());
+                row.insert("log_id".into(), PLAYGROUND_LOGS.into());
             }
         }
         if let Some(merge) = is_merge {
@@ -335,7 +343,10 @@ fn write_built(out: &mut Vec<u8>, row: &Built, project: Option<&str>) {
     key(out, first, "id");
     json_out::write_str(out, row.id.as_str());
     part(out, first, "input", row.input.as_ref());
-    if project.is_some() || !matches!(row.target, Target::Experiment(_)) {
+    if let (None, Target::PlaygroundLogs(_)) = (project, &row.target) {
+        key(out, first, "log_id");
+        json_out::write_str(out, PLAYGROUND_LOGS);
+    } else if project.is_some() || !matches!(row.target, Target::Experiment(_)) {
         key(out, first, "log_id");
         json_out::write_str(out, PROJECT_LOGS);
     }
@@ -350,6 +361,10 @@ fn write_built(out: &mut Vec<u8>, row: &Built, project: Option<&str>) {
     };
     if let Some(id) = project_id {
         key(out, first, "project_id");
+        json_out::write_str(out, id);
+    }
+    if let (None, Target::PlaygroundLogs(id)) = (project, &row.target) {
+        key(out, first, "prompt_session_id");
         json_out::write_str(out, id);
     }
     key(out, first, "root_span_id");

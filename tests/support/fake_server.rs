@@ -219,8 +219,8 @@ impl std::fmt::Debug for ExtensionSlot {
     }
 }
 
-/// More endpoints (e.g. `fake_datasets`): called with a request no endpoint here knows;
-/// `None` lets the server answer 404.
+/// More endpoints (`fake_datasets.rs`), asked after [`ExtraHandler`]: an extension also
+/// sees the rows accepted so far; `None` lets the server answer 404.
 pub(crate) type Extension =
     Arc<dyn Fn(&ExtensionRequest<'_>) -> Option<(u16, Value)> + Send + Sync>;
 
@@ -351,7 +351,7 @@ impl FakeServer {
         self.state().extra = Some(Extra(handler));
     }
 
-    /// Adds endpoints: `extension` answers the requests no endpoint here knows.
+    /// Adds endpoints: `extension` answers the requests no other endpoint knows.
     pub(crate) fn set_extension(&self, extension: Extension) {
         self.state().extension = ExtensionSlot(Some(extension));
     }

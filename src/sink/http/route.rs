@@ -30,7 +30,7 @@ const ROUTED_KEYS: [&str; 4] = [
 fn destination(row: &mut Row) -> Dest {
     if let Some(built) = row.as_built_mut() {
         return match std::mem::replace(&mut built.target, Target::Logs) {
-            target @ (Target::Experiment(_) | Target::Project(_)) => {
+            target @ (Target::Experiment(_) | Target::Project(_) | Target::PlaygroundLogs(_)) => {
                 built.target = target;
                 Dest::Keep
             }

@@ -337,14 +337,9 @@ impl HttpSink {
         Ok(self.project_id(&mut setup, &login, name, started).await?)
     }
 
-    /// The control-plane URL and the layer's project (name, and id when configured).
-    pub(crate) fn rest_target(&self) -> (&str, &str, Option<&str>) {
-        let config = &self.inner.config;
-        (
-            &config.app_url,
-            &config.project_name,
-            config.project_id.as_deref(),
-        )
+    /// The control-plane URL.
+    pub(crate) fn rest_app_url(&self) -> &str {
+        &self.inner.config.app_url
     }
 
     /// A JSON request (`body` is JSON text): `path` (with its query) on the data plane, or on the control plane
