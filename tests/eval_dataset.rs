@@ -163,3 +163,53 @@ async fn an_eval_over_a_base_experiment_reruns_its_root_cases() {
     assert!(matches!(missing, Err(EvalError::Data(_))));
     assert!(api.experiment_id("nothing").is_none());
 }
+
+#[tokio::test]
+async fn offline_an_eval_runs_over_a_local_dataset() {
+    let dir = support::temp_dir("local-dataset");
+    let spans = dir.join("braintrust-spans.jsonl");
+    let offline = || {
+        tracing_braintrust::BraintrustLayer::builder()
+            .with_env_vars(Vec::<(String, String)>::new())
+            .with_local_file(&spans)
+    };
+    let dataset = Dataset::open(offline(), "regressions")
+        .await
+        .expect("opens");
+    assert!(dataset.local_path().is_some());
+    for (input, expected) in [("foo", "FOO"), ("bar", "nope")] {
+        dataset.insert(
+            DatasetRecord::new(input)
+                .with_expected(expected)
+                .with_id(input),
+        );
+    }
+    dataset.flush().await.expect("written");
+    let result = Eval::<String, String, String>::new("offline")
+        .data(dataset)
+        .task(upper)
+        .scorer(ExactMatch)
+        .with_builder(offline())
+        .with_local_dir(dir.to_path_buf())
+        .with_quiet(true)
+        .run()
+        .await
+        .expect("runs offline");
+    let mut scores: Vec<(Option<String>, Option<f64>)> = result
+        .results
+        .iter()
+        .map(|r| (r.id.clone(), r.scores.get("ExactMatch").copied().flatten()))
+        .collect();
+    scores.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        scores,
+        [
+            (Some("bar".to_owned()), Some(0.0)),
+            (Some("foo".to_owned()), Some(1.0))
+        ]
+    );
+    assert_eq!(result.summary.score("ExactMatch"), Some(0.5));
+    // The eval's rows went to the local spans file.
+    let written = std::fs::read_to_string(&spans).unwrap_or_default();
+    assert!(written.contains("\"experiment_id\""), "{written}");
+}

@@ -469,3 +469,16 @@ async fn rows_the_server_refuses_are_spooled_and_uploaded_later() {
     assert_eq!(ids, ["a", "b"]);
     let _ = std::fs::remove_dir_all(spool);
 }
+
+#[tokio::test]
+async fn an_empty_dataset_gives_an_eval_version_0_and_no_cases() {
+    let server = FakeServer::start();
+    FakeDatasets::install(&server);
+    let dataset = Dataset::open(builder(&server), "empty")
+        .await
+        .expect("opens");
+    let mut opened: OpenedData<String, String> =
+        EvalData::open(dataset, context()).await.expect("opens");
+    assert_eq!(opened.dataset.and_then(|d| d.version).as_deref(), Some("0"));
+    assert!(opened.cases.next().await.is_none());
+}
