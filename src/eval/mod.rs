@@ -18,6 +18,7 @@ mod case_run;
 mod data;
 // ---- datasets ----
 mod dataset;
+mod dataset_error;
 mod dataset_fetch;
 mod dataset_local;
 mod dataset_record;
@@ -44,7 +45,8 @@ pub use data::{
     BoxFuture, CaseStream, DataContext, DataError, DataStream, DatasetVersion, EvalData, OpenedData,
 };
 // ---- datasets ----
-pub use dataset::{Dataset, DatasetError, DatasetSummary, RecordStream};
+pub use dataset::{Dataset, DatasetSummary, RecordStream};
+pub use dataset_error::DatasetError;
 pub use dataset_record::{DatasetRecord, RecordUpdate};
 pub use dataset_source::BaseExperiment;
 pub use shard::{EVAL_SHARD_ENV, Shard, Sharded, summarize_experiment};

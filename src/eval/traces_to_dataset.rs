@@ -10,7 +10,8 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 
 use super::api::quote;
-use super::dataset::{Dataset, DatasetError};
+use super::dataset::Dataset;
+use super::dataset_error::DatasetError;
 use super::dataset_fetch::{FETCH_LIMIT, Fetcher, xact_of};
 use super::dataset_local;
 use super::dataset_record::DatasetRecord;
