@@ -136,6 +136,10 @@ async fn fake_llm(prompt: String) -> String {
 
 async fn upper(input: String, hooks: TaskHooks) -> Result<String, std::io::Error> {
     hooks.add_metadata("task_saw", &input);
+    assert_eq!(
+        hooks.expected(),
+        &json!(input.to_uppercase().replace("BAZ", "BAZ!"))
+    );
     Ok(fake_llm(input).await)
 }
 

@@ -115,7 +115,12 @@ where
         spans: vec![root.clone(), task_span.clone()],
         done: false,
     };
-    let hooks = TaskHooks::new(case.metadata.clone(), case.tags.clone(), trial);
+    let hooks = TaskHooks::new(
+        case.metadata.clone(),
+        case.tags.clone(),
+        trial,
+        super::to_json(&case.expected),
+    );
     // Calling the task may already run user code (a closure's body before its future).
     let task = std::panic::catch_unwind(AssertUnwindSafe(|| {
         task_span.in_scope(|| (shared.task)(case.input.clone(), hooks.clone()))

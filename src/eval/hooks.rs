@@ -28,6 +28,7 @@ use serde_json::{Map, Value};
 pub struct TaskHooks {
     state: Arc<Mutex<HookState>>,
     trial_index: u32,
+    expected: Arc<Value>,
 }
 
 #[derive(Debug, Default)]
@@ -37,10 +38,16 @@ struct HookState {
 }
 
 impl TaskHooks {
-    pub(crate) fn new(metadata: Map<String, Value>, tags: Vec<String>, trial_index: u32) -> Self {
+    pub(crate) fn new(
+        metadata: Map<String, Value>,
+        tags: Vec<String>,
+        trial_index: u32,
+        expected: Value,
+    ) -> Self {
         TaskHooks {
             state: Arc::new(Mutex::new(HookState { metadata, tags })),
             trial_index,
+            expected: Arc::new(expected),
         }
     }
 
@@ -62,6 +69,11 @@ impl TaskHooks {
     /// Which trial of the case this is, from 0.
     pub fn trial_index(&self) -> u32 {
         self.trial_index
+    }
+
+    /// The case's expected answer as JSON (`null` when it has none).
+    pub fn expected(&self) -> &Value {
+        &self.expected
     }
 
     /// The metadata and tags so far.
