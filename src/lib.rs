@@ -39,7 +39,9 @@
 //!
 //! With the `eval` feature (on by default), `Eval` runs a task over cases, scores the
 //! outputs and logs the run as a Braintrust experiment, with the task's own spans inside
-//! each case's trace (README, "Evals").
+//! each case's trace (README, "Evals"). `Dataset` keeps cases in Braintrust (or a local
+//! file), `TracesToDataset` turns logged spans into dataset records, and `Shard` splits one
+//! eval across machines (README, "Datasets").
 //!
 //! # How it works
 //!
@@ -109,6 +111,14 @@ pub use eval::{
     MetricSummary, NumericDiff, OpenedData, Score, ScoreError, ScoreFuture, ScoreSummary, Scorer,
     ScorerArgs, ScorerFn, Scores, TaskError, TaskHooks, scorer_fn,
 };
+// ---- datasets ----
+#[cfg(feature = "eval")]
+pub use eval::{
+    BaseExperiment, ConversionReport, Dataset, DatasetError, DatasetRecord, DatasetSummary,
+    EVAL_SHARD_ENV, RecordStream, RecordUpdate, Shard, Sharded, SpanFilter, SpanRow,
+    TracesToDataset, summarize_experiment,
+};
+// ---- end of datasets ----
 pub use ext::BraintrustSpanExt;
 pub use guard::{BraintrustGuard, FlushReport};
 pub use llm::{StreamRecorder, record_usage};

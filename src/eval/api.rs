@@ -184,6 +184,32 @@ impl Api {
     }
 }
 
+// ---- dataset hooks (datasets send their rows through the uploader) ----
+impl Api {
+    /// Sends object rows (dataset records) through the uploader: its routing, batching,
+    /// payload limits and retries. What could not be sent comes back in `failed`.
+    pub(crate) async fn send_rows(&self, rows: Vec<crate::deliver::sink::Row>) -> SentRows {
+        let outcome = self
+            .http
+            .send(rows)
+            .with_subscriber(tracing::Dispatch::none())
+            .await;
+        SentRows {
+            sent: outcome.sent,
+            failed: outcome.failed,
+        }
+    }
+}
+
+/// What [`Api::send_rows`] did.
+#[derive(Debug, Default)]
+pub(crate) struct SentRows {
+    pub(crate) sent: u64,
+    /// The rows that finally failed (already reported by the uploader).
+    pub(crate) failed: Vec<crate::deliver::sink::Row>,
+}
+// ---- end of dataset hooks ----
+
 /// JSON as Python's `json.dumps` writes it (`", "` and `": "` separators), for bodies that
 /// are compared with the captured ones.
 pub(crate) fn python_json(value: &Value) -> String {

@@ -16,6 +16,16 @@ mod api;
 mod case;
 mod case_run;
 mod data;
+// ---- datasets ----
+mod dataset;
+mod dataset_error;
+mod dataset_fetch;
+mod dataset_local;
+mod dataset_record;
+mod dataset_source;
+mod shard;
+mod traces_to_dataset;
+// ---- end of datasets ----
 mod error;
 mod hooks;
 mod link;
@@ -34,6 +44,14 @@ pub use case_run::TaskError;
 pub use data::{
     BoxFuture, CaseStream, DataContext, DataError, DataStream, DatasetVersion, EvalData, OpenedData,
 };
+// ---- datasets ----
+pub use dataset::{Dataset, DatasetSummary, RecordStream};
+pub use dataset_error::DatasetError;
+pub use dataset_record::{DatasetRecord, RecordUpdate};
+pub use dataset_source::BaseExperiment;
+pub use shard::{EVAL_SHARD_ENV, Shard, Sharded, summarize_experiment};
+pub use traces_to_dataset::{ConversionReport, SpanFilter, SpanRow, TracesToDataset};
+// ---- end of datasets ----
 pub use error::EvalError;
 pub use hooks::TaskHooks;
 pub use llm_judge::{BRAINTRUST_GATEWAY_URL, DEFAULT_JUDGE_MODEL, LlmJudge};

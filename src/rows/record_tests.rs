@@ -250,11 +250,17 @@ mod compact {
         ]
     }
 
-    /// The row the worker builds from `fields` (ids and times fixed).
+    /// The row the worker builds from `fields` (ids fixed), without its times: the clock's
+    /// conversion of the start stamp may be refreshed between two builds of the same row.
     fn row(fields: &Fields, header: &SpanHeader) -> Value {
         let settings = crate::rows::row::RowSettings::new(None);
         let row = crate::rows::row::span_row(&settings, header, fields.iter(), None, None);
-        Value::Object(row.into_object())
+        let mut row = row.into_object();
+        row.remove("created");
+        if let Some(Value::Object(metrics)) = row.get_mut("metrics") {
+            metrics.remove("start");
+        }
+        Value::Object(row)
     }
 
     fn header() -> SpanHeader {

@@ -206,6 +206,40 @@ struct State {
     max_in_flight: HashMap<String, usize>,
     /// Endpoints added by another support file (`fake_api.rs`), asked before a 404.
     extra: Option<Extra>,
+    /// Answers requests no endpoint here knows (see [`FakeServer::set_extension`]).
+    extension: ExtensionSlot,
+}
+
+#[derive(Clone, Default)]
+struct ExtensionSlot(Option<Extension>);
+
+impl std::fmt::Debug for ExtensionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
+/// More endpoints (`fake_datasets.rs`), asked after [`ExtraHandler`]: an extension also
+/// sees the rows accepted so far; `None` lets the server answer 404.
+pub(crate) type Extension =
+    Arc<dyn Fn(&ExtensionRequest<'_>) -> Option<(u16, Value)> + Send + Sync>;
+
+/// What an [`Extension`] sees of a request.
+pub(crate) struct ExtensionRequest<'a> {
+    pub(crate) method: &'a str,
+    /// Without the query string.
+    pub(crate) path: &'a str,
+    pub(crate) query: &'a str,
+    pub(crate) body: Option<&'a Value>,
+    /// The rows of every `POST /logs3` answered 200 so far, one list per request (inline
+    /// rows only).
+    pub(crate) batches: Vec<Vec<Value>>,
+}
+
+impl std::fmt::Debug for ExtensionRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
 }
 
 struct Extra(ExtraHandler);
@@ -315,6 +349,11 @@ impl FakeServer {
     /// Adds endpoints (see [`ExtraHandler`]); they run with the server's state locked.
     pub(crate) fn set_extra_handler(&self, handler: ExtraHandler) {
         self.state().extra = Some(Extra(handler));
+    }
+
+    /// Adds endpoints: `extension` answers the requests no other endpoint knows.
+    pub(crate) fn set_extension(&self, extension: Extension) {
+        self.state().extension = ExtensionSlot(Some(extension));
     }
 
     /// Queues a scripted answer for the next request to `path` (e.g. `"/logs3"`,
@@ -878,11 +917,27 @@ fn handle(shared: &Shared, state: &mut State, request: &Request, path: &str) -> 
         }
         _ => {
             let query = request.target.split_once('?').map_or("", |(_, q)| q);
-            match state
+            let extra = state
                 .extra
                 .as_ref()
-                .and_then(|extra| (extra.0)(method, path, query, body_json.as_ref()))
-            {
+                .and_then(|extra| (extra.0)(method, path, query, body_json.as_ref()));
+            let extended = || {
+                let extension = state.extension.0.clone()?;
+                let batches = state
+                    .requests
+                    .iter()
+                    .filter(|r| r.method == "POST" && r.path == "/logs3" && r.status == Some(200))
+                    .filter_map(|r| r.json()?.get("rows")?.as_array().cloned())
+                    .collect();
+                extension(&ExtensionRequest {
+                    method,
+                    path,
+                    query,
+                    body: body_json.as_ref(),
+                    batches,
+                })
+            };
+            match extra.or_else(extended) {
                 Some((status, body)) => answer(status, body),
                 None => error(404, "not found"),
             }

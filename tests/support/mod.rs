@@ -8,6 +8,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub(crate) mod fake_api;
+pub(crate) mod fake_datasets;
 pub(crate) mod fake_server;
 pub(crate) mod helpers;
 

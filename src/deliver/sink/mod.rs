@@ -14,6 +14,11 @@ pub(crate) mod off;
 #[path = "../../../tests/support/fake_server.rs"]
 pub(crate) mod fake_server;
 
+/// The fake server's dataset and fetch endpoints.
+#[cfg(all(test, feature = "eval"))]
+#[path = "../../../tests/support/fake_datasets.rs"]
+pub(crate) mod fake_datasets;
+
 pub(crate) use crate::rows::wire::Row;
 
 /// What a sink did with a batch.
