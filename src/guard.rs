@@ -45,6 +45,13 @@ pub struct FlushReport {
     pub replayed: u64,
     /// Spool lines skipped because they were torn (a crash while writing) or unreadable.
     pub spool_lines_skipped: u64,
+    /// Rows from the spool the server refused for good (400, 422, or 413 for the row on
+    /// its own) when this process replayed them: set aside in `refused/` under the spool
+    /// directory so that the rows after them are delivered; not in `enqueued`.
+    pub replay_failed: u64,
+    /// Spool files a replay could not open (permissions, too many open files): left in
+    /// place, named in a warning, tried again later.
+    pub spool_files_unreadable: u64,
     /// `false` when the timeout expired before the worker confirmed; rows may still be in
     /// flight.
     pub complete: bool,
@@ -313,6 +320,8 @@ impl BraintrustGuard {
             dropped,
             replayed: c.replayed.load(Ordering::Acquire),
             spool_lines_skipped: c.replay_torn.load(Ordering::Acquire),
+            replay_failed: c.replay_failed.load(Ordering::Acquire),
+            spool_files_unreadable: c.spool_unreadable.load(Ordering::Acquire),
             unfinished: c.unfinished.load(Ordering::Acquire),
             sampled_out: c.sampled_out.load(Ordering::Acquire),
             complete,

@@ -100,6 +100,8 @@ mod sampling;
 mod sanitize;
 mod sink;
 mod spool;
+mod spool_replay;
+mod spool_stream;
 mod usage;
 mod worker;
 

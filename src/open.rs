@@ -1002,6 +1002,7 @@ mod tests {
                 crate::sink::Delivery {
                     sent: rows.len() as u64,
                     failed: Vec::new(),
+                    ..Default::default()
                 }
             })
         }

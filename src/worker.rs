@@ -112,6 +112,10 @@ pub(crate) struct Counters {
     pub(crate) replayed: AtomicU64,
     /// Spool lines skipped because they did not parse (torn by a crash).
     pub(crate) replay_torn: AtomicU64,
+    /// Spooled rows the server refused for good, set aside in the dead-letter file.
+    pub(crate) replay_failed: AtomicU64,
+    /// Spool files a replay could not open (left in place).
+    pub(crate) spool_unreadable: AtomicU64,
 }
 
 /// How many messages the worker handles before it delivers what it has.
@@ -241,6 +245,12 @@ impl Worker {
         self.dispatcher.replay_first().await;
         let mut idle_rounds = 0u32;
         loop {
+            if self.dispatcher.replay_due() {
+                // Rows were spilled, the server answers again, or it is time to try: send
+                // what is in the spool, in the background, on the next free upload slot
+                // (whatever the live traffic).
+                self.dispatcher.start_replay();
+            }
             // The worker polls the queue instead of waiting on it, so that sending a row
             // never has to wake a thread (a system call on the application's hot path).
             // Flush, shutdown and panic checkpoints wake it at once through `wake`.
@@ -252,11 +262,6 @@ impl Worker {
                     return;
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => {
-                    if self.dispatcher.idle() && self.dispatcher.replay_due() {
-                        // The pressure is over, or the server may be back: send what is
-                        // in the spool, in the background.
-                        self.dispatcher.start_replay();
-                    }
                     let pause = if idle_rounds < IDLE_ROUNDS {
                         LINGER
                     } else {
@@ -285,6 +290,9 @@ impl Worker {
             self.dispatch().await;
             self.pool.release();
             self.report_drops();
+            // Under sustained load the queue is never empty: let the deliveries (tasks on
+            // this thread) make progress before the next round.
+            tokio::task::yield_now().await;
             match control {
                 // Spooled rows are replayed when the queue is next found empty (above).
                 None => {}
@@ -392,6 +400,9 @@ impl Worker {
         deadline: Option<Instant>,
     ) {
         crate::clock::tick();
+        if deadline.is_some() {
+            self.dispatcher.hurry();
+        }
         // Every hand-off below respects the shutdown deadline by itself (see
         // `Dispatcher::send`); only the final wait for in-flight deliveries is cut short.
         // What is queued now; producers that keep going cannot hold shutdown up.

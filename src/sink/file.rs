@@ -45,6 +45,7 @@ impl FileSink {
             return Delivery {
                 sent: 0,
                 failed: rows,
+                ..Default::default()
             };
         };
         if slot.is_none() {
@@ -71,6 +72,7 @@ impl FileSink {
                     return Delivery {
                         sent: 0,
                         failed: rows,
+                        ..Default::default()
                     };
                 }
             }
@@ -79,6 +81,7 @@ impl FileSink {
             return Delivery {
                 sent: 0,
                 failed: rows,
+                ..Default::default()
             };
         };
         let mut delivery = Delivery::default();

@@ -23,7 +23,8 @@
 //!
 //! Faults: scripted replies per path ([`FakeServer::push_reply`], [`FakeServer::push_logs3`]:
 //! a status, `Retry-After`, a delay, a dropped connection, a garbage body), a 413 for any
-//! `/logs3` body above a size ([`FakeServer::reject_logs3_above`]), a down switch that drops
+//! `/logs3` body above a size ([`FakeServer::reject_logs3_above`]), a 400 for any `/logs3`
+//! body holding a text ([`FakeServer::refuse_logs3_containing`]), a down switch that drops
 //! every connection ([`FakeServer::set_down`]) and a latency added to every answer
 //! ([`FakeServer::set_latency`]).
 //!
@@ -189,6 +190,7 @@ struct State {
     scripted: HashMap<String, VecDeque<Reply>>,
     payload_limit: Option<u64>,
     reject_above: Option<usize>,
+    refuse_containing: Option<String>,
     down: bool,
     latency: Duration,
     overflow_post: bool,
@@ -320,6 +322,12 @@ impl FakeServer {
     /// Answers 413 to every `POST /logs3` whose body is longer than `max` bytes (`None`: never).
     pub(crate) fn reject_logs3_above(&self, max: Option<usize>) {
         self.state().reject_above = max;
+    }
+
+    /// Answers 400 to every `POST /logs3` whose body contains `text` (`None`: never), as a
+    /// server refuses a row it will never take (a poison row).
+    pub(crate) fn refuse_logs3_containing(&self, text: Option<&str>) {
+        self.state().refuse_containing = text.map(str::to_owned);
     }
 
     /// While down, every connection is closed as soon as it is accepted or sends a request.
@@ -866,6 +874,16 @@ fn handle_logs3(state: &mut State, request: &Request) -> Answer {
         .is_some_and(|max| request.body.len() > max)
     {
         return error(413, "payload too large");
+    }
+    if let Some(text) = &state.refuse_containing {
+        if !text.is_empty()
+            && request
+                .body
+                .windows(text.len())
+                .any(|w| w == text.as_bytes())
+        {
+            return error(400, "invalid row");
+        }
     }
     // Inline rows (the usual case): one validating scan, the rows are parsed when asked for.
     if let Some(ids) = scan_inline_rows(&request.body) {

@@ -27,21 +27,24 @@ impl HttpSink {
     ) -> Result<Vec<u8>, Failure> {
         let attempts = self.inner.config.num_retries.saturating_add(1);
         let mut last = String::new();
+        let mut made = 0;
         for attempt in 0..attempts {
+            made += 1;
             match self.try_once(build(), what, read_body).await {
                 Ok(body) => return Ok(body),
                 Err(Attempt::Final(failure)) => return Err(failure),
                 Err(Attempt::Retry { error, retry_after }) => {
                     last = error;
-                    if attempt + 1 < attempts {
-                        tokio::time::sleep(self.delay(attempt, retry_after)).await;
+                    if attempt + 1 < attempts && !self.pause(self.delay(attempt, retry_after)).await
+                    {
+                        break;
                     }
                 }
             }
         }
         Err(Failure::Exhausted {
             what: what.to_owned(),
-            attempts,
+            attempts: made,
             last,
         })
     }
@@ -367,13 +370,26 @@ mod tests {
 
     #[tokio::test]
     async fn client_errors_are_not_retried() {
-        for status in [400, 404, 422] {
+        // A 404 is final for the rows (they may be taken later: they come back as failed).
+        let server = FakeServer::start();
+        server.push_logs3(Reply::status(404));
+        let outcome = sink(config(&server)).send(rows(2, 10)).await;
+        assert_eq!((outcome.sent, outcome.failed.len()), (0, 2));
+        assert!(outcome.refused.is_empty() && !outcome.auth_error);
+        assert_eq!(server.logs3_requests().len(), 1);
+        // A 400 or 422 refuses the body: the same body is never sent again, but its halves
+        // are, to find the rows at fault; a single row refused so is refused for good.
+        for status in [400, 422] {
             let server = FakeServer::start();
             server.push_logs3(Reply::status(status));
             let outcome = sink(config(&server)).send(rows(2, 10)).await;
-            assert_eq!(outcome.sent, 0, "status {status}");
-            assert_eq!(outcome.failed.len(), 2);
-            assert!(!outcome.auth_error);
+            assert_eq!(outcome.sent, 2, "status {status}");
+            assert_eq!(server.logs3_requests().len(), 3, "status {status}");
+            let server = FakeServer::start();
+            server.push_logs3(Reply::status(status));
+            let outcome = sink(config(&server)).send(rows(1, 10)).await;
+            assert_eq!((outcome.sent, outcome.refused.len()), (0, 1));
+            assert!(outcome.failed.is_empty());
             assert_eq!(server.logs3_requests().len(), 1, "status {status}");
         }
     }
