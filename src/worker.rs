@@ -225,7 +225,11 @@ impl Worker {
     /// Starts the worker thread. Fails (instead of panicking) when the runtime or the
     /// thread cannot be created.
     pub(crate) fn spawn(self) -> std::io::Result<JoinHandle<()>> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        // The message loop runs on the worker's own thread (`block_on`), the deliveries on
+        // one runtime thread of their own: building and spilling rows under sustained load
+        // never keeps the uploads from making progress.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .thread_name("tracing-braintrust-io")
             .on_thread_start(silence_this_thread)

@@ -228,7 +228,8 @@ fn spooled_rows_are_sent_as_soon_as_the_server_answers_whatever_the_live_traffic
         std::thread::sleep(Duration::from_millis(5));
     }
     let report = shutdown_in_time(guard);
-    assert_eq!(report.replayed, 50, "{report:?}");
+    // The rows emitted while the circuit was open went to the spool too.
+    assert!(report.replayed >= 50, "{report:?}");
     assert_eq!(arrivals(&server, 0..50), vec![1; 50]);
 }
 
