@@ -212,8 +212,13 @@ async fn upload(sink: &dyn Sink, files: Vec<(PathBuf, File)>) -> UploadReport {
         diag::warn(
             "upload-skipped",
             format_args!(
-                "{} lines were skipped because they are not JSON rows",
-                report.lines_skipped
+                "{} skipped because {} not JSON rows",
+                diag::count(report.lines_skipped, "line was", "lines were"),
+                if report.lines_skipped == 1 {
+                    "it is"
+                } else {
+                    "they are"
+                }
             ),
         );
     }

@@ -237,10 +237,9 @@ impl Spool {
             diag::warn(
                 "spool-full",
                 format_args!(
-                    "{} rows could not be spooled (cap {} bytes in {}); they are counted as failed",
-                    rejected,
+                    "rows could not be spooled: the spool in {} reached its cap of {} bytes; they are counted as failed (FlushReport::failed)",
+                    self.dir.display(),
                     self.max_bytes,
-                    self.dir.display()
                 ),
             );
         }

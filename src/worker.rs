@@ -121,6 +121,10 @@ pub(crate) struct Counters {
 /// How many messages the worker handles before it delivers what it has.
 const DRAIN_LIMIT: usize = 4096;
 
+/// The longest the worker goes on taking messages before it lets the deliveries (tasks on
+/// its thread) run, when the queue never empties.
+const ROUND_LIMIT: Duration = Duration::from_millis(5);
+
 /// How long the worker lets rows accumulate before it looks at the queue again, while
 /// rows are arriving.
 const LINGER: Duration = Duration::from_millis(1);
@@ -225,11 +229,7 @@ impl Worker {
     /// Starts the worker thread. Fails (instead of panicking) when the runtime or the
     /// thread cannot be created.
     pub(crate) fn spawn(self) -> std::io::Result<JoinHandle<()>> {
-        // The message loop runs on the worker's own thread (`block_on`), the deliveries on
-        // one runtime thread of their own: building and spilling rows under sustained load
-        // never keeps the uploads from making progress.
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("tracing-braintrust-io")
             .on_thread_start(silence_this_thread)
@@ -281,6 +281,7 @@ impl Worker {
             };
             idle_rounds = 0;
             crate::clock::tick();
+            let round = Instant::now();
             let mut control = self.accept(first);
             let mut handled = 1;
             while control.is_none() && handled < DRAIN_LIMIT {
@@ -289,6 +290,12 @@ impl Worker {
                 handled += 1;
                 if self.pending.len() >= self.dispatch_rows {
                     self.dispatch().await;
+                    // The deliveries share this thread: under sustained load (the queue is
+                    // never empty, rows are spilled to the spool) a round is cut short, so
+                    // that they make progress between rounds.
+                    if round.elapsed() >= ROUND_LIMIT {
+                        break;
+                    }
                 }
             }
             self.dispatch().await;
@@ -515,7 +522,8 @@ impl Worker {
             diag::warn(
                 "queue-full",
                 format_args!(
-                    "{dropped} span rows dropped so far because the queue was full (raise BRAINTRUST_QUEUE_SIZE or Builder::with_queue_size)"
+                    "{} so far because the queue was full (raise BRAINTRUST_QUEUE_SIZE or Builder::with_queue_size)",
+                    diag::count(dropped, "span row dropped", "span rows dropped")
                 ),
             );
             self.dropped_reported = dropped;

@@ -240,7 +240,7 @@ fn spilling_under_sustained_load_keeps_uploading_and_drains_the_spool() {
     let spool = temp_dir("recovery-spill");
     let (layer, guard) = builder(&server, &spool)
         .with_spill_to_spool(true)
-        .with_queue_size(100_000)
+        .with_queue_size(10_000)
         .build()
         .expect("valid");
     let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
@@ -284,4 +284,20 @@ fn spilling_under_sustained_load_keeps_uploading_and_drains_the_spool() {
         "{report:?}"
     );
     assert_eq!(report.failed, 0, "{report:?}");
+}
+
+#[test]
+fn a_200_whose_body_trickles_in_counts_as_sent_not_spooled_at_shutdown() {
+    let server = FakeServer::start();
+    let spool = temp_dir("recovery-trickle");
+    // The server takes the rows and says so, but its answer's body takes 30 s to come.
+    server.push_logs3(Reply::status(200).with_body_delay(Duration::from_secs(30)));
+    let guard = emit(
+        builder(&server, &spool).with_shutdown_timeout(Duration::from_secs(4)),
+        0..5,
+    );
+    let report = shutdown_in_time(guard);
+    assert_accounted(&report);
+    assert_eq!((report.sent, report.spooled), (5, 0), "{report:?}");
+    assert!(segments(&spool).is_empty(), "{:?}", files_in(&spool));
 }

@@ -79,6 +79,7 @@ pub(crate) struct Reply {
     body: Option<String>,
     retry_after: Option<String>,
     delay: Duration,
+    body_delay: Duration,
     drop_connection: bool,
 }
 
@@ -90,6 +91,7 @@ impl Reply {
             body: None,
             retry_after: None,
             delay: Duration::ZERO,
+            body_delay: Duration::ZERO,
             drop_connection: false,
         }
     }
@@ -127,6 +129,13 @@ impl Reply {
     /// Wait this long before answering (or dropping the connection).
     pub(crate) fn with_delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Send the status line and headers, then wait this long before the body (a body that
+    /// trickles in).
+    pub(crate) fn with_body_delay(mut self, delay: Duration) -> Self {
+        self.body_delay = delay;
         self
     }
 }
@@ -213,6 +222,8 @@ struct Answer {
     status: u16,
     body: String,
     retry_after: Option<String>,
+    /// How long the body waits after the head.
+    body_delay: Duration,
     /// Rows the request delivered, recorded once the request itself is.
     rows: Accepted,
 }
@@ -557,6 +568,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
                         json!({"error": format!("scripted {}", reply.status)}).to_string()
                     }),
                     retry_after: reply.retry_after.clone(),
+                    body_delay: reply.body_delay,
                     rows: Accepted::Nothing,
                 }),
                 _ => {
@@ -569,6 +581,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
                             }
                         }
                         answer.retry_after = reply.retry_after.clone();
+                        answer.body_delay = reply.body_delay;
                     }
                     Some(answer)
                 }
@@ -639,6 +652,12 @@ async fn write_answer(stream: &mut TcpStream, answer: &Answer) -> io::Result<()>
     }
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
+    if !answer.body_delay.is_zero() {
+        stream.write_all(&bytes).await?;
+        stream.flush().await?;
+        tokio::time::sleep(answer.body_delay).await;
+        bytes.clear();
+    }
     bytes.extend_from_slice(answer.body.as_bytes());
     stream.write_all(&bytes).await?;
     stream.flush().await
@@ -767,6 +786,7 @@ fn answer(status: u16, body: Value) -> Answer {
         status,
         body: body.to_string(),
         retry_after: None,
+        body_delay: Duration::ZERO,
         rows: Accepted::Nothing,
     }
 }
@@ -900,6 +920,7 @@ fn handle_logs3(state: &mut State, request: &Request) -> Answer {
             status: 200,
             body,
             retry_after: None,
+            body_delay: Duration::ZERO,
             rows: Accepted::InBody(ids.len()),
         };
     }
