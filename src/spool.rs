@@ -94,6 +94,8 @@ struct Writer {
     seq: u64,
     /// Bytes in the directory, as last measured plus what this process wrote since.
     dir_bytes: Option<u64>,
+    /// When the segment was last synced to disk.
+    synced: Option<std::time::Instant>,
 }
 
 /// A spool directory with a size cap.
@@ -109,6 +111,14 @@ pub(crate) struct Spool {
     unreadable: Mutex<HashSet<PathBuf>>,
 }
 
+/// Most bytes of lines gathered before they are written.
+const WRITE_BYTES: usize = 1024 * 1024;
+
+/// Rows are in the file (a crash of the process cannot lose them) as soon as they are
+/// written; they are synced to the disk (against a crash of the machine) at most this often
+/// while rows keep coming, and when the segment is closed.
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The suffix of a segment still being written; it is renamed to `.jsonl` when closed.
 const OPEN_SUFFIX: &str = ".jsonl.open";
 
@@ -122,6 +132,7 @@ impl Spool {
                 path: None,
                 seq: 0,
                 dir_bytes: None,
+                synced: None,
             }),
             claim_tag: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
             unreadable: Mutex::new(HashSet::new()),
@@ -179,10 +190,12 @@ impl Spool {
                 return written_rows;
             }
         }
-        let mut line = Vec::with_capacity(1024);
+        // Lines are written together, up to about a megabyte at a time: one system call
+        // for many rows (spilling under load writes tens of thousands of rows a second).
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut in_buf: Vec<usize> = Vec::new();
         let mut failed_writes = 0;
         for (i, row) in rows.iter().enumerate() {
-            line.clear();
             // A progress row (a live-mode start row, a panic checkpoint) replaces what the
             // server holds for its span. Replayed after its span's final row was delivered,
             // it would wipe that row out: it is kept as a merge row instead, which the
@@ -196,41 +209,27 @@ impl Spool {
             } else {
                 row
             };
-            if serde_json::to_writer(&mut line, row).is_err() {
+            let start = buf.len();
+            if serde_json::to_writer(&mut buf, row).is_err() {
+                buf.truncate(start);
                 continue;
             }
-            line.push(b'\n');
+            buf.push(b'\n');
             let used = w.dir_bytes.unwrap_or(0);
-            if used + line.len() as u64 > self.max_bytes {
+            if used + buf.len() as u64 > self.max_bytes {
+                buf.truncate(start);
                 continue;
             }
-            let written = match w.file.as_mut() {
-                Some(f) => write_whole_line(f, &line),
-                None => Err((std::io::Error::other("spool file closed"), true)),
-            };
-            match written {
-                Ok(()) => {
-                    w.dir_bytes = Some(used + line.len() as u64);
-                    written_rows[i] = true;
-                }
-                Err((e, usable)) => {
-                    failed_writes += 1;
-                    diag::warn(
-                        "spool-write",
-                        format_args!("cannot write the spool in {} ({e})", self.dir.display()),
-                    );
-                    if !usable {
-                        // Part of the line stays at the end of the segment: close it (its
-                        // last line is skipped as torn when replayed) and start another.
-                        close_segment(&mut w);
-                        let _ = self.open_segment(&mut w);
-                    }
-                }
+            in_buf.push(i);
+            if buf.len() >= WRITE_BYTES {
+                failed_writes += self.write_lines(&mut w, &mut buf, &mut in_buf, &mut written_rows);
             }
         }
-        if let Some(f) = w.file.as_mut() {
-            let _ = f.flush();
+        failed_writes += self.write_lines(&mut w, &mut buf, &mut in_buf, &mut written_rows);
+        let due = w.synced.is_none_or(|at| at.elapsed() >= SYNC_EVERY);
+        if let Some(f) = w.file.as_mut().filter(|_| due) {
             let _ = f.sync_data();
+            w.synced = Some(std::time::Instant::now());
         }
         let rejected = written_rows.iter().filter(|w| !**w).count() - failed_writes;
         if rejected > 0 {
@@ -244,6 +243,49 @@ impl Spool {
             );
         }
         written_rows
+    }
+
+    /// Writes the lines in `buf` (rows `in_buf`) whole, marks them written, and empties
+    /// both; returns how many rows failed to be written.
+    fn write_lines(
+        &self,
+        w: &mut Writer,
+        buf: &mut Vec<u8>,
+        in_buf: &mut Vec<usize>,
+        written_rows: &mut [bool],
+    ) -> usize {
+        if in_buf.is_empty() {
+            return 0;
+        }
+        let written = match w.file.as_mut() {
+            Some(f) => write_whole_line(f, buf),
+            None => Err((std::io::Error::other("spool file closed"), true)),
+        };
+        let failed = match written {
+            Ok(()) => {
+                w.dir_bytes = Some(w.dir_bytes.unwrap_or(0) + buf.len() as u64);
+                for &i in in_buf.iter() {
+                    written_rows[i] = true;
+                }
+                0
+            }
+            Err((e, usable)) => {
+                diag::warn(
+                    "spool-write",
+                    format_args!("cannot write the spool in {} ({e})", self.dir.display()),
+                );
+                if !usable {
+                    // Part of the lines stays at the end of the segment: close it (its last
+                    // line is skipped as torn when replayed) and start another.
+                    close_segment(w);
+                    let _ = self.open_segment(w);
+                }
+                in_buf.len()
+            }
+        };
+        buf.clear();
+        in_buf.clear();
+        failed
     }
 
     /// Closes the current segment so it can be replayed (by this process or the next):
@@ -462,7 +504,10 @@ fn dir_size(dir: &Path) -> u64 {
 /// Closes the writer's segment: `<name>.jsonl.open` becomes `<name>.jsonl` (unless another
 /// process took it meanwhile).
 fn close_segment(w: &mut Writer) {
-    w.file = None;
+    if let Some(f) = w.file.take() {
+        let _ = f.sync_data();
+    }
+    w.synced = None;
     if let Some(open) = w.path.take() {
         let closed = PathBuf::from(open.to_string_lossy().trim_end_matches(".open"));
         let _ = fs::rename(&open, closed);

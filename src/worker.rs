@@ -282,6 +282,7 @@ impl Worker {
             idle_rounds = 0;
             crate::clock::tick();
             let round = Instant::now();
+            let mut cut_short = false;
             let mut control = self.accept(first);
             let mut handled = 1;
             while control.is_none() && handled < DRAIN_LIMIT {
@@ -294,6 +295,7 @@ impl Worker {
                     // never empty, rows are spilled to the spool) a round is cut short, so
                     // that they make progress between rounds.
                     if round.elapsed() >= ROUND_LIMIT {
+                        cut_short = true;
                         break;
                     }
                 }
@@ -301,9 +303,11 @@ impl Worker {
             self.dispatch().await;
             self.pool.release();
             self.report_drops();
-            // Under sustained load the queue is never empty: let the deliveries (tasks on
-            // this thread) make progress before the next round.
-            tokio::task::yield_now().await;
+            if cut_short {
+                // Under sustained load the queue is never empty: let the deliveries (tasks
+                // on this thread) make progress before the next round.
+                tokio::task::yield_now().await;
+            }
             match control {
                 // Spooled rows are replayed when the queue is next found empty (above).
                 None => {}
