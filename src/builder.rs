@@ -430,9 +430,9 @@ impl Builder {
     /// waits up to 16 times that. Files are JSON Lines in the local row format; a line torn
     /// by a crash is skipped and counted.
     ///
-    /// With a spool, once a delivery failed whole (the server is down), new rows go to the
-    /// spool at once instead of each waiting out the retry budget, and at shutdown requests
-    /// that fail are not retried: their rows go to the spool. Files are read back in chunks
+    /// With a spool, once three deliveries in a row failed whole (the server is down), new
+    /// rows go to the spool at once instead of each waiting out the retry budget, and at
+    /// shutdown requests that fail are not retried: their rows go to the spool. Files are read back in chunks
     /// (memory does not grow with their size) and the progress of a replay is recorded, so a
     /// replay cut short goes on where it stopped. A row the server refuses for good (400,
     /// 422, 413 on its own) is never spooled; met on replay, it is set aside in

@@ -46,15 +46,21 @@ struct Batch {
 
 type InFlight = Arc<Mutex<HashMap<u64, Batch>>>;
 
+/// Deliveries in a row that must fail whole (after their retries) before the server is taken
+/// as down.
+const CIRCUIT_FAILURES: u32 = 3;
+
 /// What the deliveries tell about the server, for the dispatcher to act on.
 #[derive(Debug, Default)]
 struct Health {
-    /// The circuit is open: the last delivery failed whole after its retries (the server is
-    /// down, or refuses the key). Until one succeeds, new rows go to the spool at once
-    /// (there is one) instead of each waiting out the retry budget.
+    /// The circuit is open: [`CIRCUIT_FAILURES`] deliveries in a row failed whole after
+    /// their retries (the server is down, or refuses the key). Until one succeeds, new rows
+    /// go to the spool at once (there is one) instead of each waiting out the retry budget.
     down: AtomicBool,
-    /// A delivery succeeded after one had failed: the server answers again, the spool is
-    /// tried at once.
+    /// Deliveries in a row that failed whole.
+    failures: std::sync::atomic::AtomicU32,
+    /// A delivery succeeded after one had failed whole: the server answers again, the spool
+    /// is tried at once.
     recovered: AtomicBool,
 }
 
@@ -63,10 +69,11 @@ impl Health {
     /// refused some for good), and whether rows `failed` that it may take later.
     fn record(&self, answered: bool, failed: bool) {
         if answered {
-            if self.down.swap(false, Ordering::AcqRel) {
+            let failed_before = self.failures.swap(0, Ordering::AcqRel) > 0;
+            if self.down.swap(false, Ordering::AcqRel) || failed_before {
                 self.recovered.store(true, Ordering::Release);
             }
-        } else if failed {
+        } else if failed && self.failures.fetch_add(1, Ordering::AcqRel) + 1 >= CIRCUIT_FAILURES {
             self.down.store(true, Ordering::Release);
         }
     }
@@ -383,7 +390,14 @@ impl Dispatcher {
                 () = tokio::time::sleep(STARTUP_REPLAY_BUDGET) => {}
             }
         };
-        let done = send_claimed(claimed, &*self.sink, &self.counters, stop).await;
+        let done = send_claimed(
+            claimed,
+            &*self.sink,
+            &self.counters,
+            std::future::pending(),
+            stop,
+        )
+        .await;
         self.replay_running.store(false, Ordering::Release);
         if !done {
             self.replay_outcome.store(REPLAY_FAILED, Ordering::Release);
@@ -421,8 +435,14 @@ impl Dispatcher {
                     spool.rotate();
                     let claimed = Claimed::new(Arc::clone(&spool), spool.claim_all());
                     let replayed = counters.replayed.load(Ordering::Acquire);
-                    let done =
-                        send_claimed(claimed, &*sink, &counters, shutdown_requested(&signal)).await;
+                    let done = send_claimed(
+                        claimed,
+                        &*sink,
+                        &counters,
+                        shutdown_requested(&signal),
+                        deadline_passed(&signal),
+                    )
+                    .await;
                     if counters.replayed.load(Ordering::Acquire) > replayed {
                         health.record(true, false);
                     }
@@ -533,6 +553,14 @@ impl Dispatcher {
             spool.close();
         }
         self.sink.close();
+    }
+}
+
+/// Resolves when a requested shutdown's deadline has passed.
+async fn deadline_passed(signal: &Signal) {
+    shutdown_requested(signal).await;
+    if let Some(deadline) = signal.deadline.get().copied() {
+        tokio::time::sleep_until(deadline.into()).await;
     }
 }
 

@@ -50,20 +50,25 @@ impl Drop for Claimed {
 
 /// Sends the claimed segments in order, removing each once the server took all its rows.
 /// Returns whether every one was delivered; stops at the first chunk the server could not
-/// take, or when `stop` resolves (between chunks, or while one is being sent: that chunk is
-/// sent again next time).
+/// take, when `stop_between` resolves (checked between chunks), or when `stop_now` does
+/// (also while a chunk is being sent: that chunk is sent again next time).
 pub(crate) async fn send_claimed(
     mut claimed: Claimed,
     sink: &dyn Sink,
     counters: &Counters,
-    stop: impl std::future::Future<Output = ()>,
+    stop_between: impl std::future::Future<Output = ()>,
+    stop_now: impl std::future::Future<Output = ()>,
 ) -> bool {
-    let mut stop = std::pin::pin!(stop);
+    let mut stop = std::pin::pin!(stop_now);
+    let mut between = std::pin::pin!(stop_between);
     let mut all = true;
-    while let Some((path, original)) = claimed.rest.pop_front() {
+    // The segment being sent stays first in `claimed` until it is done: if this future is
+    // dropped (a runtime that shuts down), it is given back with the others.
+    while let Some((path, original)) = claimed.rest.front().cloned() {
         let mut reader = match SegmentReader::open(&path, &original) {
             Ok(reader) => reader,
             Err(e) => {
+                claimed.rest.pop_front();
                 // It stays, under its own name, for a later try (EMFILE, ENFILE pass; an
                 // EACCES needs the user).
                 claimed.spool.unclaim(&path, &original);
@@ -81,8 +86,7 @@ pub(crate) async fn send_claimed(
         };
         loop {
             // Between chunks, a deadline that passed stops the replay.
-            if futures_ready(stop.as_mut()).await {
-                claimed.rest.push_front((path, original));
+            if futures_ready(stop.as_mut()).await || futures_ready(between.as_mut()).await {
                 return false;
             }
             let chunk = reader.next_chunk();
@@ -100,12 +104,10 @@ pub(crate) async fn send_claimed(
             }
             let sent_rows = logical(&chunk.rows);
             let done = tokio::select! {
+                biased;
                 done = send_in_slices(sink, chunk.rows) => done,
                 // Out of time: this chunk waits for the next try.
-                () = stop.as_mut() => {
-                    claimed.rest.push_front((path, original));
-                    return false;
-                }
+                () = stop.as_mut() => return false,
             };
             let refused = logical(&done.refused);
             if !done.refused.is_empty() {
@@ -150,9 +152,9 @@ pub(crate) async fn send_claimed(
                     .replay_torn
                     .fetch_add(chunk.torn, Ordering::Relaxed);
             }
-            claimed.rest.push_front((path, original));
             return false;
         }
+        claimed.rest.pop_front();
         claimed.spool.done(&path, &original);
     }
     all
