@@ -6,7 +6,7 @@
 #
 # For each of POINTS kill points (default 10): a fresh spool directory; `load --spans SPANS
 # --threads 2` (default 20000 spans) runs against a port where nothing listens and is
-# killed with SIGKILL after a random delay (0.2 to 4 s); the ids of every whole row then in
+# killed with SIGKILL after a random delay (0.5 to 6 s); the ids of every whole row then in
 # the spool's files are noted; the fake server starts and `load --spans 0` runs until the
 # spool holds no segment (at most 5 runs). Prints, per point, the rows found in the spool,
 # how many of them arrived, how many arrived twice, and the runs it took.
@@ -41,7 +41,7 @@ for point in $(seq 1 "$POINTS"); do
   SPOOL="$WORK/spool-$point"
   ENV=(BRAINTRUST_API_KEY=sk-measure "BRAINTRUST_APP_URL=http://127.0.0.1:$PORT"
        "BRAINTRUST_SPOOL_DIR=$SPOOL" BRAINTRUST_PROJECT=measure)
-  DELAY=$(python3 -c "import random; print(round(random.uniform(0.2, 4.0), 2))")
+  DELAY=$(python3 -c "import random; print(round(random.uniform(0.5, 6.0), 2))")
   env "${ENV[@]}" "$LOAD" --spans "$SPANS" --threads 2 >/dev/null 2>"$WORK/first-$point.err" &
   FIRST=$!
   sleep "$DELAY"
