@@ -100,6 +100,7 @@ mod sampling;
 mod sanitize;
 mod sink;
 mod spool;
+mod spool_owner;
 mod spool_replay;
 mod spool_stream;
 mod usage;

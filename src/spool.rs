@@ -2,12 +2,15 @@
 //!
 //! A spool is a directory of JSON Lines files in the local row format, one file per
 //! writer segment, named `spool-<unix nanos>-<pid>-<seq>.jsonl` so that names sort in
-//! writing order (`.jsonl.open` while its process still writes it). Each row is appended with a single `write` call on a file opened in
-//! append mode, so a crash can only tear the last line of a segment; readers skip (and
-//! count) lines that do not parse. A process replays segments by first renaming them to
-//! `<name>.replay-<pid>` (an atomic claim: two processes never replay the same segment), and
-//! removes a claimed segment only after every row in it was acknowledged; otherwise it
-//! renames it back for a later run.
+//! writing order (`.jsonl.open` while its process still writes it). Whole lines are
+//! appended (up to a megabyte of them per `write`) to a file opened in append mode, and a
+//! write that fails is cut back, so a crash can only tear the last line of a segment; readers
+//! skip (and count) lines that do not parse. A process replays segments by first renaming
+//! them to `<name>.replay-<pid>-<random>` (an atomic claim: two processes never replay the
+//! same segment), reads them in bounded chunks, recording its progress
+//! ([`crate::spool_stream`]), and removes a claimed segment only after every row in it was
+//! acknowledged; otherwise it renames it back for a later try. Files of a process that died
+//! are claimed at once ([`crate::spool_owner`]).
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -18,49 +21,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::diag;
 use crate::sink::Row;
+use crate::spool_owner::{own, owner_gone, writer_pid};
 use crate::spool_stream::{self, SegmentReader};
-
-/// Segments this process writes or replays (by path), for every spool in the process: a
-/// file named after this process's id that is not in here was left by an earlier process
-/// that had the same id (a restarted container is often PID 1 each time).
-static OWNED: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
-
-fn own(path: &Path, owned: bool) {
-    if let Ok(mut set) = OWNED.lock() {
-        let set = set.get_or_insert_with(HashSet::new);
-        if owned {
-            set.insert(path.to_path_buf());
-        } else {
-            set.remove(path);
-        }
-    }
-}
-
-fn owned_here(path: &Path) -> bool {
-    OWNED
-        .lock()
-        .ok()
-        .and_then(|set| set.as_ref().map(|s| s.contains(path)))
-        .unwrap_or(false)
-}
-
-/// Whether the process `pid` is known to be gone: not this process (or this process, but
-/// the file is not one of its own), and not running (checked in `/proc`, where there is
-/// one; elsewhere nothing is known and the age of the file decides).
-fn owner_gone(pid: Option<u32>, path: &Path) -> bool {
-    let Some(pid) = pid else {
-        return false;
-    };
-    if pid == std::process::id() {
-        return !owned_here(path);
-    }
-    Path::new("/proc/self").exists() && !Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// The writer's process id in a segment name `spool-<nanos>-<pid>-<seq>.jsonl...`.
-fn writer_pid(name: &str) -> Option<u32> {
-    name.strip_prefix("spool-")?.split('-').nth(1)?.parse().ok()
-}
 
 /// Default size cap of a spool directory.
 pub(crate) const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
