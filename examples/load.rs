@@ -1,7 +1,7 @@
 //! A load generator: emits llm-like spans as fast as asked, shuts down, and prints what was
 //! delivered.
 //!
-//! `cargo run --release --example load -- --spans N [--threads T] [--rate R] [--timeout S]`
+//! `cargo run --release --example load -- --spans N [--threads T] [--rate R] [--timeout S] [--spill]`
 //!
 //! Each span is a root `chat` span with `llm.*` fields, a JSON `input` and an `output`, like
 //! an instrumented model call. `--rate` caps the spans per second over all threads (default:
@@ -12,7 +12,8 @@
 //! `sent=… dropped=… failed=… spooled=… replayed=… elapsed_ms=… spans_per_s=…`, where
 //! `elapsed_ms` runs from the first span to the end of the shutdown and `spans_per_s` is
 //! `sent` over that time. With a spool (`BRAINTRUST_SPOOL_DIR`), rows left by an earlier run
-//! are sent first (`replayed`); `--spans 0` only drains the spool.
+//! are sent first (`replayed`); `--spans 0` only drains the spool. `--spill` turns on
+//! `with_spill_to_spool`: rows that find every upload slot busy go to the spool.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -28,6 +29,7 @@ struct Args {
     threads: u64,
     rate: Option<f64>,
     timeout: Duration,
+    spill: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -36,9 +38,14 @@ fn parse_args() -> Result<Args, String> {
         threads: 1,
         rate: None,
         timeout: Duration::from_secs(300),
+        spill: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--spill" {
+            args.spill = true;
+            continue;
+        }
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
         match flag.as_str() {
@@ -95,12 +102,15 @@ fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(args) => args,
         Err(e) => {
-            eprintln!("load: {e}\nusage: load --spans N [--threads T] [--rate R] [--timeout S]");
+            eprintln!(
+                "load: {e}\nusage: load --spans N [--threads T] [--rate R] [--timeout S] [--spill]"
+            );
             return ExitCode::from(2);
         }
     };
     let built = BraintrustLayer::builder()
         .with_shutdown_timeout(args.timeout)
+        .with_spill_to_spool(args.spill)
         .build();
     let (layer, guard) = match built {
         Ok(pair) => pair,

@@ -426,10 +426,21 @@ impl Builder {
     /// default none): rows that failed after every retry, and rows still undelivered when
     /// shutdown runs out of time. The next process started with the same directory sends
     /// them first, in order, and removes them once the server acknowledged them. A running
-    /// process tries them again too, when the uploader is idle: first after the maximum
-    /// retry delay ([`with_retry_delays`](Self::with_retry_delays), 30 s by default), then
-    /// with doubling waits up to 16 times that while the server still fails. Files are
-    /// JSON Lines in the local row format; a line torn by a crash is skipped and counted.
+    /// process tries them again too, in the background on the next free upload slot: at
+    /// once when the server takes rows again after a failure, every 2 s while it is known
+    /// to be down, otherwise after the maximum retry delay
+    /// ([`with_retry_delays`](Self::with_retry_delays), 30 s by default), then with doubling
+    /// waits up to 16 times that. Files are JSON Lines in the local row format; a line torn
+    /// by a crash is skipped and counted.
+    ///
+    /// With a spool, once three deliveries in a row failed whole (the server is down), new
+    /// rows go to the spool at once instead of each waiting out the retry budget, and at
+    /// shutdown requests that fail are not retried: their rows go to the spool. Files are read back in chunks
+    /// (memory does not grow with their size) and the progress of a replay is recorded, so a
+    /// replay cut short goes on where it stopped. A row the server refuses for good (400,
+    /// 422, 413 on its own) is never spooled; met on replay, it is set aside in
+    /// `refused/refused-<pid>.jsonl` under the directory and counted in
+    /// [`FlushReport::replay_failed`](crate::FlushReport::replay_failed).
     pub fn with_spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.spool_dir = Some(dir.into());
         self
@@ -443,8 +454,9 @@ impl Builder {
     }
 
     /// With a spool, writes rows to it instead of waiting when every upload slot is busy
-    /// (default off), so a slow server does not fill the in-memory queue; spilled rows are
-    /// sent when the uploader is idle again.
+    /// (default off), so a slow server does not fill the in-memory queue; uploads go on
+    /// meanwhile, and spilled rows are sent from the spool on the next free upload slot,
+    /// while the load goes on.
     pub fn with_spill_to_spool(mut self, spill: bool) -> Self {
         self.spill = Some(spill);
         self

@@ -28,6 +28,17 @@ pub(crate) fn warn_once(key: &'static str, msg: impl Display) {
     }
 }
 
+/// Prints `msg` on stderr, unlimited: for messages the caller already prints once per
+/// thing they name (a spool file that cannot be read).
+pub(crate) fn note(msg: impl Display) {
+    eprintln!("[tracing-braintrust] {msg}");
+}
+
+/// `n` and the noun, singular for 1: "1 row", "2 rows", "0 rows".
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn should_print(key: &'static str, period: Option<Duration>) -> bool {
     let Ok(mut guard) = LAST_PRINTED.lock() else {
         return false;

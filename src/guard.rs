@@ -45,6 +45,13 @@ pub struct FlushReport {
     pub replayed: u64,
     /// Spool lines skipped because they were torn (a crash while writing) or unreadable.
     pub spool_lines_skipped: u64,
+    /// Rows from the spool the server refused for good (400, 422, or 413 for the row on
+    /// its own) when this process replayed them: set aside in `refused/` under the spool
+    /// directory so that the rows after them are delivered; not in `enqueued`.
+    pub replay_failed: u64,
+    /// Spool files a replay could not open (permissions, too many open files): left in
+    /// place, named in a warning, tried again later.
+    pub spool_files_unreadable: u64,
     /// `false` when the timeout expired before the worker confirmed; rows may still be in
     /// flight.
     pub complete: bool,
@@ -234,13 +241,14 @@ impl BraintrustGuard {
         self.signal.wake.notify_one();
         let complete = self.request(|reply| Message::Shutdown(reply, worker_deadline), timeout);
         let mut opens = Vec::new();
+        let mut queued = 0;
         if complete {
             // The worker answered and is about to return: joining is quick.
             if let Some(handle) = self.worker.take() {
                 let _ = handle.join();
             }
         } else {
-            opens = self.drop_queued();
+            (opens, queued) = self.drop_queued();
         }
         // Spans whose open message was taken from the queue but not delivered: each is
         // counted as dropped now, and its close is not sent.
@@ -249,14 +257,25 @@ impl BraintrustGuard {
             self.open_spans.give_up_announced(&opens);
         }
         self.open_spans.release();
-        self.report(complete)
+        let report = self.report(complete);
+        if queued > 0 {
+            // Said with the report's count, once every loss is counted.
+            diag::warn(
+                "shutdown-queued",
+                format_args!(
+                    "shutdown ran out of time with rows still queued: they are counted as dropped ({} in all, FlushReport::dropped)",
+                    diag::count(report.dropped, "row dropped", "rows dropped")
+                ),
+            );
+        }
+        report
     }
 
     /// After a shutdown that ran out of time: empties the queue, counting every row still
     /// in it as dropped, so that the report accounts for them (the worker may still take a
     /// few of the last ones itself; those it counts as received). Returns the span ids of
-    /// the open messages it took whose close was not queued.
-    fn drop_queued(&self) -> Vec<u64> {
+    /// the open messages it took whose close was not queued, and the rows it counted.
+    fn drop_queued(&self) -> (Vec<u64>, u64) {
         // A close of a span the worker wrote as unfinished is not counted again; any other
         // is, and the worker will not write its span.
         let Undelivered {
@@ -277,14 +296,8 @@ impl BraintrustGuard {
         self.signal.wake.notify_one();
         if rows > 0 {
             self.counters.dropped.fetch_add(rows, Ordering::Relaxed);
-            diag::warn(
-                "shutdown-queued",
-                format_args!(
-                    "shutdown ran out of time with {rows} rows still queued: they are counted as dropped"
-                ),
-            );
         }
-        opens
+        (opens, rows)
     }
 
     /// Sends a control message and waits for its answer until `timeout`.
@@ -313,6 +326,8 @@ impl BraintrustGuard {
             dropped,
             replayed: c.replayed.load(Ordering::Acquire),
             spool_lines_skipped: c.replay_torn.load(Ordering::Acquire),
+            replay_failed: c.replay_failed.load(Ordering::Acquire),
+            spool_files_unreadable: c.spool_unreadable.load(Ordering::Acquire),
             unfinished: c.unfinished.load(Ordering::Acquire),
             sampled_out: c.sampled_out.load(Ordering::Acquire),
             complete,
@@ -333,9 +348,9 @@ impl Drop for BraintrustGuard {
             diag::warn(
                 "shutdown-timeout",
                 format_args!(
-                    "shutdown timed out after {:?} with {} rows still in flight ({} sent, {} spooled, {} failed, {} dropped)",
+                    "shutdown timed out after {:?} with {} still in flight ({} sent, {} spooled, {} failed, {} dropped)",
                     self.shutdown_timeout,
-                    report.in_flight(),
+                    diag::count(report.in_flight(), "row", "rows"),
                     report.sent,
                     report.spooled,
                     report.failed,
@@ -346,8 +361,10 @@ impl Drop for BraintrustGuard {
             diag::warn(
                 "shutdown-losses",
                 format_args!(
-                    "at shutdown: {} rows sent, {} failed, {} dropped",
-                    report.sent, report.failed, report.dropped
+                    "at shutdown: {} sent, {} failed, {} dropped",
+                    diag::count(report.sent, "row", "rows"),
+                    report.failed,
+                    report.dropped
                 ),
             );
         }

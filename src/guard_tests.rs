@@ -59,6 +59,7 @@ impl Sink for Arc<Gate> {
             Delivery {
                 sent: rows.len() as u64,
                 failed: Vec::new(),
+                ..Default::default()
             }
         })
     }

@@ -212,10 +212,15 @@ async fn upload(sink: &dyn Sink, files: Vec<(PathBuf, File)>) -> UploadReport {
     if report.lines_skipped > 0 {
         diag::warn(
             "upload-skipped",
-            match report.lines_skipped {
-                1 => "1 line was skipped because it is not a JSON row".to_owned(),
-                n => format!("{n} lines were skipped because they are not JSON rows"),
-            },
+            format_args!(
+                "{} skipped because {} not JSON rows",
+                diag::count(report.lines_skipped, "line was", "lines were"),
+                if report.lines_skipped == 1 {
+                    "it is"
+                } else {
+                    "they are"
+                }
+            ),
         );
     }
     report

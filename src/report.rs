@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use crate::diag::count;
 use crate::guard::FlushReport;
 
 /// One line whose parts add up to the total: `enqueued` rows, split into sent, spooled,
@@ -74,6 +75,16 @@ impl fmt::Display for FlushReport {
                 ),
                 " skipped",
             ),
+            (
+                self.replay_failed,
+                count(self.replay_failed, "spooled row was", "spooled rows were"),
+                " refused for good (set aside under refused/)",
+            ),
+            (
+                self.spool_files_unreadable,
+                count(self.spool_files_unreadable, "spool file", "spool files"),
+                " could not be opened",
+            ),
         ];
         for (n, counted, what) in extras {
             if n > 0 {
@@ -85,11 +96,6 @@ impl fmt::Display for FlushReport {
         }
         Ok(())
     }
-}
-
-/// `n` followed by the singular or the plural.
-fn count(n: u64, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 #[cfg(test)]

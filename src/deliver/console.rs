@@ -136,6 +136,10 @@ impl Sink for ConsoleTree {
         self.print(&text);
     }
 
+    fn hurry(&self) {
+        self.inner.hurry();
+    }
+
     fn describe(&self) -> Option<String> {
         self.inner.describe()
     }

@@ -2,7 +2,6 @@
 //! spool for what cannot be delivered.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,6 +10,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::deliver::sink::{Row, Sink};
 use crate::deliver::spool::Spool;
+use crate::deliver::spool_replay::{Claimed, logical, send_claimed};
+use crate::diag::count;
 use crate::rows::mask::MaskFn;
 use crate::rows::queue::{Counters, Signal};
 
@@ -21,6 +22,10 @@ const DEFAULT_REPLAY_RETRY: Duration = Duration::from_secs(30);
 /// The shortest wait between tries of the spooled rows.
 const MIN_REPLAY_RETRY: Duration = Duration::from_millis(10);
 
+/// The longest wait between tries of the spool while the circuit is open (the server is
+/// down): those tries are the requests that tell it is back.
+const DOWN_PROBE: Duration = Duration::from_secs(2);
+
 /// The longest wait between tries, as a multiple of the first.
 const MAX_REPLAY_BACKOFF_FACTOR: u32 = 16;
 
@@ -29,88 +34,8 @@ const REPLAY_NONE: u8 = 0;
 const REPLAY_DONE: u8 = 1;
 const REPLAY_FAILED: u8 = 2;
 
-/// Segments claimed from the spool and not yet delivered: given back when dropped, also
-/// when a try stops early or its task is cancelled, so the next try finds them.
-struct Claimed {
-    spool: Arc<Spool>,
-    rest: std::collections::VecDeque<(PathBuf, PathBuf)>,
-}
-
-impl Claimed {
-    fn new(spool: Arc<Spool>, segments: Vec<(PathBuf, PathBuf)>) -> Self {
-        Claimed {
-            spool,
-            rest: segments.into(),
-        }
-    }
-}
-
-impl Drop for Claimed {
-    fn drop(&mut self) {
-        for (claimed, original) in self.rest.drain(..) {
-            self.spool.unclaim(&claimed, &original);
-        }
-    }
-}
-
-/// Sends the claimed segments in order, removing each once the server took all its rows.
-/// Returns whether every one was delivered; stops at the first failure, or when `stop`
-/// resolves.
-async fn send_claimed(
-    mut claimed: Claimed,
-    sink: &dyn Sink,
-    counters: &Counters,
-    stop: impl std::future::Future<Output = ()>,
-) -> bool {
-    let mut stop = std::pin::pin!(stop);
-    while let Some((path, _)) = claimed.rest.front().cloned() {
-        let segment = Spool::read(path);
-        if !segment.rows.is_empty() {
-            let done = tokio::select! {
-                done = sink.send(segment.rows.clone()) => done,
-                // Out of time: this segment waits for the next run.
-                () = stop.as_mut() => return false,
-            };
-            if !done.failed.is_empty() {
-                // Only the rows the server did not take stay in the segment. Should that
-                // rewrite fail, the whole segment stays: rows already taken are then sent
-                // again (full rows replace themselves by id), none is lost.
-                let taken = logical(&segment.rows).saturating_sub(logical(&done.failed));
-                if taken > 0
-                    && claimed
-                        .spool
-                        .rewrite(&segment.claimed, &done.failed)
-                        .is_ok()
-                {
-                    counters.replayed.fetch_add(taken, Ordering::Relaxed);
-                    counters
-                        .replay_torn
-                        .fetch_add(segment.torn, Ordering::Relaxed);
-                }
-                return false;
-            }
-            counters
-                .replayed
-                .fetch_add(logical(&segment.rows), Ordering::Relaxed);
-        }
-        // Torn lines are counted once, when their segment is removed.
-        counters
-            .replay_torn
-            .fetch_add(segment.torn, Ordering::Relaxed);
-        claimed.rest.pop_front();
-        claimed.spool.done(&segment);
-    }
-    true
-}
-
 /// How long the rows an earlier run spooled may hold up a new run's rows at startup.
 const STARTUP_REPLAY_BUDGET: Duration = Duration::from_secs(5);
-
-/// A live-mode start row sent on its own: a progress update, not counted as a row of its
-/// own (its span's final row is).
-fn logical(rows: &[Row]) -> u64 {
-    rows.iter().filter(|r| !r.is_progress()).count() as u64
-}
 
 /// A batch being delivered: its logical row count, and a copy of its rows when there is a
 /// spool to put them in if shutdown stops waiting.
@@ -120,6 +45,39 @@ struct Batch {
 }
 
 type InFlight = Arc<Mutex<HashMap<u64, Batch>>>;
+
+/// Deliveries in a row that must fail whole (after their retries) before the server is taken
+/// as down.
+const CIRCUIT_FAILURES: u32 = 3;
+
+/// What the deliveries tell about the server, for the dispatcher to act on.
+#[derive(Debug, Default)]
+struct Health {
+    /// The circuit is open: [`CIRCUIT_FAILURES`] deliveries in a row failed whole after
+    /// their retries (the server is down, or refuses the key). Until one succeeds, new rows
+    /// go to the spool at once (there is one) instead of each waiting out the retry budget.
+    down: AtomicBool,
+    /// Deliveries in a row that failed whole.
+    failures: std::sync::atomic::AtomicU32,
+    /// A delivery succeeded after one had failed whole: the server answers again, the spool
+    /// is tried at once.
+    recovered: AtomicBool,
+}
+
+impl Health {
+    /// Takes the outcome of a delivery: whether the server `answered` (took rows, or
+    /// refused some for good), and whether rows `failed` that it may take later.
+    fn record(&self, answered: bool, failed: bool) {
+        if answered {
+            let failed_before = self.failures.swap(0, Ordering::AcqRel) > 0;
+            if self.down.swap(false, Ordering::AcqRel) || failed_before {
+                self.recovered.store(true, Ordering::Release);
+            }
+        } else if failed && self.failures.fetch_add(1, Ordering::AcqRel) + 1 >= CIRCUIT_FAILURES {
+            self.down.store(true, Ordering::Release);
+        }
+    }
+}
 
 /// Hands batches to the sink, at most `max_in_flight` at once.
 pub(crate) struct Dispatcher {
@@ -149,6 +107,10 @@ pub(crate) struct Dispatcher {
     replay_outcome: Arc<AtomicU8>,
     /// Set when shutdown gave up waiting: late deliveries are no longer counted.
     abandoned: Arc<AtomicBool>,
+    /// Whether the server answers.
+    health: Arc<Health>,
+    /// A try of the spool is running (or waiting for its upload slot).
+    replay_running: Arc<AtomicBool>,
 }
 
 impl Dispatcher {
@@ -180,6 +142,8 @@ impl Dispatcher {
             replay_retry: DEFAULT_REPLAY_RETRY,
             replay_outcome: Arc::new(AtomicU8::new(REPLAY_NONE)),
             abandoned: Arc::new(AtomicBool::new(false)),
+            health: Arc::default(),
+            replay_running: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -207,6 +171,15 @@ impl Dispatcher {
         if let Some(mask) = &self.mask {
             for row in &mut rows {
                 crate::rows::mask::apply_mask(row.object_mut(), mask);
+            }
+        }
+        if let Some(spool) = &self.spool {
+            if self.health.down.load(Ordering::Acquire) {
+                // The server is down: the rows go to the spool at disk speed, and are sent
+                // from there once it answers again (see `replay_due`).
+                let spool = Arc::clone(spool);
+                self.spool_rows(&spool, &rows);
+                return;
             }
         }
         let permit = match (self.spill, &self.spool) {
@@ -247,6 +220,7 @@ impl Dispatcher {
         let spool = self.spool.clone();
         let copies = Arc::clone(&self.in_flight);
         let abandoned = Arc::clone(&self.abandoned);
+        let health = Arc::clone(&self.health);
         tokio::spawn(async move {
             // The sink runs in a task of its own: if it panics (a bug), its rows count as
             // failed (or spooled) and the worker goes on.
@@ -264,8 +238,8 @@ impl Dispatcher {
                 drop(permit);
                 return;
             };
-            let failed = match outcome {
-                Ok(done) => done.failed,
+            let (failed, refused) = match outcome {
+                Ok(done) => (done.failed, done.refused),
                 Err(_) => {
                     crate::diag::warn(
                         "sink-panic",
@@ -273,7 +247,7 @@ impl Dispatcher {
                     );
                     // With a spool, the copy goes there; without, every row failed.
                     match mine.copy {
-                        Some(copy) => copy,
+                        Some(copy) => (copy, Vec::new()),
                         None => {
                             counters.failed.fetch_add(mine.logical, Ordering::Relaxed);
                             drop(permit);
@@ -282,11 +256,18 @@ impl Dispatcher {
                     }
                 }
             };
+            // Refused rows are counted as failed and never spooled: sending them again
+            // cannot succeed.
+            let refused_logical = logical(&refused);
             let failed_logical = logical(&failed);
-            counters.sent.fetch_add(
-                mine.logical.saturating_sub(failed_logical),
-                Ordering::Relaxed,
-            );
+            let sent = mine
+                .logical
+                .saturating_sub(failed_logical + refused_logical);
+            counters.sent.fetch_add(sent, Ordering::Relaxed);
+            counters
+                .failed
+                .fetch_add(refused_logical, Ordering::Relaxed);
+            health.record(sent > 0 || !refused.is_empty(), !failed.is_empty());
             let spooled = match &spool {
                 Some(spool) => spool_and_count(spool, &failed),
                 None => 0,
@@ -326,9 +307,7 @@ impl Dispatcher {
 
     /// Resolves once the guard has asked for a shutdown.
     async fn shutdown_requested(&self) {
-        while self.signal.deadline.get().is_none() {
-            self.signal.wake.notified().await;
-        }
+        shutdown_requested(&self.signal).await;
     }
 
     /// Resolves when a requested shutdown's deadline has passed.
@@ -337,11 +316,6 @@ impl Dispatcher {
         if let Some(deadline) = self.signal.deadline.get().copied() {
             tokio::time::sleep_until(deadline.into()).await;
         }
-    }
-
-    /// Whether nothing is being delivered.
-    pub(crate) fn idle(&self) -> bool {
-        self.slots.available_permits() == self.max_in_flight
     }
 
     /// Whether spooled rows should be tried now: rows were spilled under pressure (tried as
@@ -354,26 +328,44 @@ impl Dispatcher {
         let now = Instant::now();
         match self.replay_outcome.swap(REPLAY_NONE, Ordering::AcqRel) {
             REPLAY_FAILED => {
+                // While the circuit is open, the tries of the spool are the only requests
+                // that can tell the server is back: they keep a short pace.
+                let wait = if self.health.down.load(Ordering::Acquire) {
+                    self.replay_retry.min(DOWN_PROBE)
+                } else {
+                    let wait = self.replay_backoff;
+                    self.replay_backoff = (self.replay_backoff * 2)
+                        .min(self.replay_retry * MAX_REPLAY_BACKOFF_FACTOR);
+                    wait
+                };
+                self.next_replay = Some(now + wait);
                 crate::diag::warn(
                     "replay-failed",
                     format_args!(
-                        "spooled rows in {} could not be delivered yet; they stay in the spool and are tried again in {}",
+                        "spooled rows in {} could not be delivered yet; they stay in the spool and are tried again in {} (or as soon as the server answers)",
                         spool.dir().display(),
-                        humantime::format_duration(self.replay_backoff)
+                        humantime::format_duration(wait)
                     ),
                 );
-                self.next_replay = Some(now + self.replay_backoff);
-                self.replay_backoff =
-                    (self.replay_backoff * 2).min(self.replay_retry * MAX_REPLAY_BACKOFF_FACTOR);
             }
             REPLAY_DONE => self.replay_backoff = self.replay_retry,
             _ => {}
+        }
+        if self.health.recovered.swap(false, Ordering::AcqRel) {
+            // The server took rows again: what waits in the spool goes now.
+            self.next_replay = Some(now);
+            self.replay_backoff = self.replay_retry;
         }
         let spooled = self.counters.spooled.load(Ordering::Acquire);
         if spooled != std::mem::replace(&mut self.spooled_seen, spooled)
             && self.next_replay.is_none()
         {
-            self.next_replay = Some(now + self.replay_backoff);
+            let wait = if self.health.down.load(Ordering::Acquire) {
+                self.replay_backoff.min(DOWN_PROBE)
+            } else {
+                self.replay_backoff
+            };
+            self.next_replay = Some(now + wait);
         }
         self.spilled || self.next_replay.is_some_and(|at| now >= at)
     }
@@ -386,6 +378,7 @@ impl Dispatcher {
         let Some(spool) = self.spool.clone() else {
             return;
         };
+        self.replay_running.store(true, Ordering::Release);
         spool.rotate();
         let claimed = Claimed::new(Arc::clone(&spool), spool.claim_all());
         // The queue is not drained meanwhile: a server that hangs must not hold the new
@@ -397,36 +390,82 @@ impl Dispatcher {
                 () = tokio::time::sleep(STARTUP_REPLAY_BUDGET) => {}
             }
         };
-        let done = send_claimed(claimed, &*self.sink, &self.counters, stop).await;
+        let done = send_claimed(
+            claimed,
+            &*self.sink,
+            &self.counters,
+            std::future::pending(),
+            stop,
+        )
+        .await;
+        self.replay_running.store(false, Ordering::Release);
         if !done {
             self.replay_outcome.store(REPLAY_FAILED, Ordering::Release);
         }
     }
 
     /// Starts sending what is in the spool in the background, on one upload slot, so the
-    /// queue is still drained meanwhile. Nothing happens while every slot is busy.
+    /// queue is still drained meanwhile. The try takes the next slot that frees up (slots
+    /// are handed out in turn, so live traffic cannot keep it waiting), and stops when a
+    /// shutdown is requested. One try at a time.
     pub(crate) fn start_replay(&mut self) {
         let Some(spool) = self.spool.clone() else {
             return;
         };
-        let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() else {
+        if self.replay_running.swap(true, Ordering::AcqRel) {
             return;
-        };
+        }
         self.spilled = false;
         self.next_replay = None;
-        spool.rotate();
-        let claimed = Claimed::new(Arc::clone(&spool), spool.claim_all());
+        let slots = Arc::clone(&self.slots);
         let sink = Arc::clone(&self.sink);
         let counters = Arc::clone(&self.counters);
         let outcome = Arc::clone(&self.replay_outcome);
+        let running = Arc::clone(&self.replay_running);
+        let health = Arc::clone(&self.health);
+        let signal = Arc::clone(&self.signal);
         tokio::spawn(async move {
-            let done = send_claimed(claimed, &*sink, &counters, std::future::pending()).await;
+            let stop = shutdown_requested(&signal);
+            let permit = tokio::select! {
+                permit = slots.acquire_owned() => permit.ok(),
+                () = stop => None,
+            };
+            let done = match permit {
+                Some(permit) => {
+                    spool.rotate();
+                    let claimed = Claimed::new(Arc::clone(&spool), spool.claim_all());
+                    let replayed = counters.replayed.load(Ordering::Acquire);
+                    let done = send_claimed(
+                        claimed,
+                        &*sink,
+                        &counters,
+                        shutdown_requested(&signal),
+                        deadline_passed(&signal),
+                    )
+                    .await;
+                    if counters.replayed.load(Ordering::Acquire) > replayed {
+                        health.record(true, false);
+                    }
+                    drop(permit);
+                    done
+                }
+                None => false,
+            };
             outcome.store(
                 if done { REPLAY_DONE } else { REPLAY_FAILED },
                 Ordering::Release,
             );
-            drop(permit);
+            running.store(false, Ordering::Release);
         });
+    }
+
+    /// At a shutdown: with a spool (or a server known to be down), rows that fail from now
+    /// on are not retried but come back at once, to be spooled (or counted), instead of
+    /// holding the program's exit for the retry budget.
+    pub(crate) fn hurry(&self) {
+        if self.spool.is_some() || self.health.down.load(Ordering::Acquire) {
+            self.sink.hurry();
+        }
     }
 
     /// A free upload slot, waiting as long as needed, but not past a shutdown's deadline
@@ -456,12 +495,7 @@ impl Dispatcher {
             None => {
                 let n = logical(rows);
                 self.counters.failed.fetch_add(n, Ordering::Relaxed);
-                crate::diag::warn(
-                    "shutdown-undelivered",
-                    format_args!(
-                        "shutdown ran out of time: {n} rows were not delivered (set a spool directory to keep them for the next run)"
-                    ),
-                );
+                self.report_undelivered();
             }
         }
     }
@@ -495,15 +529,23 @@ impl Dispatcher {
                 let n: u64 = batches.iter().map(|(_, b)| b.logical).sum();
                 if n > 0 {
                     self.counters.failed.fetch_add(n, Ordering::Relaxed);
-                    crate::diag::warn(
-                        "shutdown-undelivered",
-                        format_args!(
-                            "shutdown ran out of time: {n} rows were still being delivered (set a spool directory to keep them for the next run)"
-                        ),
-                    );
+                    self.report_undelivered();
                 }
             }
         }
+    }
+
+    /// Says that shutdown stopped waiting for the server, with the report's count of
+    /// failed rows.
+    fn report_undelivered(&self) {
+        let failed = self.counters.failed.load(Ordering::Acquire);
+        crate::diag::warn(
+            "shutdown-undelivered",
+            format_args!(
+                "shutdown stopped waiting for the server at its deadline; {} not delivered in all (FlushReport::failed); set a spool directory to keep such rows for the next run",
+                count(failed, "row was", "rows were")
+            ),
+        );
     }
 
     pub(crate) fn close(&self) {
@@ -511,6 +553,27 @@ impl Dispatcher {
             spool.close();
         }
         self.sink.close();
+    }
+}
+
+/// Resolves when a requested shutdown's deadline has passed.
+async fn deadline_passed(signal: &Signal) {
+    shutdown_requested(signal).await;
+    if let Some(deadline) = signal.deadline.get().copied() {
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
+/// Resolves once the guard has asked for a shutdown.
+async fn shutdown_requested(signal: &Signal) {
+    loop {
+        let woken = signal.wake.notified();
+        let mut woken = std::pin::pin!(woken);
+        woken.as_mut().enable();
+        if signal.deadline.get().is_some() {
+            return;
+        }
+        woken.await;
     }
 }
 

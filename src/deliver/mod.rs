@@ -5,4 +5,7 @@ pub(crate) mod console;
 pub(crate) mod delivery;
 pub(crate) mod sink;
 pub(crate) mod spool;
+pub(crate) mod spool_owner;
+pub(crate) mod spool_replay;
+pub(crate) mod spool_stream;
 pub(crate) mod worker;

@@ -2,26 +2,33 @@
 //!
 //! A spool is a directory of JSON Lines files in the local row format, one file per
 //! writer segment, named `spool-<unix nanos>-<pid>-<seq>.jsonl` so that names sort in
-//! writing order (`.jsonl.open` while its process still writes it). Each row is appended with a single `write` call on a file opened in
-//! append mode, so a crash can only tear the last line of a segment; readers skip (and
-//! count) lines that do not parse. A process replays segments by first renaming them to
-//! `<name>.replay-<pid>` (an atomic claim: two processes never replay the same segment), and
-//! removes a claimed segment only after every row in it was acknowledged; otherwise it
-//! renames it back for a later run.
+//! writing order (`.jsonl.open` while its process still writes it). Whole lines are
+//! appended (up to a megabyte of them per `write`) to a file opened in append mode, and a
+//! write that fails is cut back, so a crash can only tear the last line of a segment; readers
+//! skip (and count) lines that do not parse. A process replays segments by first renaming
+//! them to `<name>.replay-<pid>-<random>` (an atomic claim: two processes never replay the
+//! same segment), reads them in bounded chunks, recording its progress
+//! ([`crate::spool_stream`]), and removes a claimed segment only after every row in it was
+//! acknowledged; otherwise it renames it back for a later try. Files of a process that died
+//! are claimed at once ([`crate::spool_owner`]).
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::deliver::spool_owner::{own, owner_gone, writer_pid};
+use crate::deliver::spool_stream::{self, SegmentReader};
 use crate::diag;
 use crate::rows::wire::Row;
 
 /// Default size cap of a spool directory.
 pub(crate) const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
-/// A claimed segment older than this whose owner is gone is claimed again.
+/// A claimed or open segment untouched for this long is claimed again, even when its owner
+/// cannot be seen to be gone (its owner is looked for first: see [`owner_gone`]).
 const STALE_CLAIM: Duration = Duration::from_secs(60);
 
 /// A segment not written to for this long (by its modification time, as [`STALE_CLAIM`]
@@ -29,7 +36,9 @@ const STALE_CLAIM: Duration = Duration::from_secs(60);
 /// to is never old enough for another process to take.
 const ROTATE_IDLE: Duration = Duration::from_secs(30);
 
-/// A segment read back for replay.
+/// A segment read back whole (tests only: a replay reads segments in chunks, see
+/// [`SegmentReader`]).
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct Segment {
     /// The claimed file.
@@ -47,6 +56,8 @@ struct Writer {
     seq: u64,
     /// Bytes in the directory, as last measured plus what this process wrote since.
     dir_bytes: Option<u64>,
+    /// When the segment was last synced to disk.
+    synced: Option<std::time::Instant>,
 }
 
 /// A spool directory with a size cap.
@@ -58,7 +69,17 @@ pub(crate) struct Spool {
     /// Marks this instance's replay claims (a PID is not unique enough: in containers every
     /// run can be PID 1).
     claim_tag: String,
+    /// Segments a replay could not open, each reported and counted once.
+    unreadable: Mutex<HashSet<PathBuf>>,
 }
+
+/// Most bytes of lines gathered before they are written.
+const WRITE_BYTES: usize = 1024 * 1024;
+
+/// Rows are in the file (a crash of the process cannot lose them) as soon as they are
+/// written; they are synced to the disk (against a crash of the machine) at most this often
+/// while rows keep coming, and when the segment is closed.
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The suffix of a segment still being written; it is renamed to `.jsonl` when closed.
 const OPEN_SUFFIX: &str = ".jsonl.open";
@@ -73,9 +94,19 @@ impl Spool {
                 path: None,
                 seq: 0,
                 dir_bytes: None,
+                synced: None,
             }),
             claim_tag: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
+            unreadable: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Notes that the segment `original` could not be opened; `true` the first time.
+    pub(crate) fn note_unreadable(&self, original: &Path) -> bool {
+        self.unreadable
+            .lock()
+            .map(|mut set| set.insert(original.to_path_buf()))
+            .unwrap_or(false)
     }
 
     /// The directory.
@@ -108,7 +139,9 @@ impl Spool {
         } else if w.path.as_ref().is_some_and(|p| !p.exists()) {
             // Another process took it already (and touched it: it no longer looks idle).
             w.file = None;
-            w.path = None;
+            if let Some(taken) = w.path.take() {
+                own(&taken, false);
+            }
         }
         if w.file.is_none() {
             if let Err(e) = self.open_segment(&mut w) {
@@ -119,10 +152,12 @@ impl Spool {
                 return written_rows;
             }
         }
-        let mut line = Vec::with_capacity(1024);
+        // Lines are written together, up to about a megabyte at a time: one system call
+        // for many rows (spilling under load writes tens of thousands of rows a second).
+        let mut buf = Vec::with_capacity(64 * 1024);
+        let mut in_buf: Vec<usize> = Vec::new();
         let mut failed_writes = 0;
         for (i, row) in rows.iter().enumerate() {
-            line.clear();
             // A progress row (a live-mode start row, a panic checkpoint) replaces what the
             // server holds for its span. Replayed after its span's final row was delivered,
             // it would wipe that row out: it is kept as a merge row instead, which the
@@ -136,55 +171,83 @@ impl Spool {
             } else {
                 row
             };
-            if serde_json::to_writer(&mut line, row).is_err() {
+            let start = buf.len();
+            if serde_json::to_writer(&mut buf, row).is_err() {
+                buf.truncate(start);
                 continue;
             }
-            line.push(b'\n');
+            buf.push(b'\n');
             let used = w.dir_bytes.unwrap_or(0);
-            if used + line.len() as u64 > self.max_bytes {
+            if used + buf.len() as u64 > self.max_bytes {
+                buf.truncate(start);
                 continue;
             }
-            let written = match w.file.as_mut() {
-                Some(f) => write_whole_line(f, &line),
-                None => Err((std::io::Error::other("spool file closed"), true)),
-            };
-            match written {
-                Ok(()) => {
-                    w.dir_bytes = Some(used + line.len() as u64);
-                    written_rows[i] = true;
-                }
-                Err((e, usable)) => {
-                    failed_writes += 1;
-                    diag::warn(
-                        "spool-write",
-                        format_args!("cannot write the spool in {} ({e})", self.dir.display()),
-                    );
-                    if !usable {
-                        // Part of the line stays at the end of the segment: close it (its
-                        // last line is skipped as torn when replayed) and start another.
-                        close_segment(&mut w);
-                        let _ = self.open_segment(&mut w);
-                    }
-                }
+            in_buf.push(i);
+            if buf.len() >= WRITE_BYTES {
+                failed_writes += self.write_lines(&mut w, &mut buf, &mut in_buf, &mut written_rows);
             }
         }
-        if let Some(f) = w.file.as_mut() {
-            let _ = f.flush();
+        failed_writes += self.write_lines(&mut w, &mut buf, &mut in_buf, &mut written_rows);
+        let due = w.synced.is_none_or(|at| at.elapsed() >= SYNC_EVERY);
+        if let Some(f) = w.file.as_mut().filter(|_| due) {
             let _ = f.sync_data();
+            w.synced = Some(std::time::Instant::now());
         }
         let rejected = written_rows.iter().filter(|w| !**w).count() - failed_writes;
         if rejected > 0 {
             diag::warn(
                 "spool-full",
                 format_args!(
-                    "{} rows could not be spooled (cap {} bytes in {}); they are counted as failed",
-                    rejected,
+                    "rows could not be spooled: the spool in {} reached its cap of {} bytes; they are counted as failed (FlushReport::failed)",
+                    self.dir.display(),
                     self.max_bytes,
-                    self.dir.display()
                 ),
             );
         }
         written_rows
+    }
+
+    /// Writes the lines in `buf` (rows `in_buf`) whole, marks them written, and empties
+    /// both; returns how many rows failed to be written.
+    fn write_lines(
+        &self,
+        w: &mut Writer,
+        buf: &mut Vec<u8>,
+        in_buf: &mut Vec<usize>,
+        written_rows: &mut [bool],
+    ) -> usize {
+        if in_buf.is_empty() {
+            return 0;
+        }
+        let written = match w.file.as_mut() {
+            Some(f) => write_whole_line(f, buf),
+            None => Err((std::io::Error::other("spool file closed"), true)),
+        };
+        let failed = match written {
+            Ok(()) => {
+                w.dir_bytes = Some(w.dir_bytes.unwrap_or(0) + buf.len() as u64);
+                for &i in in_buf.iter() {
+                    written_rows[i] = true;
+                }
+                0
+            }
+            Err((e, usable)) => {
+                diag::warn(
+                    "spool-write",
+                    format_args!("cannot write the spool in {} ({e})", self.dir.display()),
+                );
+                if !usable {
+                    // Part of the lines stays at the end of the segment: close it (its last
+                    // line is skipped as torn when replayed) and start another.
+                    close_segment(w);
+                    let _ = self.open_segment(w);
+                }
+                in_buf.len()
+            }
+        };
+        buf.clear();
+        in_buf.clear();
+        failed
     }
 
     /// Closes the current segment so it can be replayed (by this process or the next):
@@ -208,15 +271,17 @@ impl Spool {
             w.seq
         ));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        own(&path, true);
         w.file = Some(file);
         w.path = Some(path);
         Ok(())
     }
 
     /// Claims every closed segment in the directory (oldest first), and segments left by
-    /// processes that died while writing or replaying them (untouched for a minute). A
-    /// segment another process is still writing (`.jsonl.open`, touched by every append)
-    /// is left alone.
+    /// processes that died while writing or replaying them: at once when the owner is seen
+    /// to be gone (its process id, in the name, no longer runs), otherwise once untouched
+    /// for a minute. A segment another live process is still writing (`.jsonl.open`,
+    /// touched by every append) or replaying is left alone.
     pub(crate) fn claim_all(&self) -> Vec<(PathBuf, PathBuf)> {
         let current = self.writer.lock().ok().and_then(|w| w.path.clone());
         let Ok(entries) = fs::read_dir(&self.dir) else {
@@ -234,7 +299,7 @@ impl Spool {
             if !name.starts_with("spool-") {
                 continue;
             }
-            let stale = entry
+            let old = entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
@@ -242,11 +307,15 @@ impl Spool {
                 .is_some_and(|age| age > STALE_CLAIM);
             if name.ends_with(".jsonl") {
                 names.push((path.clone(), path));
-            } else if let Some(base) = name.strip_suffix(".open").filter(|_| stale) {
+            } else if let Some(base) = name
+                .strip_suffix(".open")
+                .filter(|_| old || owner_gone(writer_pid(name), &path))
+            {
                 names.push((path.clone(), self.dir.join(base)));
             } else if let Some(pos) = name.find(".jsonl.replay-") {
                 let owner = &name[pos + ".jsonl.replay-".len()..];
-                if stale && owner != self.claim_tag {
+                let owner_pid = owner.split('-').next().and_then(|p| p.parse().ok());
+                if owner != self.claim_tag && (old || owner_gone(owner_pid, &path)) {
                     let original = self.dir.join(&name[..pos + ".jsonl".len()]);
                     names.push((path, original));
                 }
@@ -256,6 +325,7 @@ impl Spool {
         let mut claimed = Vec::new();
         for (path, original) in names {
             let target = PathBuf::from(format!("{}.replay-{}", original.display(), self.claim_tag));
+            own(&target, true);
             if fs::rename(&path, &target).is_ok() {
                 // A rename keeps the old time: touch the claim so that it is not taken for
                 // a stale one while this process replays it.
@@ -263,12 +333,15 @@ impl Spool {
                     let _ = f.set_modified(SystemTime::now());
                 }
                 claimed.push((target, original));
+            } else {
+                own(&target, false);
             }
         }
         claimed
     }
 
-    /// Reads a claimed segment.
+    /// Reads a claimed segment whole.
+    #[cfg(test)]
     pub(crate) fn read(claimed: PathBuf) -> Segment {
         let mut segment = Segment {
             claimed,
@@ -278,7 +351,7 @@ impl Spool {
         let Ok(file) = File::open(&segment.claimed) else {
             return segment;
         };
-        for line in BufReader::new(file).split(b'\n') {
+        for line in std::io::BufRead::split(std::io::BufReader::new(file), b'\n') {
             let Ok(line) = line else {
                 segment.torn += 1;
                 break;
@@ -299,33 +372,49 @@ impl Spool {
         self.rotate();
     }
 
-    /// Removes a replayed segment (every row acknowledged).
-    pub(crate) fn done(&self, segment: &Segment) {
-        let _ = fs::remove_file(&segment.claimed);
+    /// Removes a replayed segment (every row acknowledged), and its progress.
+    pub(crate) fn done(&self, claimed: &Path, original: &Path) {
+        let _ = fs::remove_file(claimed);
+        spool_stream::clear_progress(original);
+        own(claimed, false);
         if let Ok(mut w) = self.writer.lock() {
             w.dir_bytes = None;
         }
     }
 
-    /// Replaces the rows of a claimed segment with `rows` (what is left of it after a
-    /// partly delivered try), through a temporary file renamed over it: a crash leaves
-    /// either the old rows or the new ones. The temporary name is one that
-    /// [`Spool::claim_all`] never takes.
-    pub(crate) fn rewrite(&self, claimed: &Path, rows: &[Row]) -> std::io::Result<()> {
+    /// Replaces a claimed segment with `rows` (what is left of the chunk a partly
+    /// delivered try sent) followed by the segment's lines from byte `rest_from` on (read
+    /// through `reader`, in bounded pieces), through a temporary file renamed over it: a
+    /// crash leaves either the old file or the new one. The progress is cleared first (it
+    /// does not fit the new file; should the rename then fail, rows are sent again, none
+    /// is lost). The temporary name is one that [`Spool::claim_all`] never takes.
+    pub(crate) fn rewrite(
+        &self,
+        claimed: &Path,
+        rows: &[Row],
+        reader: &mut SegmentReader,
+        rest_from: u64,
+    ) -> std::io::Result<()> {
         let name = claimed
             .file_name()
             .and_then(|n| n.to_str())
             .ok_or_else(|| std::io::Error::other("spool segment without a name"))?;
         let temp = self.dir.join(format!(".rewrite-{name}"));
-        let mut out = Vec::with_capacity(rows.len() * 512);
-        for row in rows {
-            serde_json::to_writer(&mut out, row)?;
-            out.push(b'\n');
+        let written = (|| {
+            let mut out = std::io::BufWriter::new(File::create(&temp)?);
+            for row in rows {
+                serde_json::to_writer(&mut out, row)?;
+                out.write_all(b"\n")?;
+            }
+            reader.copy_rest(rest_from, &mut out)?;
+            let file = out.into_inner().map_err(|e| e.into_error())?;
+            file.sync_data()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(e);
         }
-        let mut file = File::create(&temp)?;
-        file.write_all(&out)?;
-        file.sync_data()?;
-        drop(file);
+        spool_stream::clear_progress(reader.original());
         fs::rename(&temp, claimed).inspect_err(|_| {
             let _ = fs::remove_file(&temp);
         })?;
@@ -339,6 +428,25 @@ impl Spool {
     /// for a later replay.
     pub(crate) fn unclaim(&self, claimed: &Path, original: &Path) {
         let _ = fs::rename(claimed, original);
+        own(claimed, false);
+    }
+
+    /// Sets rows the server refused for good aside, out of the replay's way: appended to
+    /// `refused/refused-<pid>.jsonl` under the spool directory (never replayed, and not
+    /// counted against the size cap). Returns that file.
+    pub(crate) fn set_aside(&self, rows: &[Row]) -> std::io::Result<PathBuf> {
+        let dir = self.dir.join("refused");
+        fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("refused-{}.jsonl", std::process::id()));
+        let mut out = Vec::with_capacity(rows.len() * 512);
+        for row in rows {
+            serde_json::to_writer(&mut out, row)?;
+            out.push(b'\n');
+        }
+        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+        file.write_all(&out)?;
+        file.sync_data()?;
+        Ok(path)
     }
 }
 
@@ -358,10 +466,14 @@ fn dir_size(dir: &Path) -> u64 {
 /// Closes the writer's segment: `<name>.jsonl.open` becomes `<name>.jsonl` (unless another
 /// process took it meanwhile).
 fn close_segment(w: &mut Writer) {
-    w.file = None;
+    if let Some(f) = w.file.take() {
+        let _ = f.sync_data();
+    }
+    w.synced = None;
     if let Some(open) = w.path.take() {
         let closed = PathBuf::from(open.to_string_lossy().trim_end_matches(".open"));
         let _ = fs::rename(&open, closed);
+        own(&open, false);
     }
 }
 
@@ -428,9 +540,9 @@ mod tests {
         let taken: Vec<String> = other
             .claim_all()
             .into_iter()
-            .flat_map(|(claimed, _)| {
-                let segment = Spool::read(claimed);
-                other.done(&segment);
+            .flat_map(|(claimed, original)| {
+                let segment = Spool::read(claimed.clone());
+                other.done(&claimed, &original);
                 segment.rows
             })
             .map(|r| r["id"].as_str().unwrap_or("").to_owned())
@@ -483,9 +595,9 @@ mod tests {
         assert_eq!(claimed.len(), 2);
         let ids: Vec<String> = claimed
             .into_iter()
-            .flat_map(|(c, _)| {
-                let seg = Spool::read(c);
-                next.done(&seg);
+            .flat_map(|(c, original)| {
+                let seg = Spool::read(c.clone());
+                next.done(&c, &original);
                 seg.rows
             })
             .map(|r| r["id"].as_str().unwrap_or("").to_owned())
@@ -531,6 +643,57 @@ mod tests {
             "each line is 33 bytes with its newline"
         );
         let _ = fs::remove_dir_all(dir);
+    }
+
+    /// The id of a process that has exited.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = child.id();
+        child.wait().expect("wait");
+        pid
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn segments_of_a_process_that_died_are_taken_at_once() {
+        let dir = temp_dir("dead-owner");
+        fs::create_dir_all(&dir).expect("dir");
+        let dead = dead_pid();
+        let line = "{\"id\": \"r1\"}\n";
+        // Written and claimed a moment ago, by a process killed since.
+        let open = format!("spool-00000000000000000001-{dead}-000001.jsonl.open");
+        let claim = format!("spool-00000000000000000002-{dead}-000001.jsonl.replay-{dead}-00ff");
+        // This process's id, but no spool of this process owns them: left by an earlier
+        // process that had the same id (a restarted container).
+        let me = std::process::id();
+        let mine = format!("spool-00000000000000000003-{me}-000009.jsonl.open");
+        for name in [&open, &claim, &mine] {
+            fs::write(dir.join(name), line).expect("write");
+        }
+        // A live process's segment is left alone.
+        let live = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        assert_eq!(live.append(&[row(4)]), [true]);
+        let next = Spool::new(dir.clone(), DEFAULT_MAX_BYTES);
+        let originals: Vec<String> = next
+            .claim_all()
+            .into_iter()
+            .map(|(_, original)| {
+                original
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(
+            originals,
+            [
+                format!("spool-00000000000000000001-{dead}-000001.jsonl"),
+                format!("spool-00000000000000000002-{dead}-000001.jsonl"),
+                format!("spool-00000000000000000003-{me}-000009.jsonl"),
+            ]
+        );
     }
 
     #[test]
@@ -581,11 +744,25 @@ mod tests {
         let claimed = spool.claim_all();
         assert_eq!(claimed.len(), 1);
         let (path, original) = &claimed[0];
-        spool.rewrite(path, &[row(2)]).expect("rewrite");
+        // Rows 1 and 2 were sent, the server did not take row 2: row 2, then row 3.
+        let mut reader = SegmentReader::open(path, original).expect("open");
+        let first_line = reader.next_chunk().rows.len();
+        assert_eq!(first_line, 3);
+        let after_two = fs::read(path)
+            .expect("read")
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == b'\n')
+            .nth(1)
+            .map(|(i, _)| i as u64 + 1)
+            .expect("two lines");
+        spool
+            .rewrite(path, &[row(2)], &mut reader, after_two)
+            .expect("rewrite");
         spool.unclaim(path, original);
         let again = spool.claim_all();
         let seg = Spool::read(again[0].0.clone());
-        assert_eq!(seg.rows, vec![row(2)]);
+        assert_eq!(seg.rows, vec![row(2), row(3)]);
         assert_eq!(seg.torn, 0);
         // No temporary file is left behind.
         let names: Vec<String> = fs::read_dir(&dir)

@@ -17,6 +17,10 @@ use crate::rows::wire::Row;
 /// How many messages the worker handles before it delivers what it has.
 const DRAIN_LIMIT: usize = 4096;
 
+/// The longest the worker goes on taking messages before it lets the deliveries (tasks on
+/// its thread) run, when the queue never empties.
+const ROUND_LIMIT: Duration = Duration::from_millis(5);
+
 /// How long the worker lets rows accumulate before it looks at the queue again, while
 /// rows are arriving.
 const LINGER: Duration = Duration::from_millis(1);
@@ -111,6 +115,12 @@ impl Worker {
         self.dispatcher.replay_first().await;
         let mut idle_rounds = 0u32;
         loop {
+            if self.dispatcher.replay_due() {
+                // Rows were spilled, the server answers again, or it is time to try: send
+                // what is in the spool, in the background, on the next free upload slot
+                // (whatever the live traffic).
+                self.dispatcher.start_replay();
+            }
             // The worker polls the queue instead of waiting on it, so that sending a row
             // never has to wake a thread (a system call on the application's hot path).
             // Flush, shutdown and panic checkpoints wake it at once through `wake`.
@@ -122,11 +132,6 @@ impl Worker {
                     return;
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => {
-                    if self.dispatcher.idle() && self.dispatcher.replay_due() {
-                        // The pressure is over, or the server may be back: send what is
-                        // in the spool, in the background.
-                        self.dispatcher.start_replay();
-                    }
                     let pause = if idle_rounds < IDLE_ROUNDS {
                         LINGER
                     } else {
@@ -142,6 +147,8 @@ impl Worker {
             };
             idle_rounds = 0;
             crate::trace::clock::tick();
+            let round = Instant::now();
+            let mut cut_short = false;
             let mut control = self.accept(first);
             let mut handled = 1;
             while control.is_none() && handled < DRAIN_LIMIT {
@@ -150,11 +157,23 @@ impl Worker {
                 handled += 1;
                 if self.pending.len() >= self.dispatch_rows {
                     self.dispatch().await;
+                    // The deliveries share this thread: under sustained load (the queue is
+                    // never empty, rows are spilled to the spool) a round is cut short, so
+                    // that they make progress between rounds.
+                    if round.elapsed() >= ROUND_LIMIT {
+                        cut_short = true;
+                        break;
+                    }
                 }
             }
             self.dispatch().await;
             self.pool.release();
             self.report_drops();
+            if cut_short {
+                // Under sustained load the queue is never empty: let the deliveries (tasks
+                // on this thread) make progress before the next round.
+                tokio::task::yield_now().await;
+            }
             match control {
                 // Spooled rows are replayed when the queue is next found empty (above).
                 None => {}
@@ -262,6 +281,9 @@ impl Worker {
         deadline: Option<Instant>,
     ) {
         crate::trace::clock::tick();
+        if deadline.is_some() {
+            self.dispatcher.hurry();
+        }
         // Every hand-off below respects the shutdown deadline by itself (see
         // `Dispatcher::send`); only the final wait for in-flight deliveries is cut short.
         // What is queued now; producers that keep going cannot hold shutdown up.
@@ -370,7 +392,8 @@ impl Worker {
             diag::warn(
                 "queue-full",
                 format_args!(
-                    "{dropped} span rows dropped so far because the queue was full (raise BRAINTRUST_QUEUE_SIZE or Builder::with_queue_size)"
+                    "{} so far because the queue was full (raise BRAINTRUST_QUEUE_SIZE or Builder::with_queue_size)",
+                    diag::count(dropped, "span row dropped", "span rows dropped")
                 ),
             );
             self.dropped_reported = dropped;

@@ -431,15 +431,16 @@ async fn spans_from_a_local_file_become_records_of_a_local_dataset() {
 }
 
 #[tokio::test]
-async fn rows_the_server_refuses_are_spooled_and_uploaded_later() {
+async fn rows_the_server_cannot_take_are_spooled_and_uploaded_later() {
     let server = FakeServer::start();
     FakeDatasets::install(&server);
     let spool = std::env::temp_dir().join(format!("tb-ds-spool-{}", fastrand::u64(..)));
-    let with_spool = || builder(&server).with_spool_dir(&spool);
+    let with_spool = || builder(&server).with_spool_dir(&spool).with_num_retries(0);
     let dataset = Dataset::open(with_spool(), "ds").await.expect("opens");
     dataset.insert(DatasetRecord::new("a").with_id("a"));
     dataset.insert(DatasetRecord::new("b").with_id("b"));
-    server.push_logs3(crate::deliver::sink::fake_server::Reply::status(400));
+    // The server is down for this request (a 400 would be a refusal for good: never spooled).
+    server.push_logs3(crate::deliver::sink::fake_server::Reply::status(503));
     let refused = dataset.flush().await;
     assert!(
         matches!(

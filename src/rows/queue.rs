@@ -107,6 +107,10 @@ pub(crate) struct Counters {
     pub(crate) replayed: AtomicU64,
     /// Spool lines skipped because they did not parse (torn by a crash).
     pub(crate) replay_torn: AtomicU64,
+    /// Spooled rows the server refused for good, set aside in the dead-letter file.
+    pub(crate) replay_failed: AtomicU64,
+    /// Spool files a replay could not open (left in place).
+    pub(crate) spool_unreadable: AtomicU64,
 }
 
 /// Out-of-band signals from the guard: a wake-up for control messages, and the deadline of

@@ -23,7 +23,8 @@
 //!
 //! Faults: scripted replies per path ([`FakeServer::push_reply`], [`FakeServer::push_logs3`]:
 //! a status, `Retry-After`, a delay, a dropped connection, a garbage body), a 413 for any
-//! `/logs3` body above a size ([`FakeServer::reject_logs3_above`]), a down switch that drops
+//! `/logs3` body above a size ([`FakeServer::reject_logs3_above`]), a 400 for any `/logs3`
+//! body holding a text ([`FakeServer::refuse_logs3_containing`]), a down switch that drops
 //! every connection ([`FakeServer::set_down`]) and a latency added to every answer
 //! ([`FakeServer::set_latency`]).
 //!
@@ -78,6 +79,7 @@ pub(crate) struct Reply {
     body: Option<String>,
     retry_after: Option<String>,
     delay: Duration,
+    body_delay: Duration,
     drop_connection: bool,
 }
 
@@ -89,6 +91,7 @@ impl Reply {
             body: None,
             retry_after: None,
             delay: Duration::ZERO,
+            body_delay: Duration::ZERO,
             drop_connection: false,
         }
     }
@@ -126,6 +129,13 @@ impl Reply {
     /// Wait this long before answering (or dropping the connection).
     pub(crate) fn with_delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Send the status line and headers, then wait this long before the body (a body that
+    /// trickles in).
+    pub(crate) fn with_body_delay(mut self, delay: Duration) -> Self {
+        self.body_delay = delay;
         self
     }
 }
@@ -189,6 +199,7 @@ struct State {
     scripted: HashMap<String, VecDeque<Reply>>,
     payload_limit: Option<u64>,
     reject_above: Option<usize>,
+    refuse_containing: Option<String>,
     down: bool,
     latency: Duration,
     overflow_post: bool,
@@ -260,6 +271,8 @@ struct Answer {
     status: u16,
     body: String,
     retry_after: Option<String>,
+    /// How long the body waits after the head.
+    body_delay: Duration,
     /// Rows the request delivered, recorded once the request itself is.
     rows: Accepted,
 }
@@ -379,6 +392,12 @@ impl FakeServer {
     /// Answers 413 to every `POST /logs3` whose body is longer than `max` bytes (`None`: never).
     pub(crate) fn reject_logs3_above(&self, max: Option<usize>) {
         self.state().reject_above = max;
+    }
+
+    /// Answers 400 to every `POST /logs3` whose body contains `text` (`None`: never), as a
+    /// server refuses a row it will never take (a poison row).
+    pub(crate) fn refuse_logs3_containing(&self, text: Option<&str>) {
+        self.state().refuse_containing = text.map(str::to_owned);
     }
 
     /// While down, every connection is closed as soon as it is accepted or sends a request.
@@ -608,6 +627,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
                         json!({"error": format!("scripted {}", reply.status)}).to_string()
                     }),
                     retry_after: reply.retry_after.clone(),
+                    body_delay: reply.body_delay,
                     rows: Accepted::Nothing,
                 }),
                 _ => {
@@ -620,6 +640,7 @@ async fn serve_connection(mut stream: TcpStream, shared: Arc<Shared>) {
                             }
                         }
                         answer.retry_after = reply.retry_after.clone();
+                        answer.body_delay = reply.body_delay;
                     }
                     Some(answer)
                 }
@@ -690,6 +711,12 @@ async fn write_answer(stream: &mut TcpStream, answer: &Answer) -> io::Result<()>
     }
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
+    if !answer.body_delay.is_zero() {
+        stream.write_all(&bytes).await?;
+        stream.flush().await?;
+        tokio::time::sleep(answer.body_delay).await;
+        bytes.clear();
+    }
     bytes.extend_from_slice(answer.body.as_bytes());
     stream.write_all(&bytes).await?;
     stream.flush().await
@@ -818,6 +845,7 @@ fn answer(status: u16, body: Value) -> Answer {
         status,
         body: body.to_string(),
         retry_after: None,
+        body_delay: Duration::ZERO,
         rows: Accepted::Nothing,
     }
 }
@@ -952,6 +980,16 @@ fn handle_logs3(state: &mut State, request: &Request) -> Answer {
     {
         return error(413, "payload too large");
     }
+    if let Some(text) = &state.refuse_containing {
+        if !text.is_empty()
+            && request
+                .body
+                .windows(text.len())
+                .any(|w| w == text.as_bytes())
+        {
+            return error(400, "invalid row");
+        }
+    }
     // Inline rows (the usual case): one validating scan, the rows are parsed when asked for.
     if let Some(ids) = scan_inline_rows(&request.body) {
         let mut body = String::with_capacity(16 + ids.iter().map(|id| id.len() + 1).sum::<usize>());
@@ -967,6 +1005,7 @@ fn handle_logs3(state: &mut State, request: &Request) -> Answer {
             status: 200,
             body,
             retry_after: None,
+            body_delay: Duration::ZERO,
             rows: Accepted::InBody(ids.len()),
         };
     }

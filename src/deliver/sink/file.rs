@@ -79,6 +79,7 @@ impl FileSink {
             return Delivery {
                 sent: 0,
                 failed: rows,
+                ..Default::default()
             };
         };
         if slot.is_none() {
@@ -105,6 +106,7 @@ impl FileSink {
                     return Delivery {
                         sent: 0,
                         failed: rows,
+                        ..Default::default()
                     };
                 }
             }
@@ -113,6 +115,7 @@ impl FileSink {
             return Delivery {
                 sent: 0,
                 failed: rows,
+                ..Default::default()
             };
         };
         let mut delivery = Delivery::default();

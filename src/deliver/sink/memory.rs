@@ -104,7 +104,7 @@ impl Sink for MemorySink {
         Box::pin(async move {
             Delivery {
                 sent,
-                failed: Vec::new(),
+                ..Default::default()
             }
         })
     }

@@ -26,8 +26,13 @@ pub(crate) use crate::rows::wire::Row;
 pub(crate) struct Delivery {
     /// Rows the destination acknowledged.
     pub(crate) sent: u64,
-    /// Rows that finally failed, returned so they can be counted (and spooled).
+    /// Rows that finally failed, returned so they can be counted (and spooled): the
+    /// destination may take them later.
     pub(crate) failed: Vec<Row>,
+    /// Rows the destination refused for good (the server answered 400, 422 or 413 for the
+    /// row on its own): counted as failed, never spooled, since sending them again cannot
+    /// succeed.
+    pub(crate) refused: Vec<Row>,
 }
 
 /// A boxed future, as sinks return them.
@@ -39,6 +44,9 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn send(&self, rows: Vec<Row>) -> SinkFuture;
     /// Called once when the worker stops, after the last `send` completed.
     fn close(&self) {}
+    /// At shutdown: stop retrying (rows that fail now come back at once, to be spooled or
+    /// counted). Sinks that do not retry ignore it.
+    fn hurry(&self) {}
     /// A short human description (where rows go), for the startup message; `None` for a
     /// sink that says so itself when it first writes (or has nothing to say).
     fn describe(&self) -> Option<String>;
@@ -72,8 +80,13 @@ impl Sink for Upload {
             Delivery {
                 sent: outcome.sent,
                 failed: outcome.failed,
+                refused: outcome.refused,
             }
         })
+    }
+
+    fn hurry(&self) {
+        self.http.hurry();
     }
 
     fn describe(&self) -> Option<String> {

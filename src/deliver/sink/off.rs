@@ -23,6 +23,7 @@ impl Sink for Nowhere {
             Delivery {
                 sent: 0,
                 failed: rows,
+                ..Default::default()
             }
         })
     }

@@ -124,7 +124,8 @@ mod tests {
             .object_mut()
             .insert("output".into(), json!(format!("key is {DEFAULT_API_KEY}")));
         let sink = sink(config.clone());
-        assert_eq!(sink.send(vec![leaky]).await.failed.len(), 1);
+        // A row refused with 400 on its own is refused for good (and dumped).
+        assert_eq!(sink.send(vec![leaky]).await.refused.len(), 1);
         let dumped = std::fs::read_to_string(&dir.files()[0]).unwrap_or_default();
         assert!(!dumped.contains(DEFAULT_API_KEY) && dumped.contains("<redacted>"));
         let debug = format!("{config:?} {sink:?}");

@@ -113,7 +113,8 @@ impl fmt::Debug for HttpConfig {
     }
 }
 
-/// What one [`HttpSink::send`] achieved. `sent + failed.len()` equals the rows given.
+/// What one [`HttpSink::send`] achieved. `sent + failed.len() + refused.len()` equals the
+/// rows given.
 #[derive(Debug, Default)]
 pub(crate) struct SendOutcome {
     /// Rows the server accepted.
@@ -121,6 +122,9 @@ pub(crate) struct SendOutcome {
     /// Rows given up on, already reported and written to the failed-payloads directory when
     /// one is configured. Rows that reached the upload stage carry their `project_id`.
     pub(crate) failed: Vec<Row>,
+    /// Rows the server refused on their own for good (400, 422, or 413 for a single row):
+    /// sending them again cannot succeed. Already reported and dumped as `failed` rows are.
+    pub(crate) refused: Vec<Row>,
     /// Braintrust answered 401 or 403 somewhere: the key or its permissions are wrong.
     pub(crate) auth_error: bool,
 }
@@ -142,6 +146,10 @@ struct Inner {
     auth_messages: AtomicU32,
     /// Size of the largest body of the last upload: what the next one reserves up front.
     body_hint: AtomicUsize,
+    /// Set by [`HttpSink::hurry`]: no more retries.
+    hurried: AtomicBool,
+    /// Wakes the retries waiting for their next attempt when hurried.
+    hurry: tokio::sync::Notify,
 }
 
 /// Why a request (after its retries) or a setup step failed.
@@ -253,6 +261,8 @@ impl HttpSink {
                 auth_reported: AtomicBool::new(false),
                 auth_messages: AtomicU32::new(0),
                 body_hint: AtomicUsize::new(0),
+                hurried: AtomicBool::new(false),
+                hurry: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -300,6 +310,7 @@ impl HttpSink {
             let lane = self.lane(&upload).await;
             outcome.sent += lane.sent;
             outcome.failed.extend(lane.failed);
+            outcome.refused.extend(lane.refused);
             outcome.auth_error |= lane.auth_error;
             return outcome;
         }
@@ -314,6 +325,7 @@ impl HttpSink {
                 Ok(lane) => {
                     outcome.sent += lane.sent;
                     outcome.failed.extend(lane.failed);
+                    outcome.refused.extend(lane.refused);
                     outcome.auth_error |= lane.auth_error;
                 }
                 Err(e) => diag::warn(
@@ -323,6 +335,35 @@ impl HttpSink {
             }
         }
         outcome
+    }
+
+    /// From now on, a request that fails is not tried again, and retries waiting for their
+    /// next attempt give up at once: at shutdown, with a spool to keep the rows (or a server
+    /// known to be down), waiting out the retry budget gains nothing.
+    pub(crate) fn hurry(&self) {
+        self.inner
+            .hurried
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.hurry.notify_waiters();
+    }
+
+    /// Waits `delay` before another attempt; `false` (at once) when hurried: no more
+    /// attempts.
+    pub(super) async fn pause(&self, delay: Duration) -> bool {
+        let hurried = self.inner.hurry.notified();
+        let mut hurried = std::pin::pin!(hurried);
+        hurried.as_mut().enable();
+        if self
+            .inner
+            .hurried
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            () = hurried => false,
+        }
     }
 
     fn authed(&self, request: RequestBuilder) -> RequestBuilder {

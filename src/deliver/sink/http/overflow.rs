@@ -36,6 +36,7 @@ impl HttpSink {
         let attempts = self.inner.config.num_retries.saturating_add(1);
         let mut key: Option<String> = None;
         let mut last = String::new();
+        let mut made = attempts;
         for attempt in 0..attempts {
             let step = async {
                 if key.is_none() {
@@ -77,15 +78,17 @@ impl HttpSink {
                 Err(Attempt::Final(failure)) => return Err(failure),
                 Err(Attempt::Retry { error, retry_after }) => {
                     last = error;
-                    if attempt + 1 < attempts {
-                        tokio::time::sleep(self.delay(attempt, retry_after)).await;
+                    made = attempt + 1;
+                    if attempt + 1 < attempts && !self.pause(self.delay(attempt, retry_after)).await
+                    {
+                        break;
                     }
                 }
             }
         }
         Err(Failure::Exhausted {
             what: format!("overflow upload of {} bytes", body.len()),
-            attempts,
+            attempts: made,
             last,
         })
     }

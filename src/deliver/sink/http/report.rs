@@ -26,7 +26,7 @@ impl HttpSink {
         } else {
             diag::warn(
                 "http-setup",
-                self.scrub(format!("giving up on {} rows (spooled if a spool directory is set, else counted as failed): {failure}{dumped}", rows.len())),
+                self.scrub(format!("giving up on rows that could not be uploaded (they are spooled if a spool directory is set, else counted as failed): {failure}{dumped}")),
             );
         }
         outcome.failed.extend(rows);

@@ -27,21 +27,24 @@ impl HttpSink {
     ) -> Result<Vec<u8>, Failure> {
         let attempts = self.inner.config.num_retries.saturating_add(1);
         let mut last = String::new();
+        let mut made = 0;
         for attempt in 0..attempts {
+            made += 1;
             match self.try_once(build(), what, read_body).await {
                 Ok(body) => return Ok(body),
                 Err(Attempt::Final(failure)) => return Err(failure),
                 Err(Attempt::Retry { error, retry_after }) => {
                     last = error;
-                    if attempt + 1 < attempts {
-                        tokio::time::sleep(self.delay(attempt, retry_after)).await;
+                    if attempt + 1 < attempts && !self.pause(self.delay(attempt, retry_after)).await
+                    {
+                        break;
                     }
                 }
             }
         }
         Err(Failure::Exhausted {
             what: what.to_owned(),
-            attempts,
+            attempts: made,
             last,
         })
     }
@@ -72,8 +75,14 @@ impl HttpSink {
         let status = response.status().as_u16();
         if status < 400 {
             if !read_body {
-                // Read (so that the connection can be used again) only if it is short.
-                let _ = read_capped(response, IGNORED_ANSWER_BYTES).await;
+                // The status says the server took the rows. The body is read (so that the
+                // connection can be used again) only if it is short and comes quickly: a
+                // body that trickles in does not hold the rows up until the HTTP timeout.
+                let _ = tokio::time::timeout(
+                    IGNORED_ANSWER_WAIT,
+                    read_capped(response, IGNORED_ANSWER_BYTES),
+                )
+                .await;
                 return Ok(Vec::new());
             }
             return match read_capped(response, MAX_ANSWER_BYTES).await {
@@ -176,6 +185,9 @@ fn backoff(
 
 /// The most read of a successful answer whose body is not needed: more is left unread.
 const IGNORED_ANSWER_BYTES: usize = 64 * 1024;
+/// The longest wait for the body of a successful answer that is not needed (the rows count
+/// as sent from its status on): a slower body is left unread and its connection closed.
+const IGNORED_ANSWER_WAIT: Duration = Duration::from_secs(1);
 /// The most read of an answer the uploader needs (login, project, version): a longer one is
 /// not what the protocol says.
 const MAX_ANSWER_BYTES: usize = 4 << 20;
@@ -367,15 +379,40 @@ mod tests {
 
     #[tokio::test]
     async fn client_errors_are_not_retried() {
-        for status in [400, 404, 422] {
+        // A 404 is final for the rows (they may be taken later: they come back as failed).
+        let server = FakeServer::start();
+        server.push_logs3(Reply::status(404));
+        let outcome = sink(config(&server)).send(rows(2, 10)).await;
+        assert_eq!((outcome.sent, outcome.failed.len()), (0, 2));
+        assert!(outcome.refused.is_empty() && !outcome.auth_error);
+        assert_eq!(server.logs3_requests().len(), 1);
+        // A 400 or 422 refuses the body: the same body is never sent again, but its halves
+        // are, to find the rows at fault; a single row refused so is refused for good.
+        for status in [400, 422] {
             let server = FakeServer::start();
             server.push_logs3(Reply::status(status));
             let outcome = sink(config(&server)).send(rows(2, 10)).await;
-            assert_eq!(outcome.sent, 0, "status {status}");
-            assert_eq!(outcome.failed.len(), 2);
-            assert!(!outcome.auth_error);
+            assert_eq!(outcome.sent, 2, "status {status}");
+            assert_eq!(server.logs3_requests().len(), 3, "status {status}");
+            let server = FakeServer::start();
+            server.push_logs3(Reply::status(status));
+            let outcome = sink(config(&server)).send(rows(1, 10)).await;
+            assert_eq!((outcome.sent, outcome.refused.len()), (0, 1));
+            assert!(outcome.failed.is_empty());
             assert_eq!(server.logs3_requests().len(), 1, "status {status}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_200_whose_body_trickles_in_counts_at_once() {
+        let server = FakeServer::start();
+        server.push_logs3(Reply::status(200).with_body_delay(Duration::from_secs(30)));
+        let mut config = config(&server);
+        config.http_timeout = Duration::from_secs(20);
+        let outcome = sink(config).send(rows(2, 10)).await;
+        // Taken from the status on: not failed after the HTTP timeout, not sent again.
+        assert_eq!((outcome.sent, outcome.failed.len()), (2, 0));
+        assert_eq!(server.logs3_requests().len(), 1);
     }
 
     #[tokio::test]

@@ -207,7 +207,22 @@ impl Batcher {
 pub(super) struct LaneOutcome {
     pub(super) sent: u64,
     pub(super) failed: Vec<Row>,
+    pub(super) refused: Vec<Row>,
     pub(super) auth_error: bool,
+}
+
+/// Whether the server refused the rows of a request themselves (not the key, not its own
+/// trouble): 400 and 422 say the body is wrong, 413 that it is too large. A batch refused
+/// so is split until the row at fault is alone; that row is refused for good.
+fn refuses_the_rows(failure: &Failure) -> bool {
+    matches!(
+        failure,
+        Failure::TooLarge { .. }
+            | Failure::Rejected {
+                status: 400 | 422,
+                ..
+            }
+    )
 }
 
 impl HttpSink {
@@ -223,7 +238,7 @@ impl HttpSink {
                 }
                 Err(failed) => failed,
             };
-            if matches!(failure, Failure::TooLarge { .. }) && batch.len() > 1 {
+            if refuses_the_rows(&failure) && batch.len() > 1 {
                 let (first, second) = batch.split();
                 let mut queue = upload.queue.lock().unwrap_or_else(|e| e.into_inner());
                 queue.push_front(second);
@@ -245,13 +260,24 @@ impl HttpSink {
                         dumped
                     )),
                 );
+            } else if refuses_the_rows(&failure) {
+                diag::warn(
+                    "http-refused",
+                    self.scrub(format!(
+                        "the server refused a row for good (it is counted as failed and not spooled): {failure}{dumped}"
+                    )),
+                );
             } else {
                 diag::warn(
                     "http-logs3",
-                    self.scrub(format!("giving up on {} rows (spooled if a spool directory is set, else counted as failed): {failure}{dumped}", batch.len())),
+                    self.scrub(format!("giving up on a batch (its rows are spooled if a spool directory is set, else counted as failed): {failure}{dumped}")),
                 );
             }
-            outcome.failed.extend(batch.parse_rows());
+            if refuses_the_rows(&failure) {
+                outcome.refused.extend(batch.parse_rows());
+            } else {
+                outcome.failed.extend(batch.parse_rows());
+            }
         }
         outcome
     }
@@ -426,8 +452,8 @@ mod tests {
         input.insert(1, row("huge", 5000));
         let outcome = sink(config).send(input).await;
         assert_eq!(outcome.sent, 3);
-        assert_eq!(outcome.failed.len(), 1);
-        assert_eq!(outcome.failed[0]["id"], "huge");
+        assert_eq!((outcome.failed.len(), outcome.refused.len()), (0, 1));
+        assert_eq!(outcome.refused[0]["id"], "huge");
         let files = dir.files();
         assert_eq!(files.len(), 1);
         let dumped = std::fs::read_to_string(&files[0]).unwrap_or_default();
