@@ -134,6 +134,8 @@ struct ReadmeDoctests;
 #[cfg(doctest)]
 #[doc = include_str!("../docs/llm.md")]
 #[doc = include_str!("../docs/distributed.md")]
+#[doc = include_str!("../docs/libraries.md")]
+#[doc = include_str!("../docs/testing.md")]
 struct DocsDoctests;
 
 /// The examples of the evals guide, compiled and run as doc tests.
