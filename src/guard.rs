@@ -239,7 +239,17 @@ impl BraintrustGuard {
         // A worker waiting for an upload slot sees the deadline now, even before the
         // shutdown message can be queued.
         self.signal.wake.notify_one();
-        let complete = self.request(|reply| Message::Shutdown(reply, worker_deadline), timeout);
+        let deadline = Instant::now() + timeout;
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        // Not queued when the queue stayed full until the deadline: it goes once the queue is
+        // emptied below, so that the worker still stops (and writes what it holds).
+        let unsent = self
+            .tx
+            .send_deadline(Message::Shutdown(reply_tx, worker_deadline), deadline)
+            .err()
+            .map(crossbeam_channel::SendTimeoutError::into_inner);
+        self.signal.wake.notify_one();
+        let complete = unsent.is_none() && reply_rx.recv_deadline(deadline).is_ok();
         let mut opens = Vec::new();
         let mut queued = 0;
         if complete {
@@ -248,7 +258,7 @@ impl BraintrustGuard {
                 let _ = handle.join();
             }
         } else {
-            (opens, queued) = self.drop_queued();
+            (opens, queued) = self.drop_queued(unsent);
         }
         // Spans whose open message was taken from the queue but not delivered: each is
         // counted as dropped now, and its close is not sent.
@@ -273,9 +283,10 @@ impl BraintrustGuard {
 
     /// After a shutdown that ran out of time: empties the queue, counting every row still
     /// in it as dropped, so that the report accounts for them (the worker may still take a
-    /// few of the last ones itself; those it counts as received). Returns the span ids of
-    /// the open messages it took whose close was not queued, and the rows it counted.
-    fn drop_queued(&self) -> (Vec<u64>, u64) {
+    /// few of the last ones itself; those it counts as received), then queues `shutdown` if
+    /// it could not be queued before. Returns the span ids of the open messages it took
+    /// whose close was not queued, and the rows it counted.
+    fn drop_queued(&self, shutdown: Option<Message>) -> (Vec<u64>, u64) {
         // A close of a span the worker wrote as unfinished is not counted again; any other
         // is, and the worker will not write its span.
         let Undelivered {
@@ -289,7 +300,7 @@ impl BraintrustGuard {
             })
         };
         // The worker still has to see the control messages (its own shutdown among them).
-        for msg in control {
+        for msg in control.into_iter().chain(shutdown) {
             // The queue was just emptied: there is room.
             let _ = self.tx.try_send(msg);
         }

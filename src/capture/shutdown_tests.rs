@@ -169,11 +169,12 @@ fn spans_recorded_on_during_a_short_shutdown_are_all_accounted_for() {
         std::thread::sleep(Duration::from_millis(20));
         let report = guard.shutdown();
         stop.store(true, Ordering::Relaxed);
+        // The spans stay open while the worker may still be finishing (the shutdown gave up
+        // waiting, as `complete: false` says): a span closed meanwhile is a later row, whose
+        // drop (the queue is full) would be counted after the report was taken.
         let spans = busy.join().expect("recorded");
-        drop(spans);
         // Every span open at shutdown was counted as dropped, or announced and written
-        // without an end (by a worker that may still be finishing when the shutdown
-        // gives up waiting, as `complete: false` says).
+        // without an end.
         let waited = std::time::Instant::now();
         let written = loop {
             let written = sink.spans("open").len() as u64;
@@ -187,6 +188,13 @@ fn spans_recorded_on_during_a_short_shutdown_are_all_accounted_for() {
             SPANS,
             "attempt {attempt}: {written} written, {report:?}"
         );
+        assert!(
+            sink.spans("open")
+                .iter()
+                .all(|row| row["metrics"].get("end").is_none()),
+            "attempt {attempt}: written without an end"
+        );
+        drop(spans);
         if report.complete {
             assert_eq!(report.enqueued, SPANS, "attempt {attempt}: {report:?}");
         }
