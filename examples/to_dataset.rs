@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
             .from_files(&from, &dataset)
             .await?;
         println!(
-            "{} of {} spans added to dataset {name:?}",
+            "{} of {} rows read added to dataset {name:?}",
             report.records_inserted, report.spans_read
         );
         if let Some(path) = dataset.local_path() {

@@ -224,3 +224,54 @@ async fn a_dataset_origin_is_on_the_root_only_and_a_data_error_stops_the_eval() 
     assert!(rows.iter().all(|r| r["input"] != "never"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A switched-off layer records nothing: the eval still runs and scores its cases, but keeps
+/// no local run (it would be a baseline for the next run without any row behind it).
+#[tokio::test]
+async fn an_eval_on_a_switched_off_layer_keeps_no_local_run() {
+    let sink = MemorySink::new();
+    let dir = temp_dir("off");
+    let result = Eval::new("off")
+        .data(vec![
+            EvalCase::new("a".to_owned()).with_expected("a".to_owned()),
+        ])
+        .task(slow_on_slow)
+        .scorer(ExactMatch)
+        .with_builder(builder(&sink).with_enabled(false))
+        .with_local_dir(&dir)
+        .with_quiet(true)
+        .run()
+        .await
+        .expect("runs");
+    assert_eq!(result.results.len(), 1);
+    assert_eq!(result.summary.score("ExactMatch"), Some(1.0));
+    assert!(sink.rows().is_empty());
+    assert!(!dir.exists(), "no local run kept in {}", dir.display());
+}
+
+/// An eval on a layer whose worker has stopped (its guard dropped) records nothing, so its
+/// run is no baseline either.
+#[tokio::test]
+async fn an_eval_whose_rows_were_not_recorded_keeps_no_local_run() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let sink = MemorySink::new();
+    let dir = temp_dir("dropped-guard");
+    let (layer, guard) = builder(&sink).build().expect("builds");
+    drop(guard);
+    let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
+    let _default = tracing::dispatcher::set_default(&dispatch);
+    let result = Eval::new("dropped")
+        .data(vec![
+            EvalCase::new("a".to_owned()).with_expected("a".to_owned()),
+        ])
+        .task(slow_on_slow)
+        .scorer(ExactMatch)
+        .with_local_dir(&dir)
+        .with_quiet(true)
+        .run()
+        .await
+        .expect("runs");
+    assert_eq!(result.results.len(), 1);
+    assert!(sink.rows().is_empty());
+    assert!(!dir.exists(), "no local run kept in {}", dir.display());
+}

@@ -63,6 +63,12 @@ impl Link {
         })
     }
 
+    /// Whether the layer records anything: `false` when it is switched off
+    /// (`BRAINTRUST_DISABLED`, `Builder::with_enabled(false)`).
+    pub(crate) fn enabled(&self) -> bool {
+        self.layer.enabled
+    }
+
     /// The layer's project name.
     pub(crate) fn project_name(&self) -> String {
         self.layer.links.project_name.clone()

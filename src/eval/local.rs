@@ -127,6 +127,7 @@ pub(crate) fn local_summary(
     eval: &str,
     project: &str,
     cases: Vec<LocalCase>,
+    keep: bool,
 ) -> EvalSummary {
     let file = run_file(dir, eval);
     let previous: Option<LocalRun> = match std::fs::read(&file) {
@@ -153,8 +154,12 @@ pub(crate) fn local_summary(
         finished: httpdate::fmt_http_date(std::time::SystemTime::now()),
         cases,
     };
-    let written = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&file, serde_json::to_vec(&run).unwrap_or_default()));
+    let written = if keep {
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&file, serde_json::to_vec(&run).unwrap_or_default()))
+    } else {
+        Ok(())
+    };
     if let Err(e) = written {
         crate::diag::warn(
             "eval-local",
@@ -218,10 +223,10 @@ mod tests {
             "bt-eval-local-{}",
             crate::trace::ids::uuid_string(crate::trace::ids::new_row_id())
         ));
-        let first = local_summary(&dir, "my eval/v1", "p", vec![case("a", 0.0, 1.0)]);
+        let first = local_summary(&dir, "my eval/v1", "p", vec![case("a", 0.0, 1.0)], true);
         assert_eq!(first.comparison_experiment_name, None);
         assert!(run_file(&dir, "my eval/v1").ends_with("my_eval_v1.json"));
-        let second = local_summary(&dir, "my eval/v1", "p", vec![case("a", 1.0, 1.0)]);
+        let second = local_summary(&dir, "my eval/v1", "p", vec![case("a", 1.0, 1.0)], true);
         assert!(second.comparison_experiment_name.is_some());
         assert_eq!(second.scores["exact"].improvements, 1);
         assert_eq!(second.scores["exact"].diff, Some(1.0));

@@ -105,6 +105,11 @@ pub struct Eval<I, E, O> {
     progress: Option<bool>,
 }
 
+/// The longest an eval waits for Braintrust to log in, find the project and create the
+/// experiment: a server that accepts connections and never answers would otherwise hold it
+/// for the uploader's retries of its HTTP timeout (3 tries of 60 s by default).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl<I, E, O> std::fmt::Debug for Eval<I, E, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Eval")
@@ -343,9 +348,21 @@ where
             project_name: project.clone(),
         };
         let opened = data(context).await.map_err(EvalError::Data)?;
+        let recording = link.enabled();
         let experiment = match &api {
-            Some(api) => Some(self.create_experiment(api, &project, &opened).await?),
-            None => None,
+            Some(api) if recording => {
+                let create = self.create_experiment(api, &project, &opened);
+                match tokio::time::timeout(SETUP_TIMEOUT, create).await {
+                    Ok(experiment) => Some(experiment?),
+                    Err(_) => {
+                        return Err(EvalError::Experiment(format!(
+                            "Braintrust did not answer within {} s (logging in, finding the project, creating the experiment)",
+                            SETUP_TIMEOUT.as_secs()
+                        )));
+                    }
+                }
+            }
+            _ => None,
         };
         let experiment_id = experiment.as_ref().map_or_else(
             || crate::trace::ids::uuid_string(crate::trace::ids::new_row_id()),
@@ -354,6 +371,10 @@ where
         if !self.quiet {
             match &experiment {
                 Some(e) => eprintln!("Experiment {} is running at {}", e.name, e.url),
+                None if !recording => eprintln!(
+                    "Experiment {} is not recorded: the layer is switched off (BRAINTRUST_DISABLED or with_enabled(false))",
+                    self.name
+                ),
                 None => eprintln!(
                     "Experiment {} is running locally (no BRAINTRUST_API_KEY): rows go to the layer's local file",
                     self.name
@@ -414,10 +435,10 @@ where
         };
         progress.finish();
         let flushed = link.finish().await;
-        if !flushed && !self.quiet {
+        if !flushed && !self.quiet && recording {
             crate::diag::warn(
                 "eval-flush",
-                "the eval's rows were not all delivered within the flush timeout",
+                "the eval's rows were not all delivered: the flush timed out, or the layer's worker has stopped (its guard was dropped or shut down)",
             );
         }
         let results = results?;
@@ -469,7 +490,9 @@ where
                         duration: r.duration.as_secs_f64(),
                     })
                     .collect();
-                let mut summary = local_summary(&self.local_dir, &self.name, &project, cases);
+                // A run whose rows were not all recorded is no baseline for the next one.
+                let keep = recording && flushed;
+                let mut summary = local_summary(&self.local_dir, &self.name, &project, cases, keep);
                 summary.experiment_id = Some(experiment_id);
                 summary
             }
