@@ -31,7 +31,7 @@ impl SpanData {
         self.sampled && !self.open_delivered && !self.lost
     }
 
-    /// A span that just opened: no error yet, not lost.
+    /// A span that just opened.
     pub(crate) fn open(
         header: SpanHeader,
         fields: Fields,

@@ -60,7 +60,6 @@ fn expand(
         if kind == DEFERRED_STR {
             let (len, rest) = rest.split_first_chunk::<4>()?;
             let len = u32::from_le_bytes(*len) as usize;
-            // Copied as bytes: the caller validates the whole text once.
             write_str_bytes(out, rest.get(..len)?);
             deferred = &rest[len..];
         } else {

@@ -1,5 +1,4 @@
-//! Map keys for the fast JSON serializer: the string-like keys serde_json writes as strings;
-//! anything else is refused, for serde_json to handle.
+//! Map keys for the fast JSON serializer ([`KeySerializer`]).
 
 use std::fmt::Display;
 

@@ -4,11 +4,11 @@
 //!
 //! It exists for speed on the application thread: strings go through the eight-bytes-at-a-time
 //! escaper of the upload path, numbers through `serde_json`'s own [`CompactFormatter`], and
-//! there is no `io::Write` layer and no adapter between the value and the bytes. Whatever is
-//! rare or awkward (map keys that are not strings, nesting beyond [`MAX_DEPTH`], errors raised
-//! by a value's own `Serialize` impl) is refused with [`Unsupported`], and the caller falls
-//! back to `serde_json`, which then produces the same text (or the same error) as it always
-//! did.
+//! there is no `io::Write` layer and no adapter between the value and the bytes (what the
+//! JSON `input` of workload 1 costs in instructions: docs/performance.md). Whatever is rare or
+//! awkward (map keys that are not strings, nesting beyond [`MAX_DEPTH`], errors raised by a
+//! value's own `Serialize` impl) is refused with [`Unsupported`], and the caller falls back to
+//! `serde_json`, which then produces the same text (or the same error).
 
 use std::fmt::{self, Display};
 use std::io;
@@ -102,7 +102,7 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Writes a string.
+    /// Writes a string: escaped JSON, or in the deferred form.
     #[inline]
     pub(crate) fn string(&mut self, s: &str) {
         if !self.deferred {
@@ -184,7 +184,7 @@ impl Writer {
             self.out.push(b'"');
             return Ok(());
         }
-        // Rare: the text needs escapes. Take it out again and write it as a string.
+        // Rare: the text needs escapes.
         let raw = self.out.split_off(start + 1);
         self.out.truncate(start);
         match std::str::from_utf8(&raw) {
@@ -496,7 +496,6 @@ impl Compound<'_> {
         })
     }
 
-    /// Writes `close` unless the compound was closed when opened.
     #[inline]
     fn close(self, close: u8) -> Self {
         if self.state != State::Empty {
@@ -505,7 +504,6 @@ impl Compound<'_> {
         self
     }
 
-    /// Writes a struct field: its name, then its value.
     #[inline]
     fn field<T: Serialize + ?Sized>(
         &mut self,

@@ -11,7 +11,8 @@ use crate::rows::record::Fields;
 /// Buffers travel in batches of [`BufferPool::BATCH`]: the worker gathers the ones it
 /// decoded and hands a batch over in one channel operation, and each application thread
 /// keeps the batch it took in a thread-local stash, so taking a buffer is usually a pop from
-/// that stash rather than an atomic operation per buffer.
+/// that stash rather than an atomic operation per buffer. The allocations per span this
+/// gives are in docs/performance.md (`benches/alloc_count.rs`).
 ///
 /// Bounded three times: at most [`BufferPool::SLOTS`] buffers wait in the pool, each thread
 /// stashes at most one batch, and only buffers no bigger than [`BufferPool::MAX_CAPACITY`]

@@ -37,12 +37,13 @@ pub(crate) enum FieldValue {
         /// [`crate::rows::part::plain_json_shape`]).
         plain: bool,
     },
-    /// An already structured value (from [`crate::SpanExt::record_json`]).
+    /// An already structured value (from [`crate::BraintrustSpanExt::record_json`]).
     Json(serde_json::Value),
 }
 
 /// Captured fields in recording order (later values win when mapped), packed into one
-/// buffer: capturing a span's fields costs one allocation however many strings they hold.
+/// buffer: capturing a span's fields costs one allocation however many strings they hold
+/// (allocations per span: `benches/alloc_count.rs`, figures in docs/performance.md).
 ///
 /// Each entry is the field name, a tag and the value. A field of the callsite the list was
 /// captured for is named by its index in the callsite's field set (`INDEXED` and one byte);
@@ -76,8 +77,8 @@ pub(crate) const LONG_LEN: u8 = 0xFF;
 /// Names of this length or longer take the long form.
 pub(crate) const INDEXED: u8 = 0xFE;
 
-/// Room a new buffer starts with when fields are captured into it (the pool hands back
-/// buffers of up to [`BufferPool::MAX_CAPACITY`]).
+/// Room a new buffer starts with: enough for a typical span's fields, so that capturing them
+/// grows it at most once (the pool hands back buffers of up to [`BufferPool::MAX_CAPACITY`]).
 const FIRST_CAPTURE_CAPACITY: usize = 256;
 
 /// A span's fields are compacted (see [`Fields::compact_if_large`]) from this size on.
@@ -120,8 +121,6 @@ impl Fields {
     pub(crate) fn from_pool(pool: &BufferPool) -> Fields {
         let mut buf = pool.take();
         if buf.capacity() == 0 {
-            // Room for a typical span's fields, so that capturing them grows it at most
-            // once.
             buf = Vec::with_capacity(FIRST_CAPTURE_CAPACITY);
         }
         Fields {
@@ -171,9 +170,8 @@ impl Fields {
         self.buf.extend_from_slice(&other.buf);
     }
 
-    /// Before fields of `callsite` recorded after the span's creation are appended: takes
-    /// a buffer from `pool` when there is none yet (so that a few `record` calls share one
-    /// allocation), and stores them by index when nothing is stored yet.
+    /// Readies the list for fields of `callsite` recorded after the span's creation: a
+    /// pooled buffer with room for a few `record` calls, names by index when still empty.
     pub(crate) fn ready_for_records(
         &mut self,
         pool: &BufferPool,
@@ -222,7 +220,6 @@ impl Fields {
     pub(crate) fn compact(&mut self) {
         use crate::rows::fields::Supersede;
 
-        // Each entry's byte range, name and what it is.
         let mut entries = Vec::new();
         let mut rest: &[u8] = &self.buf;
         while !rest.is_empty() {
@@ -297,8 +294,6 @@ impl Fields {
         self.buf.extend_from_slice(&bytes[..len]);
     }
 
-    /// Writes how an entry names its field: `INDEXED` and the index, or the name with its
-    /// length.
     #[inline(always)]
     fn push_name(&mut self, name: Name<'_>) {
         match name {
@@ -478,8 +473,7 @@ fn take_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
     std::str::from_utf8(take_len_prefixed(rest)?).ok()
 }
 
-/// The name of the entry at the front of `rest`: by index in `callsite`'s fields, or as
-/// stored.
+/// The name of the entry at the front of `rest`.
 fn take_name<'a>(
     rest: &mut &'a [u8],
     callsite: Option<&'static Metadata<'static>>,

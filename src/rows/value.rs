@@ -40,8 +40,9 @@ pub(crate) fn capped(mut v: Value) -> Value {
     v
 }
 
-/// Recursion is bounded: values reaching here are at most 128 levels deep (serde_json's
-/// reader limit for text, the sanitising serialiser's for structured values).
+/// [`capped`] with `remaining` levels left. Recursion is bounded: values reaching here are
+/// at most 128 levels deep (serde_json's reader limit for text, the sanitising serialiser's
+/// for structured values).
 pub(crate) fn cap_depth(v: &mut Value, remaining: usize) {
     match v {
         Value::Object(_) | Value::Array(_) if remaining == 0 => {
