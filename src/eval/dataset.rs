@@ -144,7 +144,7 @@ impl Dataset {
         }
     }
 
-    /// Reads the dataset as of `version` (an `_xact_id`, as [`DatasetVersion`] gives it):
+    /// Reads the dataset as of `version` (an `_xact_id`, as [`DatasetVersion`](crate::DatasetVersion) gives it):
     /// fetches and evals see the records of that version only. Pinning applies to a
     /// dataset in Braintrust; a local file is always read whole.
     pub fn with_version(self, version: impl Into<String>) -> Dataset {
