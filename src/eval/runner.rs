@@ -91,6 +91,7 @@ pub struct Eval<I, E, O> {
     base_experiment: Option<String>,
     base_experiment_id: Option<String>,
     update: bool,
+    git_metadata: Option<super::GitMetadata>,
     data: Option<OpenFn<I, E>>,
     task: Option<TaskFn<I, O>>,
     scorers: Vec<Arc<dyn Scorer<I, E, O>>>,
@@ -141,6 +142,7 @@ where
             base_experiment: None,
             base_experiment_id: None,
             update: false,
+            git_metadata: None,
             data: None,
             task: None,
             scorers: Vec::new(),
@@ -247,6 +249,14 @@ where
     /// (`ensure_new: false`); with stable case ids a rerun replaces the cases' rows.
     pub fn with_update(mut self, update: bool) -> Self {
         self.update = update;
+        self
+    }
+
+    /// Which git metadata the experiment records (`repo_info`), within what the
+    /// organization's `git_metadata` setting allows (nothing unless it opted in); by default
+    /// all it allows. [`GitMetadata::None`](super::GitMetadata::None) never runs `git`.
+    pub fn with_git_metadata(mut self, settings: super::GitMetadata) -> Self {
+        self.git_metadata = Some(settings);
         self
     }
 
@@ -504,6 +514,11 @@ where
             }
         }
         let name = self.experiment_name.as_deref().unwrap_or(&self.name);
+        let org_git = api.org_git_metadata().await.map_err(failed)?;
+        let settings = super::GitMetadata::from_org(Some(&org_git))
+            .merge(self.git_metadata.clone().unwrap_or(super::GitMetadata::All));
+        let with_ancestors = settings != super::GitMetadata::None && base.is_none();
+        let git = super::git::collect(settings, with_ancestors).await;
         let body = experiment_body(
             &project_id,
             self.update,
@@ -513,6 +528,7 @@ where
             opened.dataset.as_ref(),
             Some(&self.metadata),
             &self.tags,
+            git,
         );
         let created = api.create_experiment(&body).await.map_err(failed)?;
         let org = api.org_name().await.map_err(failed)?;
