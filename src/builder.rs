@@ -467,8 +467,8 @@ impl Builder {
     /// Switches the layer on or off (`BRAINTRUST_DISABLED=1` switches it off; default on).
     ///
     /// Off, the layer is a cheap no-op: its callbacks return at once, nothing is captured,
-    /// no file is created or written, nothing is uploaded, no spool is read, and the guard's
-    /// reports stay at zero. The rest of the subscriber (a `fmt` layer, say) is untouched.
+    /// no file is created or written, nothing is uploaded, no spool is read, no worker thread
+    /// is started, and the guard's flush and shutdown return at once with reports at zero. The rest of the subscriber (a `fmt` layer, say) is untouched.
     /// Meant for the tests and CI runs of an application that installs the layer in `main`.
     ///
     /// # Examples
@@ -585,24 +585,30 @@ impl Builder {
             Arc::clone(&signal),
         )
         .retry_spool_after(config.max_retry_delay);
-        let worker = Worker::new(
-            rx,
-            orphan_rx,
-            Arc::clone(&counters),
-            dispatcher,
-            WorkerSettings {
-                rows: RowSettings {
-                    prices: config.prices.clone(),
-                    ..RowSettings::new(config.project_id.clone())
-                },
-                live: config.live,
-                dispatch_rows: config.batch_size.saturating_mul(config.max_in_flight),
-                pool: Arc::clone(&pool),
-            },
-            Arc::clone(&signal),
-        )
-        .spawn()
-        .map_err(Error::Worker)?;
+        // Off: no worker thread at all; the guard answers at once.
+        let worker = config
+            .enabled
+            .then(|| {
+                Worker::new(
+                    rx,
+                    orphan_rx,
+                    Arc::clone(&counters),
+                    dispatcher,
+                    WorkerSettings {
+                        rows: RowSettings {
+                            prices: config.prices.clone(),
+                            ..RowSettings::new(config.project_id.clone())
+                        },
+                        live: config.live,
+                        dispatch_rows: config.batch_size.saturating_mul(config.max_in_flight),
+                        pool: Arc::clone(&pool),
+                    },
+                    Arc::clone(&signal),
+                )
+                .spawn()
+            })
+            .transpose()
+            .map_err(Error::Worker)?;
         let layer = BraintrustLayer::new(Arc::new(LayerInner {
             tx: tx.clone(),
             orphans: orphan_tx,

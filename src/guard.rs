@@ -102,6 +102,8 @@ pub struct BraintrustGuard {
     rx: crossbeam_channel::Receiver<Message>,
     counters: Arc<Counters>,
     worker: Option<JoinHandle<()>>,
+    /// Switched off: there is no worker, and flush and shutdown answer at once.
+    off: bool,
     flush_timeout: Duration,
     shutdown_timeout: Duration,
     stopped: bool,
@@ -129,7 +131,7 @@ impl BraintrustGuard {
             crossbeam_channel::Receiver<Message>,
         ),
         counters: Arc<Counters>,
-        worker: JoinHandle<()>,
+        worker: Option<JoinHandle<()>>,
         (flush_timeout, shutdown_timeout): (Duration, Duration),
         links: Arc<Links>,
         signal: Arc<Signal>,
@@ -142,7 +144,8 @@ impl BraintrustGuard {
             tx,
             rx,
             counters,
-            worker: Some(worker),
+            off: worker.is_none(),
+            worker,
             flush_timeout,
             shutdown_timeout,
             stopped: false,
@@ -159,7 +162,7 @@ impl BraintrustGuard {
 
     /// [`flush`](Self::flush) with an explicit timeout.
     pub fn flush_within(&self, timeout: Duration) -> FlushReport {
-        if self.stopped {
+        if self.stopped || self.off {
             return self.report(true);
         }
         let complete = self.request(Message::Flush, timeout);
@@ -183,6 +186,10 @@ impl BraintrustGuard {
     /// `std::process::exit` runs no hook and no destructor: call
     /// [`shutdown`](Self::shutdown) (or drop the guard) before it.
     pub fn install_panic_hook(&self) {
+        if self.off {
+            // A switched-off layer has nothing to deliver.
+            return;
+        }
         let tx = self.tx.clone();
         let signal = Arc::clone(&self.signal);
         let open_spans = Arc::clone(&self.open_spans);
@@ -222,11 +229,23 @@ impl BraintrustGuard {
         self.report(false)
     }
 
+    /// Whether a worker thread was started (none for a switched-off layer).
+    #[cfg(test)]
+    pub(crate) fn has_worker(&self) -> bool {
+        self.worker.is_some()
+    }
+
     fn stop(&mut self, timeout: Duration) -> FlushReport {
         if self.stopped {
             return self.report(true);
         }
         self.stopped = true;
+        if self.off {
+            // No worker: the layer sent nothing, but count anything queued all the same.
+            let _ = self.drop_queued(None);
+            self.open_spans.release();
+            return self.report(true);
+        }
         // The shutdown's time starts now: announcing open spans takes part of it.
         let started = Instant::now();
         self.open_spans

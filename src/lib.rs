@@ -107,9 +107,9 @@ pub use error::Error;
 pub use eval::{
     BRAINTRUST_GATEWAY_URL, BoxFuture, CaseOrigin, CaseResult, CaseStream, DEFAULT_JUDGE_MODEL,
     DEFAULT_MAX_CONCURRENCY, DataContext, DataError, DataStream, DatasetVersion, Eval, EvalCase,
-    EvalData, EvalError, EvalResult, EvalSummary, ExactMatch, JsonDiff, Levenshtein, LlmJudge,
-    MetricSummary, NumericDiff, OpenedData, Score, ScoreError, ScoreFuture, ScoreSummary, Scorer,
-    ScorerArgs, ScorerFn, Scores, TaskError, TaskHooks, scorer_fn,
+    EvalData, EvalError, EvalResult, EvalSummary, ExactMatch, GitMetadata, JsonDiff, Levenshtein,
+    LlmJudge, MetricSummary, NumericDiff, OpenedData, Score, ScoreError, ScoreFuture, ScoreSummary,
+    Scorer, ScorerArgs, ScorerFn, Scores, TaskError, TaskHooks, scorer_fn,
 };
 // ---- datasets ----
 #[cfg(feature = "eval")]

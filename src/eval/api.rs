@@ -88,6 +88,14 @@ impl Api {
             .0)
     }
 
+    /// The organization's git metadata setting (logging in if needed).
+    pub(crate) async fn org_git_metadata(&self) -> Result<Value, RestError> {
+        self.http
+            .rest_git_metadata()
+            .with_subscriber(tracing::Dispatch::none())
+            .await
+    }
+
     /// The id of project `name` (create-or-get, cached with the uploader's).
     pub(crate) async fn project_id(&self, name: &str) -> Result<String, RestError> {
         self.http
@@ -265,6 +273,7 @@ pub(crate) fn experiment_body(
     dataset: Option<&crate::eval::DatasetVersion>,
     metadata: Option<&Map<String, Value>>,
     tags: &[String],
+    git: crate::eval::git::GitInfo,
 ) -> Vec<(&'static str, Value)> {
     let mut body = Vec::new();
     body.push(("project_id", json!(project_id)));
@@ -275,8 +284,13 @@ pub(crate) fn experiment_body(
     if let Some(description) = description {
         body.push(("description", json!(description)));
     }
+    if let Some(repo_info) = git.repo_info {
+        body.push(("repo_info", repo_info));
+    }
     if let Some(base) = base_exp_id {
         body.push(("base_exp_id", json!(base)));
+    } else if let Some(ancestors) = git.ancestor_commits {
+        body.push(("ancestor_commits", json!(ancestors)));
     }
     if let Some(dataset) = dataset {
         body.push(("dataset_id", json!(dataset.id)));
@@ -306,7 +320,17 @@ mod tests {
 
     #[test]
     fn experiment_body_matches_the_captured_order() {
-        let body = experiment_body("p-1", false, Some("unmerged"), None, None, None, None, &[]);
+        let body = experiment_body(
+            "p-1",
+            false,
+            Some("unmerged"),
+            None,
+            None,
+            None,
+            None,
+            &[],
+            Default::default(),
+        );
         assert_eq!(
             ordered_json(&body),
             r#"{"project_id": "p-1", "ensure_new": true, "name": "unmerged", "public": false}"#
@@ -322,6 +346,7 @@ mod tests {
             None,
             Some(&meta),
             &["exp-tag".into()],
+            Default::default(),
         );
         let keys: Vec<&str> = body.iter().map(|(k, _)| *k).collect();
         assert_eq!(

@@ -103,6 +103,10 @@ impl Link {
 
 /// What `BraintrustGuard::flush` does, from the layer's side of the queue.
 fn flush_layer(layer: &LayerInner) -> bool {
+    if !layer.enabled {
+        // Switched off: no worker, nothing to flush.
+        return true;
+    }
     let deadline = Instant::now() + layer.flush_timeout;
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
     if layer

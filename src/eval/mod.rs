@@ -27,6 +27,7 @@ mod shard;
 mod traces_to_dataset;
 // ---- end of datasets ----
 mod error;
+pub(crate) mod git;
 mod hooks;
 mod link;
 mod llm_judge;
@@ -53,6 +54,7 @@ pub use shard::{EVAL_SHARD_ENV, Shard, Sharded, summarize_experiment};
 pub use traces_to_dataset::{ConversionReport, SpanFilter, SpanRow, TracesToDataset};
 // ---- end of datasets ----
 pub use error::EvalError;
+pub use git::GitMetadata;
 pub use hooks::TaskHooks;
 pub use llm_judge::{BRAINTRUST_GATEWAY_URL, DEFAULT_JUDGE_MODEL, LlmJudge};
 pub use result::{CaseResult, EvalResult};

@@ -91,6 +91,7 @@ pub struct Eval<I, E, O> {
     base_experiment: Option<String>,
     base_experiment_id: Option<String>,
     update: bool,
+    git_metadata: Option<super::GitMetadata>,
     data: Option<OpenFn<I, E>>,
     task: Option<TaskFn<I, O>>,
     scorers: Vec<Arc<dyn Scorer<I, E, O>>>,
@@ -106,9 +107,13 @@ pub struct Eval<I, E, O> {
 }
 
 /// The longest an eval waits for Braintrust to log in, find the project and create the
-/// experiment: a server that accepts connections and never answers would otherwise hold it
-/// for the uploader's retries of its HTTP timeout (3 tries of 60 s by default).
-const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// experiment (git metadata included): a server that accepts connections and never answers
+/// would otherwise hold it for the uploader's retries of its HTTP timeout (3 tries of 60 s by
+/// default).
+const SETUP_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// The longest the git metadata may take to collect; past it the experiment has none.
+const GIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl<I, E, O> std::fmt::Debug for Eval<I, E, O> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -146,6 +151,7 @@ where
             base_experiment: None,
             base_experiment_id: None,
             update: false,
+            git_metadata: None,
             data: None,
             task: None,
             scorers: Vec::new(),
@@ -252,6 +258,14 @@ where
     /// (`ensure_new: false`); with stable case ids a rerun replaces the cases' rows.
     pub fn with_update(mut self, update: bool) -> Self {
         self.update = update;
+        self
+    }
+
+    /// Which git metadata the experiment records (`repo_info`), within what the
+    /// organization's `git_metadata` setting allows (nothing unless it opted in); by default
+    /// all it allows. [`GitMetadata::None`](super::GitMetadata::None) never runs `git`.
+    pub fn with_git_metadata(mut self, settings: super::GitMetadata) -> Self {
+        self.git_metadata = Some(settings);
         self
     }
 
@@ -527,6 +541,15 @@ where
             }
         }
         let name = self.experiment_name.as_deref().unwrap_or(&self.name);
+        let org_git = api.org_git_metadata().await.map_err(failed)?;
+        let settings = super::GitMetadata::from_org(Some(&org_git))
+            .merge(self.git_metadata.clone().unwrap_or(super::GitMetadata::All));
+        let with_ancestors = settings != super::GitMetadata::None && base.is_none();
+        // Bounded on its own, so that a slow `git` (one that asks a remote) costs the eval its
+        // metadata, not its experiment.
+        let git = tokio::time::timeout(GIT_TIMEOUT, super::git::collect(settings, with_ancestors))
+            .await
+            .unwrap_or_default();
         let body = experiment_body(
             &project_id,
             self.update,
@@ -536,6 +559,7 @@ where
             opened.dataset.as_ref(),
             Some(&self.metadata),
             &self.tags,
+            git,
         );
         let created = api.create_experiment(&body).await.map_err(failed)?;
         let org = api.org_name().await.map_err(failed)?;

@@ -1,5 +1,5 @@
 //! The off switch ([`Builder::with_enabled`](crate::Builder::with_enabled),
-//! `BRAINTRUST_DISABLED`): a layer that records nothing and a worker that writes nothing.
+//! `BRAINTRUST_DISABLED`): a layer that records nothing and starts no worker thread.
 
 use std::sync::Arc;
 
@@ -93,6 +93,32 @@ mod tests {
             !file.exists() && !spool.exists(),
             "no file, no spool directory"
         );
+    }
+
+    #[test]
+    fn switched_off_no_worker_thread_is_started() {
+        for builder in [
+            BraintrustLayer::builder().with_enabled(false),
+            BraintrustLayer::builder().with_env_vars([("BRAINTRUST_DISABLED", "1")]),
+        ] {
+            let (layer, guard) = builder.build().expect("valid configuration");
+            assert!(!guard.has_worker(), "a switched-off layer starts no worker");
+            tracing::subscriber::with_default(
+                tracing_subscriber::registry().with(layer),
+                busy_work,
+            );
+            let nothing = FlushReport {
+                complete: true,
+                ..FlushReport::default()
+            };
+            assert_eq!(guard.flush(), nothing);
+            assert_eq!(guard.shutdown(), nothing);
+        }
+        let (_layer, on) = BraintrustLayer::builder()
+            .with_memory_sink(MemorySink::new())
+            .build()
+            .expect("valid configuration");
+        assert!(on.has_worker(), "a switched-on layer has its worker");
     }
 
     #[test]

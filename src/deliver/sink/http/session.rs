@@ -33,6 +33,8 @@ pub(super) struct Setup {
 pub(super) struct Login {
     pub(super) org_name: String,
     pub(super) api_url: String,
+    /// The organization's `git_metadata` setting (`null` when it has none).
+    pub(super) git_metadata: Value,
 }
 
 /// Payload limits in force once `/version` answered.
@@ -277,6 +279,7 @@ fn parse_login(
     };
     check_url("the organization's api_url", &api_url).map_err(Failure::Setup)?;
     Ok(Login {
+        git_metadata: org.get("git_metadata").cloned().unwrap_or(Value::Null),
         org_name: name,
         api_url,
     })
@@ -315,9 +318,18 @@ impl From<Failure> for RestError {
 impl HttpSink {
     /// The login (cached): the organization's name and the data-plane URL.
     pub(crate) async fn rest_login(&self) -> Result<(String, String), RestError> {
-        let mut setup = self.inner.setup.lock().await;
-        let login = self.login(&mut setup, Instant::now()).await?;
+        let login = self.rest_login_full().await?;
         Ok((login.org_name, login.api_url))
+    }
+
+    /// The organization's `git_metadata` setting from the login answer (`null` when none).
+    pub(crate) async fn rest_git_metadata(&self) -> Result<Value, RestError> {
+        Ok(self.rest_login_full().await?.git_metadata)
+    }
+
+    async fn rest_login_full(&self) -> Result<Login, RestError> {
+        let mut setup = self.inner.setup.lock().await;
+        Ok(self.login(&mut setup, Instant::now()).await?)
     }
 
     /// The id of project `name` (cached; `POST /v1/project` create-or-get), or the
