@@ -16,6 +16,7 @@ const CHILD_URL: &str = "TRACING_BRAINTRUST_MESSAGES_URL";
 const CHILD_KEY: &str = "TRACING_BRAINTRUST_MESSAGES_KEY";
 const CHILD_SPANS: &str = "TRACING_BRAINTRUST_MESSAGES_SPANS";
 const CHILD_TIMEOUT_MS: &str = "TRACING_BRAINTRUST_MESSAGES_TIMEOUT_MS";
+const CHILD_SPOOL: &str = "TRACING_BRAINTRUST_MESSAGES_SPOOL";
 
 /// Runs in a child process: emits the spans the parent asked for and drops the guard (its
 /// shutdown prints what it has to say, with the report's counts).
@@ -28,30 +29,42 @@ fn child_process() {
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is set"));
     let spans: u64 = var(CHILD_SPANS).parse().expect("a count");
     let timeout = Duration::from_millis(var(CHILD_TIMEOUT_MS).parse().expect("millis"));
-    let guard = emit(
-        server_builder(&var(CHILD_URL), &var(CHILD_KEY), "messages")
-            .with_num_retries(2)
-            .with_retry_delays(Duration::from_millis(10), Duration::from_millis(50))
-            .with_shutdown_timeout(timeout),
-        0..spans,
-    );
+    let mut builder = server_builder(&var(CHILD_URL), &var(CHILD_KEY), "messages")
+        .with_num_retries(2)
+        .with_retry_delays(Duration::from_millis(10), Duration::from_millis(50))
+        .with_shutdown_timeout(timeout);
+    if let Some(dir) = std::env::var_os(CHILD_SPOOL) {
+        builder = builder.with_spool_dir(dir);
+    }
+    let guard = emit(builder, 0..spans);
     drop(guard);
 }
 
 /// Runs [`child_process`] against `server` and returns its standard error lines.
 fn messages(server: &FakeServer, spans: u64, timeout: Duration) -> Vec<String> {
+    messages_with(server, spans, timeout, None)
+}
+
+/// [`messages`], with a spool directory when `spool` is given.
+fn messages_with(
+    server: &FakeServer,
+    spans: u64,
+    timeout: Duration,
+    spool: Option<&std::path::Path>,
+) -> Vec<String> {
     let spans = spans.to_string();
     let millis = timeout.as_millis().to_string();
-    let child = run_child(
-        "child_process",
-        &[
-            (CHILD_MARKER, "1".as_ref()),
-            (CHILD_URL, server.url().as_ref()),
-            (CHILD_KEY, server.api_key().as_ref()),
-            (CHILD_SPANS, spans.as_ref()),
-            (CHILD_TIMEOUT_MS, millis.as_ref()),
-        ],
-    );
+    let mut vars: Vec<(&str, &std::ffi::OsStr)> = vec![
+        (CHILD_MARKER, "1".as_ref()),
+        (CHILD_URL, server.url().as_ref()),
+        (CHILD_KEY, server.api_key().as_ref()),
+        (CHILD_SPANS, spans.as_ref()),
+        (CHILD_TIMEOUT_MS, millis.as_ref()),
+    ];
+    if let Some(dir) = spool {
+        vars.push((CHILD_SPOOL, dir.as_os_str()));
+    }
+    let child = run_child("child_process", &vars);
     child
         .stderr
         .lines()
@@ -146,4 +159,21 @@ fn with_a_spool_an_unreachable_server_does_not_hold_the_exit_for_the_retry_budge
     assert!(report.complete, "{report:?}");
     assert_eq!((report.spooled, report.failed), (200, 0), "{report:?}");
     assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+}
+
+#[test]
+fn rows_spooled_because_a_hung_server_outlasted_the_shutdown_are_said_with_the_reports_count() {
+    let server = FakeServer::start();
+    server.set_latency(Duration::from_secs(20));
+    let spool = temp_dir("messages-hung-spool");
+    let lines = messages_with(&server, 2, Duration::from_secs(2), Some(&spool));
+    assert_plurals(&lines);
+    let spooled = lines
+        .iter()
+        .find(|l| l.contains("stopped waiting for the server"))
+        .unwrap_or_else(|| panic!("no line says why the rows were spooled: {lines:#?}"));
+    assert!(
+        spooled.contains("2 rows are in the spool for the next run in all (FlushReport::spooled)"),
+        "{spooled}"
+    );
 }

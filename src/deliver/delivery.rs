@@ -523,7 +523,17 @@ impl Dispatcher {
                     .filter_map(|(_, b)| b.copy)
                     .flatten()
                     .collect();
-                self.spool_rows(spool, &rows);
+                if !rows.is_empty() {
+                    self.spool_rows(spool, &rows);
+                    let spooled = self.counters.spooled.load(Ordering::Acquire);
+                    crate::diag::warn(
+                        "shutdown-spooled",
+                        format_args!(
+                            "shutdown stopped waiting for the server at its deadline; {} in the spool for the next run in all (FlushReport::spooled)",
+                            count(spooled, "row is", "rows are")
+                        ),
+                    );
+                }
             }
             None => {
                 let n: u64 = batches.iter().map(|(_, b)| b.logical).sum();
