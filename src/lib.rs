@@ -125,8 +125,9 @@ pub use llm::{StreamRecorder, record_usage};
 pub use replay::{UploadReport, upload_files};
 pub use trace::propagation::Headers;
 
-/// The README's examples, compiled and run as doc tests.
-#[cfg(doctest)]
+/// The README's examples, compiled and run as doc tests (its Evals example needs the `eval`
+/// feature).
+#[cfg(all(doctest, feature = "eval"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 

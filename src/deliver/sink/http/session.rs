@@ -33,7 +33,8 @@ pub(super) struct Setup {
 pub(super) struct Login {
     pub(super) org_name: String,
     pub(super) api_url: String,
-    /// The organization's `git_metadata` setting (`null` when it has none).
+    /// The organization's `git_metadata` setting (`null` when it has none): read by evals.
+    #[cfg_attr(not(feature = "eval"), allow(dead_code))]
     pub(super) git_metadata: Value,
 }
 
