@@ -528,29 +528,29 @@ impl Builder {
         let test_sink = self.test_sink.clone();
         #[cfg(not(test))]
         let test_sink: Option<Arc<dyn Sink>> = None;
-        let sink: Arc<dyn Sink> = match (test_sink, &self.memory_sink, &config.api_key) {
-            // Off: nothing reaches the worker, and nothing may be written or read.
-            _ if !config.enabled => crate::deliver::sink::off::nowhere(),
-            (Some(sink), _, _) => sink,
-            (None, Some(memory), _) => Arc::new(memory.clone()),
+        let sink: Option<Arc<dyn Sink>> = match (test_sink, &self.memory_sink, &config.api_key) {
+            // Off: no destination and no worker thread; nothing may be written or read.
+            _ if !config.enabled => None,
+            (Some(sink), _, _) => Some(sink),
+            (None, Some(memory), _) => Some(Arc::new(memory.clone())),
             (None, None, Some(_)) => {
                 let (sink, r, http) = config.upload_sink()?;
                 resolver = Some(r);
                 uploader = Some(http);
-                sink
+                Some(sink)
             }
             (None, None, None) => {
                 let file = FileSink::new(config.local_file.clone());
-                match config.named_project.clone() {
+                Some(match config.named_project.clone() {
                     Some(project) => Arc::new(file.with_project(project)),
                     None => Arc::new(file),
-                }
+                })
             }
         };
-        let sink = match config.console_tree {
+        let sink = sink.map(|sink| match config.console_tree {
             true => crate::deliver::console::ConsoleTree::wrap(sink),
             false => sink,
-        };
+        });
         let links = Arc::new(Links {
             app_url: config.app_url.clone(),
             org_name: config.org_name.clone(),
@@ -575,20 +575,19 @@ impl Builder {
             Arc::clone(&counters),
             Arc::clone(&signal),
         ));
-        let dispatcher = Dispatcher::new(
-            sink,
-            Arc::clone(&counters),
-            config.mask.clone(),
-            spool,
-            config.spill,
-            config.max_in_flight,
-            Arc::clone(&signal),
-        )
-        .retry_spool_after(config.max_retry_delay);
         // Off: no worker thread at all; the guard answers at once.
-        let worker = config
-            .enabled
-            .then(|| {
+        let worker = sink
+            .map(|sink| {
+                let dispatcher = Dispatcher::new(
+                    sink,
+                    Arc::clone(&counters),
+                    config.mask.clone(),
+                    spool,
+                    config.spill,
+                    config.max_in_flight,
+                    Arc::clone(&signal),
+                )
+                .retry_spool_after(config.max_retry_delay);
                 Worker::new(
                     rx,
                     orphan_rx,
@@ -649,3 +648,7 @@ impl BraintrustLayer {
         Builder::new()
     }
 }
+
+#[cfg(test)]
+#[path = "off_tests.rs"]
+mod off_tests;

@@ -34,6 +34,22 @@ pub(crate) fn note(msg: impl Display) {
     eprintln!("[tracing-braintrust] {msg}");
 }
 
+/// An error and its sources, `outer: inner: innermost` (a source whose text the outer one
+/// already holds is not repeated).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let part = inner.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = inner.source();
+    }
+    text
+}
+
 /// `n` and the noun, singular for 1: "1 row", "2 rows", "0 rows".
 pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })

@@ -165,7 +165,7 @@ impl BraintrustGuard {
         if self.stopped || self.off {
             return self.report(true);
         }
-        let complete = self.request(Message::Flush, timeout);
+        let complete = self.signal.request(&self.tx, Message::Flush, timeout);
         self.report(complete)
     }
 
@@ -328,21 +328,6 @@ impl BraintrustGuard {
             self.counters.dropped.fetch_add(rows, Ordering::Relaxed);
         }
         (opens, rows)
-    }
-
-    /// Sends a control message and waits for its answer until `timeout`.
-    fn request(
-        &self,
-        make: impl FnOnce(crossbeam_channel::Sender<()>) -> Message,
-        timeout: Duration,
-    ) -> bool {
-        let deadline = Instant::now() + timeout;
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        if self.tx.send_deadline(make(reply_tx), deadline).is_err() {
-            return false;
-        }
-        self.signal.wake.notify_one();
-        reply_rx.recv_deadline(deadline).is_ok()
     }
 
     fn report(&self, complete: bool) -> FlushReport {

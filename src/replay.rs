@@ -212,14 +212,10 @@ async fn upload(sink: &dyn Sink, files: Vec<(PathBuf, File)>) -> UploadReport {
     if report.lines_skipped > 0 {
         diag::warn(
             "upload-skipped",
-            format_args!(
-                "{} skipped because {} not JSON rows",
-                diag::count(report.lines_skipped, "line was", "lines were"),
-                if report.lines_skipped == 1 {
-                    "it is"
-                } else {
-                    "they are"
-                }
+            diag::count(
+                report.lines_skipped,
+                "line was skipped because it is not a JSON row",
+                "lines were skipped because they are not JSON rows",
             ),
         );
     }

@@ -51,21 +51,20 @@ impl BraintrustLayer {
                 fields: buf,
                 max_bytes: inner.max_field_bytes,
             });
-            let folded: Vec<_> = buf
-                .iter()
-                .filter_map(|(name, value)| {
+            let folded = || {
+                buf.iter().filter_map(|(name, value)| {
                     Some((crate::rows::genai::folded_name(fold, name)?, value))
                 })
-                .collect();
-            if folded.is_empty() {
+            };
+            if folded().next().is_none() {
                 return;
             }
             self.spans.with(id, |data| {
                 if data.sampled && !data.fields_full {
                     data.fields
                         .ready_for_records(&inner.pool, data.header.metadata);
-                    for (name, value) in &folded {
-                        data.fields.push(name, value);
+                    for (name, value) in folded() {
+                        data.fields.push(name, &value);
                     }
                     inner.after_records(data);
                 }
@@ -593,6 +592,11 @@ where
 #[cold]
 #[inline(never)]
 fn warn_worker_gone() {
+    // Every later drop returns here, without the diagnostics' lock.
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     crate::diag::warn_once(
         "worker-gone",
         "a span or event was dropped because the BraintrustGuard was dropped or shut down, so \

@@ -350,11 +350,10 @@ fn render(out: &mut String, root: &str, mut lines: Vec<Line>, colour: bool) {
         children.entry(parent).or_default().push(line);
     }
     let short = root.get(..8).unwrap_or(root);
-    let rows = lines.len();
-    let plural = if rows == 1 { "" } else { "s" };
+    let rows = crate::diag::count(lines.len() as u64, "row", "rows");
     let _ = writeln!(
         out,
-        "[tracing-braintrust] {}trace {short}{} ({rows} row{plural}):",
+        "[tracing-braintrust] {}trace {short}{} ({rows}):",
         style.dim, style.reset
     );
     let mut shown = HashSet::new();
@@ -411,8 +410,7 @@ fn write_line(out: &mut String, line: &Line, depth: usize, style: &Style) {
         _ => out.push_str(" (unfinished)"),
     }
     if let Some(tokens) = line.tokens {
-        let plural = if tokens == 1 { "" } else { "s" };
-        let _ = write!(out, ", {tokens} token{plural}");
+        let _ = write!(out, ", {}", crate::diag::count(tokens, "token", "tokens"));
     }
     if let Some(cost) = line.cost {
         let _ = write!(out, ", ${cost:.6}");

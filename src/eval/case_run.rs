@@ -68,21 +68,6 @@ pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> String {
     format!("panicked: {message}")
 }
 
-/// An error and its sources, `outer: inner: innermost`.
-pub(crate) fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let part = inner.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = inner.source();
-    }
-    text
-}
-
 /// Runs one case and trial. Never panics on the user's behalf: a panicking task or scorer
 /// is caught and recorded.
 pub(crate) async fn run_case<I, E, O>(
@@ -149,7 +134,7 @@ where
     unfinished.spans.truncate(1);
     let output = match outcome {
         Ok(Ok(output)) => Ok(output),
-        Ok(Err(e)) => Err(error_text(e.as_ref())),
+        Ok(Err(e)) => Err(crate::diag::error_chain(e.as_ref())),
         Err(payload) => Err(panic_text(payload.as_ref())),
     };
     let (mut metadata, tags) = hooks.snapshot();
@@ -271,7 +256,7 @@ async fn run_scorer<I, E, O>(
         };
     let scores = match outcome {
         Ok(Ok(scores)) => normalise(&name, scores),
-        Ok(Err(e)) => Err(error_text(e.as_ref())),
+        Ok(Err(e)) => Err(crate::diag::error_chain(e.as_ref())),
         Err(payload) => Err(panic_text(payload.as_ref())),
     };
     match scores {

@@ -18,16 +18,7 @@ const XACT_WIDTH: usize = 20;
 /// layer's local spans file, the name's characters other than letters, digits, `-`, `_`
 /// and `.` replaced by `_`.
 pub(crate) fn default_path(local_spans_file: &Path, name: &str) -> PathBuf {
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = super::local::safe_file_name(name);
     let safe = if safe.is_empty() || safe.starts_with('.') {
         format!("_{safe}")
     } else {

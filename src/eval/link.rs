@@ -3,7 +3,6 @@
 //! end, for an eval binary or test that installed nothing.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use tracing::Dispatch;
 use tracing_subscriber::layer::SubscriberExt;
@@ -107,17 +106,9 @@ fn flush_layer(layer: &LayerInner) -> bool {
         // Switched off: no worker, nothing to flush.
         return true;
     }
-    let deadline = Instant::now() + layer.flush_timeout;
-    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-    if layer
-        .tx
-        .send_deadline(Message::Flush(reply_tx), deadline)
-        .is_err()
-    {
-        return false;
-    }
-    layer.signal.wake.notify_one();
-    reply_rx.recv_deadline(deadline).is_ok()
+    layer
+        .signal
+        .request(&layer.tx, Message::Flush, layer.flush_timeout)
 }
 
 /// Runs a blocking wait on tokio's blocking threads when there is a runtime, inline

@@ -30,10 +30,10 @@ struct LocalRun {
     cases: Vec<LocalCase>,
 }
 
-/// The file of an eval's last local run.
-pub(crate) fn run_file(dir: &Path, eval: &str) -> PathBuf {
-    let safe: String = eval
-        .chars()
+/// `name` with every character other than letters, digits, `-`, `_` and `.` replaced by
+/// `_`, for a file name.
+pub(crate) fn safe_file_name(name: &str) -> String {
+    name.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
                 c
@@ -41,8 +41,12 @@ pub(crate) fn run_file(dir: &Path, eval: &str) -> PathBuf {
                 '_'
             }
         })
-        .collect();
-    dir.join(format!("{safe}.json"))
+        .collect()
+}
+
+/// The file of an eval's last local run.
+pub(crate) fn run_file(dir: &Path, eval: &str) -> PathBuf {
+    dir.join(format!("{}.json", safe_file_name(eval)))
 }
 
 fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {

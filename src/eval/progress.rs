@@ -104,9 +104,9 @@ fn line(name: &str, done: u64, total: Option<u64>, errors: u64, elapsed: Duratio
         }
         _ => format!(" {done}"),
     };
-    let s = if errors == 1 { "" } else { "s" };
     format!(
-        "{name}{bar} cases, {errors} error{s}, {:.1}s",
+        "{name}{bar} cases, {}, {:.1}s",
+        crate::diag::count(errors, "error", "errors"),
         elapsed.as_secs_f64()
     )
 }

@@ -249,15 +249,14 @@ pub(crate) fn report<I, E, O>(
 ) {
     let failures: Vec<&str> = results.iter().filter_map(|r| r.error.as_deref()).collect();
     if !failures.is_empty() {
-        let s = if failures.len() == 1 { "" } else { "s" };
         let experiment = if summary.experiment_name == name {
             String::new()
         } else {
             format!(" [experiment_name={}]", summary.experiment_name)
         };
         eprintln!(
-            "Evaluator {name}{experiment} failed with {} error{s}",
-            failures.len()
+            "Evaluator {name}{experiment} failed with {}",
+            crate::diag::count(failures.len() as u64, "error", "errors")
         );
         for failure in failures.iter().take(10) {
             eprintln!("  {failure}");

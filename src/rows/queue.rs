@@ -124,6 +124,23 @@ pub(crate) struct Signal {
 }
 
 impl Signal {
+    /// Sends a control message (a flush) and waits for the worker's answer until `timeout`:
+    /// `false` when the queue stayed full, the worker is gone, or it did not answer in time.
+    pub(crate) fn request(
+        &self,
+        tx: &crossbeam_channel::Sender<Message>,
+        make: impl FnOnce(crossbeam_channel::Sender<()>) -> Message,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        if tx.send_deadline(make(reply_tx), deadline).is_err() {
+            return false;
+        }
+        self.wake.notify_one();
+        reply_rx.recv_deadline(deadline).is_ok()
+    }
+
     /// The ledger (plain sets: still right after a panic elsewhere held the lock).
     pub(crate) fn ledger(&self) -> std::sync::MutexGuard<'_, ShutdownLedger> {
         self.ledger

@@ -7,7 +7,6 @@ pub(crate) mod file;
 pub(crate) mod http;
 
 pub(crate) mod memory;
-pub(crate) mod off;
 
 /// The loopback fake of the Braintrust API, shared by every unit test that needs it.
 #[cfg(test)]

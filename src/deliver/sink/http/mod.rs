@@ -250,7 +250,7 @@ impl HttpSink {
             .connect_timeout(config.http_timeout)
             .user_agent(config.user_agent.clone())
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
+            .map_err(|e| format!("cannot build the HTTP client: {}", diag::error_chain(&e)))?;
         Ok(HttpSink {
             inner: Arc::new(Inner {
                 config,
@@ -401,21 +401,6 @@ fn check_url(name: &str, url: &str) -> Result<(), String> {
         Ok(_) => Err(format!("{name} must be an http or https URL: {url}")),
         Err(e) => Err(format!("{name} is not a valid URL ({e}): {url}")),
     }
-}
-
-/// A reqwest error with its sources, e.g. "error sending request ...: connection closed".
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        let part = inner.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use reqwest::RequestBuilder;
 
-use super::{Failure, HttpSink, error_chain};
+use super::{Failure, HttpSink};
+use crate::diag::error_chain;
 
 /// Result of one attempt that did not succeed.
 pub(super) enum Attempt {

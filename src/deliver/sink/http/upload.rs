@@ -304,7 +304,7 @@ impl HttpSink {
             Err(e) => {
                 let failure = Failure::Setup(format!(
                     "{what} could not be built: {}",
-                    super::error_chain(&e)
+                    crate::diag::error_chain(&e)
                 ));
                 return Err((failure, Batch { body, rows }));
             }
