@@ -9,6 +9,7 @@ use std::time::Duration;
 use tracing_core::Level;
 
 use crate::capture::layer::{BraintrustLayer, LayerInner, Links};
+use crate::deliver::backlog::Backlog;
 use crate::deliver::delivery::Dispatcher;
 use crate::deliver::sink::Sink;
 use crate::deliver::sink::file::FileSink;
@@ -601,6 +602,12 @@ impl Builder {
                         live: config.live,
                         dispatch_rows: config.batch_size.saturating_mul(config.max_in_flight),
                         pool: Arc::clone(&pool),
+                        // Spilling moves a burst the worker cannot keep up with to disk.
+                        backlog: config
+                            .spool_dir
+                            .clone()
+                            .filter(|_| config.spill)
+                            .map(|dir| Backlog::new(dir, config.spool_max_bytes)),
                     },
                     Arc::clone(&signal),
                 )

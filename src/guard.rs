@@ -334,7 +334,9 @@ impl BraintrustGuard {
         let c = &self.counters;
         let dropped = c.dropped.load(Ordering::Acquire);
         FlushReport {
-            enqueued: c.received.load(Ordering::Acquire) + dropped,
+            enqueued: c.received.load(Ordering::Acquire)
+                + dropped
+                + c.backlogged.load(Ordering::Acquire),
             sent: c.sent.load(Ordering::Acquire),
             spooled: c.spooled.load(Ordering::Acquire),
             failed: c.failed.load(Ordering::Acquire),

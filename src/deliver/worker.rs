@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::deliver::backlog::{Backlog, Refused};
 use crate::deliver::delivery::Dispatcher;
 use crate::diag;
 use crate::rows::pool::BufferPool;
@@ -31,6 +32,18 @@ const IDLE_LINGER: Duration = Duration::from_millis(50);
 /// Empty looks before the worker slows down to [`IDLE_LINGER`].
 const IDLE_ROUNDS: u32 = 20;
 
+/// With an overflow file, messages go there once the queue is this full (a fraction of its
+/// capacity), and stay on that path until the file is read back.
+const BACKLOG_FROM: usize = 4;
+
+/// The overflow file is read back only while the queue is at most this full (a fraction of
+/// its capacity), so that reading it back never lets the queue overflow.
+const BACKLOG_READ_BELOW: usize = 16;
+
+/// Messages read back from the overflow file at a time (about a millisecond of row
+/// building: the deliveries on this thread run between chunks).
+const BACKLOG_CHUNK: usize = 256;
+
 /// How the worker shapes and delivers rows.
 pub(crate) struct WorkerSettings {
     pub(crate) rows: RowSettings,
@@ -38,6 +51,8 @@ pub(crate) struct WorkerSettings {
     pub(crate) dispatch_rows: usize,
     /// Where decoded field buffers go back to, for the layer to reuse.
     pub(crate) pool: Arc<BufferPool>,
+    /// The queue's overflow on disk (spilling on, with a spool directory).
+    pub(crate) backlog: Option<Backlog>,
 }
 
 pub(crate) struct Worker {
@@ -55,6 +70,11 @@ pub(crate) struct Worker {
     pending: Vec<Row>,
     pool: Arc<BufferPool>,
     dropped_reported: u64,
+    backlog: Option<Backlog>,
+    /// Queue lengths: from `backlog_from` on, messages go to the backlog; below
+    /// `backlog_read_below`, it is read back.
+    backlog_from: usize,
+    backlog_read_below: usize,
 }
 
 /// A control message, answered once what came before it is delivered.
@@ -73,6 +93,7 @@ impl Worker {
         settings: WorkerSettings,
         signal: Arc<Signal>,
     ) -> Self {
+        let capacity = rx.capacity();
         Self {
             rx,
             orphans,
@@ -87,6 +108,9 @@ impl Worker {
             pending: Vec::new(),
             dropped_reported: 0,
             pool: settings.pool,
+            backlog: settings.backlog,
+            backlog_from: capacity.map_or(usize::MAX, |c| (c / BACKLOG_FROM).max(1)),
+            backlog_read_below: capacity.map_or(usize::MAX, |c| (c / BACKLOG_READ_BELOW).max(1)),
         }
     }
 
@@ -115,6 +139,14 @@ impl Worker {
         self.dispatcher.replay_first().await;
         let mut idle_rounds = 0u32;
         loop {
+            if self.backlog_held() && self.rx.len() < self.backlog_read_below {
+                // After a burst: build the rows of what was moved to the overflow file,
+                // a chunk at a time, while the queue stays short.
+                self.read_backlog().await;
+                self.dispatch().await;
+                self.pool.release();
+                tokio::task::yield_now().await;
+            }
             if self.dispatcher.replay_due() {
                 // Rows were spilled, the server answers again, or it is time to try: send
                 // what is in the spool, in the background, on the next free upload slot
@@ -131,6 +163,7 @@ impl Worker {
                     self.finish(Vec::new(), None).await;
                     return;
                 }
+                Err(crossbeam_channel::TryRecvError::Empty) if self.backlog_held() => continue,
                 Err(crossbeam_channel::TryRecvError::Empty) => {
                     let pause = if idle_rounds < IDLE_ROUNDS {
                         LINGER
@@ -149,12 +182,18 @@ impl Worker {
             crate::trace::clock::tick();
             let round = Instant::now();
             let mut cut_short = false;
-            let mut control = self.accept(first);
+            let mut control = self.take(first);
             let mut handled = 1;
             while control.is_none() && handled < DRAIN_LIMIT {
                 let Ok(msg) = self.rx.try_recv() else { break };
-                control = self.accept(msg);
+                control = self.take(msg);
                 handled += 1;
+                if handled % 256 == 0 && round.elapsed() >= ROUND_LIMIT {
+                    // Moving to the overflow file builds no rows, so the check below never
+                    // runs: the deliveries get their turn all the same.
+                    cut_short = true;
+                    break;
+                }
                 if self.pending.len() >= self.dispatch_rows {
                     self.dispatch().await;
                     // The deliveries share this thread: under sustained load (the queue is
@@ -178,10 +217,12 @@ impl Worker {
                 // Spooled rows are replayed when the queue is next found empty (above).
                 None => {}
                 Some(Control::Flush(reply)) => {
+                    self.read_all_backlog(None).await;
                     self.dispatcher.wait_idle_unless_shutdown().await;
                     let _ = reply.send(());
                 }
                 Some(Control::Checkpoint(reply)) => {
+                    self.read_all_backlog(None).await;
                     self.checkpoint_open_spans();
                     self.dispatch().await;
                     self.dispatcher.wait_idle_unless_shutdown().await;
@@ -205,6 +246,11 @@ impl Worker {
             // built (a shutdown that ran out of time) still includes it.
             self.counters.received.fetch_add(1, Ordering::Relaxed);
         }
+        self.build(msg, is_row)
+    }
+
+    /// [`accept`](Self::accept) for a message already counted as received.
+    fn build(&mut self, msg: Message, is_row: bool) -> Option<Control> {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.accept_inner(msg))) {
             Ok(control) => control,
             Err(_) => {
@@ -286,6 +332,8 @@ impl Worker {
         }
         // Every hand-off below respects the shutdown deadline by itself (see
         // `Dispatcher::send`); only the final wait for in-flight deliveries is cut short.
+        // What was moved to the overflow file came before anything still queued.
+        self.read_all_backlog(deadline).await;
         // What is queued now; producers that keep going cannot hold shutdown up.
         for _ in 0..self.rx.len() {
             let Ok(msg) = self.rx.try_recv() else { break };
@@ -365,6 +413,133 @@ impl Worker {
         }
     }
 
+    /// Takes a message from the queue: into the overflow file when there is one and the
+    /// queue is filling up (or the file already holds messages, which come first), else
+    /// as [`accept`](Self::accept) does.
+    fn take(&mut self, msg: Message) -> Option<Control> {
+        let Some(backlog) = self.backlog.as_mut() else {
+            return self.accept(msg);
+        };
+        let is_data = matches!(
+            msg,
+            Message::Open(_) | Message::Close(_) | Message::Event(_)
+        );
+        if !is_data || (backlog.is_empty() && self.rx.len() < self.backlog_from) {
+            return self.accept(msg);
+        }
+        let is_row = !matches!(msg, Message::Open(_));
+        let pool = &self.pool;
+        match backlog.push(msg, |fields| pool.give(fields)) {
+            Ok(()) => {
+                if is_row {
+                    // Counted now, so that a report taken while it waits in the file
+                    // accounts for it (as in flight).
+                    self.counters.backlogged.fetch_add(1, Ordering::Relaxed);
+                }
+                None
+            }
+            Err(Refused::Full(msg)) => {
+                self.drop_for_full_backlog(msg);
+                None
+            }
+            // The file cannot be written: the message is handled at once (the file's
+            // messages, still in memory, come later: a span's close may then overtake its
+            // open message, in live mode).
+            Err(Refused::Unwritable(msg)) => self.accept(msg),
+        }
+    }
+
+    /// A row the full overflow file cannot take is dropped and counted, as when the queue
+    /// is full.
+    fn drop_for_full_backlog(&mut self, msg: Message) {
+        let id = match &msg {
+            Message::Close(close) => close.open_delivered.then_some(close.header.span_id),
+            _ => None,
+        };
+        if let Some(id) = id {
+            // Its open message may still be in the file: it is forgotten when it comes.
+            if self.open.remove(&id).is_none() {
+                self.orphaned.insert(id);
+            }
+        }
+        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        diag::warn(
+            "backlog-full",
+            "the queue's overflow file reached the spool's size cap (Builder::with_spool_max_bytes); spans beyond it are dropped (FlushReport::dropped)",
+        );
+    }
+
+    /// Whether the overflow file holds messages.
+    fn backlog_held(&self) -> bool {
+        self.backlog.as_ref().is_some_and(|b| !b.is_empty())
+    }
+
+    /// Builds the rows of the next chunk of the overflow file, dispatching as they come.
+    async fn read_backlog(&mut self) {
+        let Some(backlog) = self.backlog.as_mut() else {
+            return;
+        };
+        let chunk = backlog.pop(BACKLOG_CHUNK);
+        let mut lost = backlog.take_undecodable();
+        let msgs = match chunk {
+            Ok(msgs) => msgs,
+            Err(e) => {
+                let (_, rows) = backlog.give_up();
+                diag::warn(
+                    "backlog-read",
+                    format_args!(
+                        "cannot read the queue's overflow file back ({e}); {} counted as dropped",
+                        diag::count(rows, "row", "rows")
+                    ),
+                );
+                lost += rows;
+                Vec::new()
+            }
+        };
+        self.backlog_lost(lost);
+        for msg in msgs {
+            if !matches!(msg, Message::Open(_)) {
+                self.counters.backlogged.fetch_sub(1, Ordering::Relaxed);
+            }
+            // Data messages only: no control message is ever in the file.
+            let _ = self.accept(msg);
+            if self.pending.len() >= self.dispatch_rows {
+                self.dispatch().await;
+            }
+        }
+    }
+
+    /// Rows of the overflow file that will not be built: counted as dropped.
+    fn backlog_lost(&self, rows: u64) {
+        if rows > 0 {
+            self.counters.backlogged.fetch_sub(rows, Ordering::Relaxed);
+            self.counters.dropped.fetch_add(rows, Ordering::Relaxed);
+        }
+    }
+
+    /// Builds the rows of everything in the overflow file (before a flush is answered, or
+    /// at shutdown), letting the deliveries run between chunks. Past a shutdown's
+    /// `deadline`, what is left is dropped and counted.
+    async fn read_all_backlog(&mut self, deadline: Option<Instant>) {
+        while self.backlog_held() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                let rows = self.backlog.as_mut().map_or(0, |b| b.give_up().1);
+                self.backlog_lost(rows);
+                diag::warn(
+                    "backlog-shutdown",
+                    format_args!(
+                        "shutdown ran out of time with {} still in the queue's overflow file; they are counted as dropped (FlushReport::dropped)",
+                        diag::count(rows, "row", "rows")
+                    ),
+                );
+                break;
+            }
+            self.read_backlog().await;
+            tokio::task::yield_now().await;
+        }
+        self.dispatch().await;
+    }
+
     /// Hands what is pending to the dispatcher.
     async fn dispatch(&mut self) {
         self.drain_orphans();
@@ -411,146 +586,5 @@ fn silence_this_thread() {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::deliver::sink::memory::MemorySink;
-    use crate::rows::queue::ClosedSpan;
-    use crate::rows::record::{FieldValue, Fields, SpanHeader};
-    use crate::rows::row::EventRecord;
-
-    /// The metadata of a real span callsite.
-    fn metadata() -> &'static tracing_core::Metadata<'static> {
-        tracing::subscriber::with_default(tracing_subscriber::registry(), || {
-            tracing::info_span!("isolated").metadata()
-        })
-        .expect("an enabled span has metadata")
-    }
-
-    fn close(fields: crate::rows::record::Fields) -> Message {
-        Message::Close(ClosedSpan {
-            header: SpanHeader {
-                span_id: crate::trace::ids::new_span_id(),
-                row_id: crate::trace::ids::new_row_id(),
-                root: crate::trace::ids::TraceId::random(),
-                parent: None,
-                exec_counter: 1,
-                start: crate::trace::clock::Stamp::now(),
-                metadata: metadata(),
-                route: None,
-            },
-            fields,
-            error: None,
-            end: crate::trace::clock::Stamp::now(),
-            open_delivered: false,
-        })
-    }
-
-    fn header_of(msg: &Message) -> SpanHeader {
-        match msg {
-            Message::Close(c) => c.header.clone(),
-            _ => unreachable!("a close"),
-        }
-    }
-
-    #[test]
-    fn an_undelivered_span_is_counted_once_whatever_of_it_is_queued() {
-        let (tx, rx) = crossbeam_channel::bounded(16);
-        let open_only = header_of(&close(Fields::new()));
-        let both = close(Fields::new());
-        let written = close(Fields::new());
-        let close_only = close(Fields::new());
-        let send = |msg| tx.try_send(msg).expect("room");
-        send(Message::Open(OpenSpan {
-            header: open_only.clone(),
-            fields: Fields::new(),
-        }));
-        send(Message::Open(OpenSpan {
-            header: header_of(&both),
-            fields: Fields::new(),
-        }));
-        send(both);
-        let written_id = header_of(&written).span_id;
-        send(written);
-        send(close_only);
-        let (reply, _) = crossbeam_channel::bounded(1);
-        send(Message::Flush(reply));
-        let drained = drain_undelivered(&rx, |id| id != written_id);
-        // `both` and `close_only` are rows; `written` was already written (unfinished);
-        // `open_only` is still open somewhere, for the guard to give up.
-        assert_eq!(drained.rows, 2);
-        assert_eq!(drained.opens, [open_only.span_id]);
-        assert!(matches!(drained.control.as_slice(), [Message::Flush(_)]));
-        assert!(rx.is_empty());
-    }
-
-    #[test]
-    fn an_event_is_no_bigger_than_a_closed_span() {
-        assert!(std::mem::size_of::<EventRecord>() <= std::mem::size_of::<ClosedSpan>());
-        assert!(
-            std::mem::size_of::<Message>() <= 216,
-            "{}",
-            std::mem::size_of::<Message>()
-        );
-    }
-
-    #[test]
-    fn a_panic_while_building_a_row_loses_only_that_row() {
-        let sink = MemorySink::new();
-        let counters = Arc::new(Counters::default());
-        let signal = Arc::new(Signal::default());
-        let (tx, rx) = crossbeam_channel::bounded(16);
-        let (_orphan_tx, orphan_rx) = crossbeam_channel::unbounded();
-        let dispatcher = Dispatcher::new(
-            Arc::new(sink.clone()),
-            Arc::clone(&counters),
-            None,
-            None,
-            false,
-            1,
-            Arc::clone(&signal),
-        );
-        let settings = WorkerSettings {
-            rows: RowSettings::new(None),
-            live: false,
-            dispatch_rows: 100,
-            pool: Arc::new(BufferPool::new()),
-        };
-        let handle = Worker::new(
-            rx,
-            orphan_rx,
-            Arc::clone(&counters),
-            dispatcher,
-            settings,
-            signal,
-        )
-        .spawn()
-        .expect("worker starts");
-        let poison = [(
-            crate::rows::fields::TEST_PANIC_FIELD,
-            FieldValue::Bool(true),
-        )]
-        .into_iter()
-        .collect();
-        let fine = [("input", FieldValue::Str("after".into()))]
-            .into_iter()
-            .collect();
-        tx.send(close(poison)).expect("queued");
-        tx.send(close(fine)).expect("queued");
-        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-        tx.send(Message::Shutdown(
-            reply_tx,
-            Instant::now() + Duration::from_secs(5),
-        ))
-        .expect("queued");
-        reply_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the worker is still alive and answers");
-        let _ = handle.join();
-        assert_eq!(counters.failed.load(Ordering::Relaxed), 1);
-        assert_eq!(counters.received.load(Ordering::Relaxed), 2);
-        assert_eq!(counters.sent.load(Ordering::Relaxed), 1);
-        let rows = sink.rows();
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0]["input"], "after");
-    }
-}
+#[path = "worker_tests.rs"]
+mod tests;

@@ -91,6 +91,9 @@ pub(crate) fn drain_undelivered(
 pub(crate) struct Counters {
     /// Rows the worker received and built.
     pub(crate) received: AtomicU64,
+    /// Rows the worker moved to the queue's overflow file and has not built yet (received
+    /// when it builds them, dropped if it cannot).
+    pub(crate) backlogged: AtomicU64,
     /// Rows the destination acknowledged.
     pub(crate) sent: AtomicU64,
     /// Rows that finally failed and could not be spooled.

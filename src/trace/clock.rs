@@ -34,6 +34,16 @@ impl Stamp {
         Stamp(counter().raw())
     }
 
+    /// The raw counter value (to store a stamp, for [`Stamp::from_raw`] in the same process).
+    pub(crate) fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// A stamp stored by [`Stamp::raw`] in this process.
+    pub(crate) fn from_raw(raw: u64) -> Stamp {
+        Stamp(raw)
+    }
+
     /// The wall-clock time of this moment.
     pub(crate) fn to_system(self) -> SystemTime {
         with_timebase(|tb| tb.wall(self.0))
