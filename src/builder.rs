@@ -458,6 +458,26 @@ impl Builder {
     /// (default off), so a slow server does not fill the in-memory queue; uploads go on
     /// meanwhile, and spilled rows are sent from the spool on the next free upload slot,
     /// while the load goes on.
+    ///
+    /// Spilling also lets the queue overflow to disk: when spans come faster than the
+    /// worker can build rows (a burst of hundreds of thousands a second), the worker moves
+    /// them, as captured, to a file of its own beside the spool (removed from the
+    /// directory as soon as it is created, so it never outlives the process) and builds
+    /// their rows, in order, once the burst is over, instead of letting the queue drop
+    /// them. A flush or shutdown waits for them; the file holds at most the spool's size
+    /// cap and 1,000,000 spans, and spans beyond it are dropped and counted.
+    ///
+    /// ```
+    /// use tracing_braintrust::BraintrustLayer;
+    ///
+    /// let dir = std::env::temp_dir().join("my-service-spool");
+    /// let (layer, guard) = BraintrustLayer::builder()
+    ///     .with_spool_dir(&dir)
+    ///     .with_spill_to_spool(true)
+    ///     .build()?;
+    /// # drop((layer, guard));
+    /// # Ok::<(), tracing_braintrust::Error>(())
+    /// ```
     pub fn with_spill_to_spool(mut self, spill: bool) -> Self {
         self.spill = Some(spill);
         self

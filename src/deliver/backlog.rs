@@ -47,13 +47,16 @@ const OPEN: u8 = 0;
 const CLOSE: u8 = 1;
 const EVENT: u8 = 2;
 
+/// While the file cannot be written, messages are held in memory up to this many bytes.
+const MEMORY_BYTES: usize = 8 << 20;
+
 /// Why a message was not taken.
 #[derive(Debug)]
 pub(crate) enum Refused {
-    /// Holding it would pass the size cap.
+    /// The backlog is full (see [`Backlog::is_full`]).
     Full(Message),
-    /// The file cannot be created or written (the cause is in the warning).
-    Unwritable(Message),
+    /// Not a data message (a control message carries a reply channel: it is never held).
+    Control(Message),
 }
 
 /// The overflow file and what is needed to read it back.
@@ -61,7 +64,8 @@ pub(crate) struct Backlog {
     dir: PathBuf,
     max_bytes: u64,
     file: Option<File>,
-    /// Set when the file could not be created or written: nothing more is taken.
+    /// Set when the file could not be created or written: until the backlog is empty
+    /// again, messages are held in memory only, up to [`MEMORY_BYTES`].
     broken: bool,
     /// Encoded messages not yet written to the file.
     tail: Vec<u8>,
@@ -77,12 +81,16 @@ pub(crate) struct Backlog {
     pos: usize,
     /// Rows read back that did not decode (a bug, or a damaged disk), not yet reported.
     undecodable_rows: u64,
-    /// The file's name, when it could not be removed while open.
-    leftover: Option<PathBuf>,
+    /// The files' names, where an open file could not be removed.
+    leftover: Vec<PathBuf>,
     metadata: Vec<&'static Metadata<'static>>,
     metadata_index: HashMap<usize, u32>,
-    routes: Vec<Arc<Route>>,
+    /// The routes of held messages by number, with how many held messages name each (a
+    /// route is forgotten when the last one is read back: a route per remote trace would
+    /// otherwise pile up while the backlog never empties).
+    routes: HashMap<u32, (Arc<Route>, u64)>,
     route_index: HashMap<usize, u32>,
+    next_route: u32,
 }
 
 impl std::fmt::Debug for Backlog {
@@ -112,11 +120,12 @@ impl Backlog {
             rows_held: 0,
             pos: 0,
             undecodable_rows: 0,
-            leftover: None,
+            leftover: Vec::new(),
             metadata: Vec::new(),
             metadata_index: HashMap::new(),
-            routes: Vec::new(),
+            routes: HashMap::new(),
             route_index: HashMap::new(),
+            next_route: 0,
         }
     }
 
@@ -125,9 +134,22 @@ impl Backlog {
         self.held == 0
     }
 
+    /// How many messages are held.
+    pub(crate) fn held(&self) -> u64 {
+        self.held
+    }
+
     /// Encoded bytes held.
     fn bytes(&self) -> u64 {
-        self.end - self.head + (self.read.len() + self.tail.len()) as u64
+        self.end - self.head + (self.read.len() - self.pos + self.tail.len()) as u64
+    }
+
+    /// Whether it takes no more messages: it holds its byte cap, [`MAX_MESSAGES`], or,
+    /// while the file cannot be written, [`MEMORY_BYTES`] in memory.
+    pub(crate) fn is_full(&self) -> bool {
+        self.bytes() >= self.max_bytes
+            || self.held >= MAX_MESSAGES
+            || (self.broken && self.tail.len() >= MEMORY_BYTES)
     }
 
     /// Takes a data message (never a control message: those carry a reply channel). Its
@@ -140,19 +162,13 @@ impl Backlog {
         msg: Message,
         mut done: impl FnMut(Fields),
     ) -> Result<(), Refused> {
-        if self.broken
-            || !matches!(
-                msg,
-                Message::Open(_) | Message::Close(_) | Message::Event(_)
-            )
-        {
-            return Err(Refused::Unwritable(msg));
+        if !matches!(
+            msg,
+            Message::Open(_) | Message::Close(_) | Message::Event(_)
+        ) {
+            return Err(Refused::Control(msg));
         }
-        // An open message is taken even past the cap: its close (or its row as unfinished)
-        // needs it, and open messages are few (live mode only).
-        if !matches!(msg, Message::Open(_))
-            && (self.bytes() >= self.max_bytes || self.held >= MAX_MESSAGES)
-        {
+        if self.is_full() {
             return Err(Refused::Full(msg));
         }
         let start = self.tail.len();
@@ -209,10 +225,19 @@ impl Backlog {
     }
 
     /// Writes the encoded messages waiting in memory to the file. A failure keeps them in
-    /// memory (they are read back from there) and stops the backlog taking more.
+    /// memory (they are read back from there), and so are later ones until the backlog is
+    /// empty again.
     fn write_tail(&mut self) {
         if self.tail.is_empty() || self.broken {
             return;
+        }
+        if self.head == self.end && self.end > 0 {
+            // Everything in the file was read: it starts again from nothing, so that it
+            // does not grow for as long as the backlog never empties.
+            if self.file.as_mut().is_some_and(|f| f.set_len(0).is_ok()) {
+                self.head = 0;
+                self.end = 0;
+            }
         }
         let end = self.end;
         let tail = std::mem::take(&mut self.tail);
@@ -235,8 +260,9 @@ impl Backlog {
         crate::diag::warn(
             "backlog-write",
             format_args!(
-                "cannot write the queue's overflow in {} ({e}); spans the queue cannot hold are dropped (FlushReport::dropped)",
-                self.dir.display()
+                "cannot write the queue's overflow file in {} ({e}); it holds at most {} MiB in memory meanwhile, and spans beyond are dropped (FlushReport::dropped)",
+                self.dir.display(),
+                MEMORY_BYTES >> 20
             ),
         );
     }
@@ -259,7 +285,7 @@ impl Backlog {
             // process however the process ends. (Where an open file cannot be removed, it is
             // removed when the backlog is dropped.)
             if std::fs::remove_file(&path).is_err() {
-                self.leftover = Some(path);
+                self.leftover.push(path);
             }
             self.file = Some(file);
         }
@@ -270,7 +296,8 @@ impl Backlog {
     }
 
     /// Reads back up to `max` messages, oldest first (none when empty). Fails only when the
-    /// file cannot be read: the caller then gives up what is held ([`Backlog::give_up`]).
+    /// file cannot be read and nothing was read before: the caller then gives up what is
+    /// held ([`Backlog::give_up`]).
     pub(crate) fn pop(&mut self, max: usize) -> std::io::Result<Vec<Message>> {
         let mut out = Vec::with_capacity(max.min(self.held as usize));
         while out.len() < max && self.held > 0 {
@@ -282,15 +309,21 @@ impl Backlog {
             self.read.drain(..self.pos);
             self.pos = 0;
             if self.head < self.end {
-                self.fill()?;
+                if let Err(e) = self.fill() {
+                    if out.is_empty() {
+                        return Err(e);
+                    }
+                    // What was read is handed out; the next call meets the error again.
+                    break;
+                }
             } else if !self.tail.is_empty() {
                 // The file is read to its end: the rest is still in memory.
                 self.read.extend_from_slice(&self.tail);
                 self.tail.clear();
             } else {
-                // Nothing left to decode although messages are counted: a bug; the count
-                // is corrected so that the worker does not wait forever.
-                debug_assert!(false, "the backlog's count and its bytes disagree");
+                // Nothing left to decode although messages are counted (a bug): they are
+                // counted as lost, so that the worker does not wait for them forever.
+                self.undecodable_rows += self.rows_held;
                 self.held = 0;
                 self.rows_held = 0;
             }
@@ -321,10 +354,9 @@ impl Backlog {
         Ok(())
     }
 
-    /// Forgets everything held, after a read failed: returns how many messages, and of
-    /// them rows, were lost.
-    pub(crate) fn give_up(&mut self) -> (u64, u64) {
-        let lost = (self.held, self.rows_held);
+    /// Forgets everything held, after a read failed: returns how many rows were lost.
+    pub(crate) fn give_up(&mut self) -> u64 {
+        let lost = self.rows_held;
         self.held = 0;
         self.rows_held = 0;
         self.tail.clear();
@@ -341,14 +373,17 @@ impl Backlog {
         self.head = 0;
         self.end = 0;
         if let Some(f) = self.file.as_mut() {
-            if f.set_len(0).is_err() {
+            if self.broken || f.set_len(0).is_err() {
                 self.file = None;
             }
         }
+        // The file may be writable again.
+        self.broken = false;
         self.metadata.clear();
         self.metadata_index.clear();
         self.routes.clear();
         self.route_index.clear();
+        self.next_route = 0;
         // Buffers that grew for a burst shrink back.
         self.read.shrink_to(READ_BYTES);
         self.tail.shrink_to(WRITE_BYTES);
@@ -369,7 +404,8 @@ impl Backlog {
             let mut r = Reader {
                 bytes: &rest[4..4 + len],
                 metadata: &self.metadata,
-                routes: &self.routes,
+                routes: &mut self.routes,
+                route_index: &mut self.route_index,
             };
             let decoded = r.message();
             self.pos += 4 + len;
@@ -384,7 +420,7 @@ impl Backlog {
         }
     }
 
-    /// Rows read back that did not decode since the last call (counted as failed).
+    /// Rows read back that did not decode since the last call (counted as dropped).
     pub(crate) fn take_undecodable(&mut self) -> u64 {
         std::mem::take(&mut self.undecodable_rows)
     }
@@ -429,16 +465,20 @@ impl Backlog {
             return;
         };
         let key = Arc::as_ptr(route) as usize;
-        let index = match self.route_index.get(&key) {
-            Some(&i) => i,
+        let id = match self.route_index.get(&key) {
+            Some(&id) => id,
             None => {
-                let i = u32::try_from(self.routes.len()).unwrap_or(u32::MAX);
-                self.routes.push(Arc::clone(route));
-                self.route_index.insert(key, i);
-                i
+                let id = self.next_route;
+                self.next_route = self.next_route.wrapping_add(1) % (u32::MAX - 1);
+                self.routes.insert(id, (Arc::clone(route), 0));
+                self.route_index.insert(key, id);
+                id
             }
         };
-        self.u32(index + 1);
+        if let Some((_, uses)) = self.routes.get_mut(&id) {
+            *uses += 1;
+        }
+        self.u32(id + 1);
     }
 
     fn trace_id(&mut self, id: &TraceId) {
@@ -494,7 +534,7 @@ impl Backlog {
 impl Drop for Backlog {
     fn drop(&mut self) {
         self.file = None;
-        if let Some(path) = self.leftover.take() {
+        for path in self.leftover.drain(..) {
             let _ = std::fs::remove_file(path);
         }
     }
@@ -504,7 +544,8 @@ impl Drop for Backlog {
 struct Reader<'a> {
     bytes: &'a [u8],
     metadata: &'a [&'static Metadata<'static>],
-    routes: &'a [Arc<Route>],
+    routes: &'a mut HashMap<u32, (Arc<Route>, u64)>,
+    route_index: &'a mut HashMap<usize, u32>,
 }
 
 impl Reader<'_> {
@@ -546,7 +587,18 @@ impl Reader<'_> {
     fn route(&mut self) -> Option<Option<Arc<Route>>> {
         match self.u32()? {
             0 => Some(None),
-            i => Some(Some(Arc::clone(self.routes.get(i as usize - 1)?))),
+            n => {
+                let id = n - 1;
+                let (route, uses) = self.routes.get_mut(&id)?;
+                let route = Arc::clone(route);
+                *uses -= 1;
+                if *uses == 0 {
+                    // The last held message that names it.
+                    self.routes.remove(&id);
+                    self.route_index.remove(&(Arc::as_ptr(&route) as usize));
+                }
+                Some(Some(route))
+            }
         }
     }
 

@@ -167,7 +167,7 @@ fn the_file_never_appears_in_the_directory() {
 }
 
 #[test]
-fn past_the_cap_rows_are_refused_but_open_messages_are_taken() {
+fn past_the_cap_every_message_is_refused() {
     let dir = temp_dir("cap");
     let mut backlog = Backlog::new(dir.clone(), 4 * 1024);
     let mut refused = 0;
@@ -177,44 +177,61 @@ fn past_the_cap_rows_are_refused_but_open_messages_are_taken() {
         }
     }
     assert!(refused > 100, "{refused}");
+    assert!(backlog.is_full());
     let open = Message::Open(OpenSpan {
         header: header(7, None),
         fields: fields(7),
     });
-    backlog
-        .push(open, |_| {})
-        .expect("an open message is taken past the cap");
+    assert!(matches!(
+        backlog.push(open, |_| {}),
+        Err(Refused::Full(Message::Open(_)))
+    ));
     let mut held = 0;
     while !backlog.is_empty() {
         held += backlog.pop(64).expect("readable").len();
     }
-    assert_eq!(held, 200 - refused + 1);
+    assert_eq!(held, 200 - refused);
+    assert!(!backlog.is_full());
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
-fn an_unwritable_directory_refuses_without_losing_what_is_held() {
+fn an_unwritable_directory_holds_a_bounded_amount_in_memory_and_loses_nothing_taken() {
     let dir = temp_dir("unwritable");
     // A file where the directory should be.
     let blocked = dir.join("not-a-dir");
     std::fs::write(&blocked, b"x").expect("file");
-    let mut backlog = Backlog::new(blocked, u64::MAX);
+    let mut backlog = Backlog::new(blocked.clone(), u64::MAX);
     let mut taken = 0;
-    let mut refused = 0;
-    for msg in messages(20_000) {
-        match backlog.push(msg, |_| {}) {
+    let mut i = 0;
+    loop {
+        match backlog.push(close(i, None), |_| {}) {
             Ok(()) => taken += 1,
-            Err(Refused::Unwritable(_)) => refused += 1,
-            Err(Refused::Full(_)) => unreachable!("no cap"),
+            Err(Refused::Full(_)) => break,
+            Err(Refused::Control(_)) => unreachable!("a close"),
         }
+        i += 1;
     }
-    assert!(taken > 0 && refused > 0, "{taken} {refused}");
-    // What was taken (still in memory) comes back.
-    let mut back = 0;
+    assert!(backlog.broken);
+    assert!(
+        backlog.tail.len() < MEMORY_BYTES + 4096,
+        "{}",
+        backlog.tail.len()
+    );
+    // What was taken comes back, in order.
+    let mut back = Vec::new();
     while !backlog.is_empty() {
-        back += backlog.pop(1000).expect("readable").len();
+        back.extend(backlog.pop(1000).expect("readable").iter().map(describe));
     }
-    assert_eq!(back, taken);
+    assert_eq!(back.len(), taken);
+    assert_eq!(back[0], describe(&close(0, None)));
+    // Emptied, it tries the file again (which works once the directory can be made).
+    assert!(!backlog.broken);
+    std::fs::remove_file(&blocked).expect("unblocked");
+    for i in 0..20_000 {
+        backlog.push(close(i, None), |_| {}).expect("taken");
+    }
+    assert!(backlog.end > 0 && !backlog.broken);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -224,7 +241,47 @@ fn a_control_message_is_never_taken() {
     let (reply, _) = crossbeam_channel::bounded(1);
     assert!(matches!(
         backlog.push(Message::Flush(reply), |_| {}),
-        Err(Refused::Unwritable(Message::Flush(_)))
+        Err(Refused::Control(Message::Flush(_)))
     ));
     assert!(backlog.is_empty());
+}
+
+#[test]
+fn under_a_steady_flow_that_never_empties_it_the_file_and_tables_stay_bounded() {
+    let dir = temp_dir("steady");
+    let mut backlog = Backlog::new(dir.clone(), u64::MAX);
+    let mut next = 0u64;
+    let mut expected = 0u64;
+    // Each round: 8,000 messages in (more than a write of the file), each with a route
+    // of its own (a remote trace each), then all but the last 100 read back: the backlog
+    // is never empty.
+    let mut most = 0;
+    for _ in 0..8 {
+        for _ in 0..8_000 {
+            let route = Arc::new(Route::default());
+            backlog
+                .push(close(next, Some(route)), |_| {})
+                .expect("taken");
+            next += 1;
+        }
+        while backlog.held() > 100 {
+            let want = usize::try_from(backlog.held() - 100).expect("small");
+            for msg in backlog.pop(want.min(512)).expect("readable") {
+                let Message::Close(c) = msg else {
+                    unreachable!()
+                };
+                assert_eq!(c.header.exec_counter, expected);
+                expected += 1;
+            }
+        }
+        assert!(!backlog.is_empty());
+        most = most.max(backlog.end);
+    }
+    // 64,000 messages went through (over 10 MiB, written a MiB at a time); the file holds
+    // what was not read yet, not all of it, and only the held messages' routes are kept.
+    assert!(most > WRITE_BYTES as u64, "the file was used: {most}");
+    assert!(most < 4 * WRITE_BYTES as u64, "{most}");
+    assert!(backlog.routes.len() <= 100, "{}", backlog.routes.len());
+    assert_eq!(backlog.routes.len(), backlog.route_index.len());
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -160,26 +160,25 @@ pub(crate) async fn send_claimed(
     all
 }
 
-/// Rows a replay sends on their own first: a server that is down costs one slice's retries,
-/// not those of every batch of the chunk.
+/// Rows handed to the sink at once by a replay: a server that is down costs one slice's
+/// retries, not those of every batch of the chunk.
 const SLICE_ROWS: usize = 100;
 
-/// Sends the first slice of `rows` on its own; once the server took any of it, the rest
-/// goes at once, in batches on every upload lane (a replay is as fast as live uploads, not
-/// one request at a time); when it failed whole, the rest is not sent and comes back as
-/// failed.
+/// Sends `rows` a slice at a time; once a slice fails whole, the rest is not sent and comes
+/// back as failed.
 async fn send_in_slices(sink: &dyn Sink, mut rows: Vec<Row>) -> crate::deliver::sink::Delivery {
-    let rest = rows.split_off(rows.len().min(SLICE_ROWS));
-    let mut total = sink.send(rows).await;
-    if total.sent == 0 && !total.failed.is_empty() {
-        total.failed.extend(rest);
-        return total;
-    }
-    if !rest.is_empty() {
-        let done = sink.send(rest).await;
+    let mut total = crate::deliver::sink::Delivery::default();
+    while !rows.is_empty() {
+        let rest = rows.split_off(rows.len().min(SLICE_ROWS));
+        let done = sink.send(rows).await;
+        let failed_whole = done.sent == 0 && !done.failed.is_empty();
         total.sent += done.sent;
         total.failed.extend(done.failed);
         total.refused.extend(done.refused);
+        rows = rest;
+        if failed_whole {
+            total.failed.append(&mut rows);
+        }
     }
     total
 }

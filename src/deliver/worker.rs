@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::deliver::backlog::{Backlog, Refused};
+use crate::deliver::backlog::Backlog;
 use crate::deliver::delivery::Dispatcher;
 use crate::diag;
 use crate::rows::pool::BufferPool;
@@ -71,6 +71,14 @@ pub(crate) struct Worker {
     pool: Arc<BufferPool>,
     dropped_reported: u64,
     backlog: Option<Backlog>,
+    /// Rows dropped because the overflow file was full, could not be read, or a shutdown
+    /// ran out of time before they were built.
+    backlog_drops: u64,
+    /// Spans whose open message the full overflow file could not take: their close is
+    /// dropped too.
+    dropped_opens: HashSet<u64>,
+    /// Control messages met while a flush read the overflow file, answered next.
+    deferred: std::collections::VecDeque<Control>,
     /// Queue lengths: from `backlog_from` on, messages go to the backlog; below
     /// `backlog_read_below`, it is read back.
     backlog_from: usize,
@@ -109,6 +117,9 @@ impl Worker {
             dropped_reported: 0,
             pool: settings.pool,
             backlog: settings.backlog,
+            backlog_drops: 0,
+            dropped_opens: HashSet::new(),
+            deferred: std::collections::VecDeque::new(),
             backlog_from: capacity.map_or(usize::MAX, |c| (c / BACKLOG_FROM).max(1)),
             backlog_read_below: capacity.map_or(usize::MAX, |c| (c / BACKLOG_READ_BELOW).max(1)),
         }
@@ -139,13 +150,27 @@ impl Worker {
         self.dispatcher.replay_first().await;
         let mut idle_rounds = 0u32;
         loop {
-            if self.backlog_held() && self.rx.len() < self.backlog_read_below {
+            // A control message met while a flush read the overflow file.
+            if let Some(control) = self.deferred.pop_front() {
+                if self.handle(control).await {
+                    return;
+                }
+                continue;
+            }
+            if self.backlog_held()
+                && (self.rx.len() < self.backlog_read_below || self.backlog_full())
+            {
                 // After a burst: build the rows of what was moved to the overflow file,
-                // a chunk at a time, while the queue stays short.
-                self.read_backlog().await;
+                // a chunk at a time, while the queue stays short (or when the file is
+                // full: the queue then holds what comes meanwhile).
+                self.read_backlog(BACKLOG_CHUNK).await;
                 self.dispatch().await;
                 self.pool.release();
+                self.report_drops();
                 tokio::task::yield_now().await;
+                if self.backlog_full() {
+                    continue;
+                }
             }
             if self.dispatcher.replay_due() {
                 // Rows were spilled, the server answers again, or it is time to try: send
@@ -184,7 +209,7 @@ impl Worker {
             let mut cut_short = false;
             let mut control = self.take(first);
             let mut handled = 1;
-            while control.is_none() && handled < DRAIN_LIMIT {
+            while control.is_none() && handled < DRAIN_LIMIT && !self.backlog_full() {
                 let Ok(msg) = self.rx.try_recv() else { break };
                 control = self.take(msg);
                 handled += 1;
@@ -213,27 +238,37 @@ impl Worker {
                 // on this thread) make progress before the next round.
                 tokio::task::yield_now().await;
             }
-            match control {
-                // Spooled rows are replayed when the queue is next found empty (above).
-                None => {}
-                Some(Control::Flush(reply)) => {
-                    self.read_all_backlog(None).await;
-                    self.dispatcher.wait_idle_unless_shutdown().await;
-                    let _ = reply.send(());
-                }
-                Some(Control::Checkpoint(reply)) => {
-                    self.read_all_backlog(None).await;
-                    self.checkpoint_open_spans();
-                    self.dispatch().await;
-                    self.dispatcher.wait_idle_unless_shutdown().await;
-                    let _ = reply.send(());
-                }
-                Some(Control::Shutdown(reply, deadline)) => {
-                    self.finish(vec![reply], Some(deadline)).await;
+            // Spooled rows are replayed when the queue is next found empty (above).
+            if let Some(control) = control {
+                if self.handle(control).await {
                     return;
                 }
             }
         }
+    }
+
+    /// Answers a control message once what came before it is delivered; `true` once the
+    /// worker has stopped.
+    async fn handle(&mut self, control: Control) -> bool {
+        match control {
+            Control::Flush(reply) => {
+                self.read_backlog_before_control().await;
+                self.dispatcher.wait_idle_unless_shutdown().await;
+                let _ = reply.send(());
+            }
+            Control::Checkpoint(reply) => {
+                self.read_backlog_before_control().await;
+                self.checkpoint_open_spans();
+                self.dispatch().await;
+                self.dispatcher.wait_idle_unless_shutdown().await;
+                let _ = reply.send(());
+            }
+            Control::Shutdown(reply, deadline) => {
+                self.finish(vec![reply], Some(deadline)).await;
+                return true;
+            }
+        }
+        false
     }
 
     /// Turns a data message into pending rows; hands control messages back. A panic while
@@ -332,8 +367,16 @@ impl Worker {
         }
         // Every hand-off below respects the shutdown deadline by itself (see
         // `Dispatcher::send`); only the final wait for in-flight deliveries is cut short.
-        // What was moved to the overflow file came before anything still queued.
+        // What was moved to the overflow file came before anything still queued, and so
+        // did control messages met while a flush read it.
         self.read_all_backlog(deadline).await;
+        for control in std::mem::take(&mut self.deferred) {
+            match control {
+                Control::Flush(r) | Control::Checkpoint(r) | Control::Shutdown(r, _) => {
+                    replies.push(r)
+                }
+            }
+        }
         // What is queued now; producers that keep going cannot hold shutdown up.
         for _ in 0..self.rx.len() {
             let Ok(msg) = self.rx.try_recv() else { break };
@@ -413,133 +456,6 @@ impl Worker {
         }
     }
 
-    /// Takes a message from the queue: into the overflow file when there is one and the
-    /// queue is filling up (or the file already holds messages, which come first), else
-    /// as [`accept`](Self::accept) does.
-    fn take(&mut self, msg: Message) -> Option<Control> {
-        let Some(backlog) = self.backlog.as_mut() else {
-            return self.accept(msg);
-        };
-        let is_data = matches!(
-            msg,
-            Message::Open(_) | Message::Close(_) | Message::Event(_)
-        );
-        if !is_data || (backlog.is_empty() && self.rx.len() < self.backlog_from) {
-            return self.accept(msg);
-        }
-        let is_row = !matches!(msg, Message::Open(_));
-        let pool = &self.pool;
-        match backlog.push(msg, |fields| pool.give(fields)) {
-            Ok(()) => {
-                if is_row {
-                    // Counted now, so that a report taken while it waits in the file
-                    // accounts for it (as in flight).
-                    self.counters.backlogged.fetch_add(1, Ordering::Relaxed);
-                }
-                None
-            }
-            Err(Refused::Full(msg)) => {
-                self.drop_for_full_backlog(msg);
-                None
-            }
-            // The file cannot be written: the message is handled at once (the file's
-            // messages, still in memory, come later: a span's close may then overtake its
-            // open message, in live mode).
-            Err(Refused::Unwritable(msg)) => self.accept(msg),
-        }
-    }
-
-    /// A row the full overflow file cannot take is dropped and counted, as when the queue
-    /// is full.
-    fn drop_for_full_backlog(&mut self, msg: Message) {
-        let id = match &msg {
-            Message::Close(close) => close.open_delivered.then_some(close.header.span_id),
-            _ => None,
-        };
-        if let Some(id) = id {
-            // Its open message may still be in the file: it is forgotten when it comes.
-            if self.open.remove(&id).is_none() {
-                self.orphaned.insert(id);
-            }
-        }
-        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-        diag::warn(
-            "backlog-full",
-            "the queue's overflow file reached the spool's size cap (Builder::with_spool_max_bytes); spans beyond it are dropped (FlushReport::dropped)",
-        );
-    }
-
-    /// Whether the overflow file holds messages.
-    fn backlog_held(&self) -> bool {
-        self.backlog.as_ref().is_some_and(|b| !b.is_empty())
-    }
-
-    /// Builds the rows of the next chunk of the overflow file, dispatching as they come.
-    async fn read_backlog(&mut self) {
-        let Some(backlog) = self.backlog.as_mut() else {
-            return;
-        };
-        let chunk = backlog.pop(BACKLOG_CHUNK);
-        let mut lost = backlog.take_undecodable();
-        let msgs = match chunk {
-            Ok(msgs) => msgs,
-            Err(e) => {
-                let (_, rows) = backlog.give_up();
-                diag::warn(
-                    "backlog-read",
-                    format_args!(
-                        "cannot read the queue's overflow file back ({e}); {} counted as dropped",
-                        diag::count(rows, "row", "rows")
-                    ),
-                );
-                lost += rows;
-                Vec::new()
-            }
-        };
-        self.backlog_lost(lost);
-        for msg in msgs {
-            if !matches!(msg, Message::Open(_)) {
-                self.counters.backlogged.fetch_sub(1, Ordering::Relaxed);
-            }
-            // Data messages only: no control message is ever in the file.
-            let _ = self.accept(msg);
-            if self.pending.len() >= self.dispatch_rows {
-                self.dispatch().await;
-            }
-        }
-    }
-
-    /// Rows of the overflow file that will not be built: counted as dropped.
-    fn backlog_lost(&self, rows: u64) {
-        if rows > 0 {
-            self.counters.backlogged.fetch_sub(rows, Ordering::Relaxed);
-            self.counters.dropped.fetch_add(rows, Ordering::Relaxed);
-        }
-    }
-
-    /// Builds the rows of everything in the overflow file (before a flush is answered, or
-    /// at shutdown), letting the deliveries run between chunks. Past a shutdown's
-    /// `deadline`, what is left is dropped and counted.
-    async fn read_all_backlog(&mut self, deadline: Option<Instant>) {
-        while self.backlog_held() {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                let rows = self.backlog.as_mut().map_or(0, |b| b.give_up().1);
-                self.backlog_lost(rows);
-                diag::warn(
-                    "backlog-shutdown",
-                    format_args!(
-                        "shutdown ran out of time with {} still in the queue's overflow file; they are counted as dropped (FlushReport::dropped)",
-                        diag::count(rows, "row", "rows")
-                    ),
-                );
-                break;
-            }
-            self.read_backlog().await;
-            tokio::task::yield_now().await;
-        }
-        self.dispatch().await;
-    }
-
     /// Hands what is pending to the dispatcher.
     async fn dispatch(&mut self) {
         self.drain_orphans();
@@ -561,7 +477,8 @@ impl Worker {
     }
 
     fn report_drops(&mut self) {
-        let dropped = self.counters.dropped.load(Ordering::Relaxed);
+        // Drops of the overflow file have their own warning.
+        let dropped = self.counters.dropped.load(Ordering::Relaxed) - self.backlog_drops;
         if dropped != self.dropped_reported {
             // diag::warn prints at most once a minute.
             diag::warn(
@@ -584,6 +501,9 @@ fn silence_this_thread() {
     // dispatcher until it exits.
     std::mem::forget(guard);
 }
+
+#[path = "worker_backlog.rs"]
+mod backlog_io;
 
 #[cfg(test)]
 #[path = "worker_tests.rs"]

@@ -291,3 +291,152 @@ fn a_shutdown_out_of_time_drops_and_counts_what_the_overflow_file_still_holds() 
     assert_eq!(counters.received.load(Ordering::Relaxed), 0);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn close_after_open(i: u64) -> (Message, Message) {
+    let Message::Close(mut c) = close(input(i)) else {
+        unreachable!()
+    };
+    c.open_delivered = true;
+    let open = Message::Open(OpenSpan {
+        header: c.header.clone(),
+        fields: input(i),
+    });
+    c.fields = [("output", FieldValue::U64(i))].into_iter().collect();
+    (open, Message::Close(c))
+}
+
+#[test]
+fn a_flush_reads_only_what_came_before_it_and_keeps_the_queue_moving_meanwhile() {
+    let dir = std::env::temp_dir().join(format!("tb-worker-mark-{}", fastrand::u64(..)));
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let (mut worker, sink, counters) = worker_with_backlog(rx, dir.clone(), false);
+    // 40 rows go to the file (the queue was full when the worker took them).
+    for i in 0..40 {
+        tx.send(close(input(i))).expect("room");
+    }
+    while let Ok(msg) = worker.rx.try_recv() {
+        assert!(worker.take(msg).is_none());
+    }
+    // Then, behind the flush being answered, the queue fills again: 5 rows, a second
+    // flush, 25 more rows.
+    for i in 100..105 {
+        tx.send(close(input(i))).expect("room");
+    }
+    let (second, _second_rx) = crossbeam_channel::bounded(1);
+    tx.send(Message::Flush(second)).expect("room");
+    for i in 200..225 {
+        tx.send(close(input(i))).expect("room");
+    }
+    runtime().block_on(async {
+        worker.read_backlog_before_control().await;
+        worker.dispatcher.wait_idle().await;
+    });
+    // The rows before the flush were delivered, and no other.
+    let inputs: Vec<u64> = sink
+        .rows()
+        .iter()
+        .map(|r| r["input"].as_u64().expect("input"))
+        .collect();
+    assert_eq!(inputs, (0..40).collect::<Vec<_>>());
+    // The rows queued behind it went to the file (the queue was more than a quarter full)
+    // up to the second flush, which waits its turn; the rows after it are still queued.
+    assert_eq!(worker.backlog.as_ref().map(Backlog::held), Some(5));
+    assert!(matches!(worker.deferred.front(), Some(Control::Flush(_))));
+    assert_eq!(worker.rx.len(), 25);
+    assert_eq!(counters.backlogged.load(Ordering::Relaxed), 5);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_shutdown_out_of_time_keeps_spans_still_open_and_forgets_closed_ones() {
+    let dir = std::env::temp_dir().join(format!("tb-worker-cut-{}", fastrand::u64(..)));
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let (mut worker, sink, counters) = worker_with_backlog(rx, dir.clone(), true);
+    // Span A opened and was taken at once (its open message is in the table); span B
+    // opened later. Then the queue filled: A's close and B's open went to the file.
+    let (open_a, close_a) = close_after_open(1);
+    let (open_b, _close_b) = close_after_open(2);
+    let id_a = header_of(&close_a).span_id;
+    assert!(worker.take(open_a).is_none());
+    assert!(worker.open.contains_key(&id_a));
+    for i in 10..30 {
+        tx.send(close(input(i))).expect("room");
+    }
+    tx.send(close_a).expect("room");
+    tx.send(open_b).expect("room");
+    while let Ok(msg) = worker.rx.try_recv() {
+        assert!(worker.take(msg).is_none());
+    }
+    assert!(worker.backlog_held());
+    runtime().block_on(worker.read_all_backlog(Some(Instant::now())));
+    // A's row is dropped with the file (its open message is forgotten, so it is not
+    // written as unfinished too); B is still open, for the shutdown to write as the other
+    // open spans.
+    assert!(!worker.open.contains_key(&id_a));
+    assert_eq!(worker.open.len(), 1);
+    assert_eq!(counters.dropped.load(Ordering::Relaxed), 21);
+    assert_eq!(counters.backlogged.load(Ordering::Relaxed), 0);
+    // Only A's live start row was written.
+    assert_eq!(sink.rows().len(), 1);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn with_the_file_full_the_worker_leaves_messages_in_the_queue() {
+    let dir = std::env::temp_dir().join(format!("tb-worker-full-{}", fastrand::u64(..)));
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let (mut worker, _sink, counters) = worker_with_backlog(rx, dir.clone(), false);
+    worker.backlog = Some(Backlog::new(dir.clone(), 1));
+    for i in 0..40 {
+        tx.send(close(input(i))).expect("room");
+    }
+    // The first message is taken into the file, which is then full.
+    let first = worker.rx.try_recv().expect("queued");
+    assert!(worker.take(first).is_none());
+    assert!(worker.backlog_full());
+    worker.move_queued();
+    assert_eq!(worker.rx.len(), 39, "nothing taken while the file is full");
+    assert_eq!(counters.dropped.load(Ordering::Relaxed), 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_span_whose_open_message_the_full_file_refused_is_dropped_whole() {
+    let dir = std::env::temp_dir().join(format!("tb-worker-open-{}", fastrand::u64(..)));
+    let (tx, rx) = crossbeam_channel::bounded(64);
+    let (mut worker, sink, counters) = worker_with_backlog(rx, dir.clone(), true);
+    worker.backlog = Some(Backlog::new(dir.clone(), 1));
+    for i in 0..20 {
+        tx.send(close(input(i))).expect("room");
+    }
+    let first = worker.rx.try_recv().expect("queued");
+    assert!(worker.take(first).is_none());
+    assert!(worker.backlog_full());
+    // A live span's open message arrives while the file is full, then its close, once
+    // there is room again.
+    let (open, close_msg) = close_after_open(7);
+    assert!(worker.take(open).is_none());
+    runtime().block_on(worker.read_all_backlog(None));
+    assert!(worker.take(close_msg).is_none());
+    runtime().block_on(async {
+        worker.dispatch().await;
+        worker.dispatcher.wait_idle().await;
+    });
+    // The close is not built as a row without the open's fields: both are dropped, one
+    // row counted.
+    assert!(
+        sink.rows()
+            .iter()
+            .all(|r| r.get("output") != Some(&7.into()))
+    );
+    assert_eq!(counters.dropped.load(Ordering::Relaxed), 1);
+    assert!(worker.dropped_opens.is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
