@@ -9,8 +9,9 @@ use crate::BraintrustLayer;
 use crate::deliver::sink::{Delivery, Sink, SinkFuture};
 use crate::rows::wire::Row;
 
-/// A destination that holds the worker's thread until it is opened, as one that hangs
-/// would, then acknowledges every row.
+/// Holds the worker's message loop until it is opened (through the mask, which runs on
+/// that thread), as a worker stuck behind a hanging step would be; then its destination
+/// acknowledges every row.
 #[derive(Default)]
 struct Gate {
     state: std::sync::Mutex<GateState>,
@@ -27,7 +28,7 @@ struct GateState {
 }
 
 impl Gate {
-    /// Waits until the worker is held in `send`.
+    /// Waits until the worker is held.
     fn wait_entered(&self) {
         let mut s = self.state.lock().unwrap();
         while !s.entered {
@@ -45,16 +46,23 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// Holds the calling thread until the gate is open.
+    fn hold(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.entered = true;
+        self.changed.notify_all();
+        while !s.open {
+            s = self.changed.wait(s).unwrap();
+        }
+    }
+}
+
 impl Sink for Arc<Gate> {
     fn send(&self, rows: Vec<Row>) -> SinkFuture {
         let gate = Arc::clone(self);
         Box::pin(async move {
             let mut s = gate.state.lock().unwrap();
-            s.entered = true;
-            gate.changed.notify_all();
-            while !s.open {
-                s = gate.changed.wait(s).unwrap();
-            }
             s.sent += rows.len() as u64;
             Delivery {
                 sent: rows.len() as u64,
@@ -72,9 +80,14 @@ impl Sink for Arc<Gate> {
 /// A layer whose rows go through a [`Gate`], with `timeout` to shut down.
 fn gated(timeout: Duration) -> (Arc<Gate>, tracing::Dispatch, crate::BraintrustGuard) {
     let gate = Arc::new(Gate::default());
+    let held = Arc::clone(&gate);
     let mut builder = BraintrustLayer::builder()
         .with_env_vars(Vec::<(String, String)>::new())
-        .with_shutdown_timeout(timeout);
+        .with_shutdown_timeout(timeout)
+        .with_mask(move |v| {
+            held.hold();
+            v.clone()
+        });
     builder.test_sink = Some(Arc::new(Arc::clone(&gate)) as Arc<dyn Sink>);
     let (layer, guard) = builder.build().expect("valid configuration");
     let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(layer));
@@ -100,7 +113,8 @@ fn spans_announced_at_a_shutdown_that_runs_out_of_time_are_counted() {
     drop(open);
     drop(dispatch);
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(gate.sent(), 1);
+    // (The first row, in flight, may or may not get through before the runtime stops.)
+    assert!(gate.sent() <= 1);
 }
 
 #[test]
@@ -122,7 +136,9 @@ fn a_close_behind_an_unfinished_row_is_counted_once_when_a_shutdown_runs_out_of_
     std::thread::sleep(Duration::from_millis(200));
     assert!(!report.complete, "{report:?}");
     assert_eq!(report.unfinished, 1, "{report:?}");
-    assert_eq!(gate.sent(), 1);
+    // The unfinished row may reach the destination before the worker's runtime stops
+    // (it is in flight in the report either way); the close never does.
+    assert!(gate.sent() <= 1, "{report:?}");
     assert_eq!((report.enqueued, report.dropped), (1, 0), "{report:?}");
     drop(dispatch);
 }

@@ -34,11 +34,11 @@ const IDLE_ROUNDS: u32 = 20;
 
 /// With an overflow file, messages go there once the queue is this full (a fraction of its
 /// capacity), and stay on that path until the file is read back.
-const BACKLOG_FROM: usize = 4;
+const BACKLOG_FROM: usize = 8;
 
 /// The overflow file is read back only while the queue is at most this full (a fraction of
 /// its capacity), so that reading it back never lets the queue overflow.
-const BACKLOG_READ_BELOW: usize = 16;
+const BACKLOG_READ_BELOW: usize = 32;
 
 /// Messages read back from the overflow file at a time (about a millisecond of row
 /// building: the deliveries on this thread run between chunks).
@@ -127,8 +127,14 @@ impl Worker {
 
     /// Starts the worker thread. Fails (instead of panicking) when the runtime or the
     /// thread cannot be created.
+    ///
+    /// The message loop runs on the worker thread; the deliveries (uploads, spool
+    /// replays) run on the runtime's one thread of its own, `tracing-braintrust-io`, so
+    /// that building a burst's requests never holds up taking the application's spans off
+    /// the queue.
     pub(crate) fn spawn(self) -> std::io::Result<JoinHandle<()>> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .thread_name("tracing-braintrust-io")
             .on_thread_start(silence_this_thread)
@@ -209,15 +215,25 @@ impl Worker {
             let mut cut_short = false;
             let mut control = self.take(first);
             let mut handled = 1;
-            while control.is_none() && handled < DRAIN_LIMIT && !self.backlog_full() {
+            // Whether the queue is filling up faster than rows are built: messages then go
+            // to the overflow file (cheap), and nothing else runs until the queue is short
+            // again, so that the application's burst is not dropped.
+            let mut urgent = self.backlog.is_some() && self.rx.len() >= self.backlog_from;
+            while control.is_none() && !self.backlog_full() {
+                if handled >= DRAIN_LIMIT && !urgent {
+                    break;
+                }
                 let Ok(msg) = self.rx.try_recv() else { break };
                 control = self.take(msg);
                 handled += 1;
-                if handled % 256 == 0 && round.elapsed() >= ROUND_LIMIT {
-                    // Moving to the overflow file builds no rows, so the check below never
-                    // runs: the deliveries get their turn all the same.
-                    cut_short = true;
-                    break;
+                if handled % 64 == 0 {
+                    urgent = self.backlog.is_some() && self.rx.len() >= self.backlog_from;
+                    if !urgent && round.elapsed() >= ROUND_LIMIT {
+                        // Moving to the overflow file builds no rows, so the check below
+                        // never runs: the deliveries get their turn all the same.
+                        cut_short = true;
+                        break;
+                    }
                 }
                 if self.pending.len() >= self.dispatch_rows {
                     self.dispatch().await;

@@ -204,7 +204,7 @@ fn a_burst_the_worker_cannot_keep_up_with_goes_to_the_overflow_file_and_comes_ba
         tx.send(Message::Close(c)).expect("room");
         sent += 1;
     }
-    // The worker takes the first messages while the queue is more than a quarter full:
+    // The worker takes the first messages while the queue is more than an eighth full:
     // they go to the file, and so does everything after them.
     while let Ok(msg) = worker.rx.try_recv() {
         assert!(worker.take(msg).is_none());
@@ -345,7 +345,7 @@ fn a_flush_reads_only_what_came_before_it_and_keeps_the_queue_moving_meanwhile()
         .map(|r| r["input"].as_u64().expect("input"))
         .collect();
     assert_eq!(inputs, (0..40).collect::<Vec<_>>());
-    // The rows queued behind it went to the file (the queue was more than a quarter full)
+    // The rows queued behind it went to the file (the queue was more than an eighth full)
     // up to the second flush, which waits its turn; the rows after it are still queued.
     assert_eq!(worker.backlog.as_ref().map(Backlog::held), Some(5));
     assert!(matches!(worker.deferred.front(), Some(Control::Flush(_))));
