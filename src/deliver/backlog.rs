@@ -85,6 +85,8 @@ pub(crate) struct Backlog {
     leftover: Vec<PathBuf>,
     metadata: Vec<&'static Metadata<'static>>,
     metadata_index: HashMap<usize, u32>,
+    /// The last callsite looked up (its address, 0 for none) and its index.
+    last_metadata: (usize, u32),
     /// The routes of held messages by number, with how many held messages name each (a
     /// route is forgotten when the last one is read back: a route per remote trace would
     /// otherwise pile up while the backlog never empties).
@@ -123,6 +125,7 @@ impl Backlog {
             leftover: Vec::new(),
             metadata: Vec::new(),
             metadata_index: HashMap::new(),
+            last_metadata: (0, 0),
             routes: HashMap::new(),
             route_index: HashMap::new(),
             next_route: 0,
@@ -172,6 +175,14 @@ impl Backlog {
             return Err(Refused::Full(msg));
         }
         let start = self.tail.len();
+        // Room for the header and the fields at once (one capacity check).
+        let fields_len = match &msg {
+            Message::Open(o) => o.fields.buf.len(),
+            Message::Close(c) => c.fields.buf.len() + c.error.as_ref().map_or(0, |e| e.buf.len()),
+            Message::Event(e) => e.fields.buf.len(),
+            _ => 0,
+        };
+        self.tail.reserve(128 + fields_len);
         self.tail.extend_from_slice(&[0; 4]);
         let is_row = match msg {
             Message::Open(open) => {
@@ -381,6 +392,7 @@ impl Backlog {
         self.broken = false;
         self.metadata.clear();
         self.metadata_index.clear();
+        self.last_metadata = (0, 0);
         self.routes.clear();
         self.route_index.clear();
         self.next_route = 0;
@@ -446,6 +458,12 @@ impl Backlog {
 
     fn metadata(&mut self, m: &'static Metadata<'static>) {
         let key = std::ptr::from_ref(m) as usize;
+        // Most messages in a burst come from one callsite: no hashing for them.
+        if self.last_metadata.0 == key {
+            let index = self.last_metadata.1;
+            self.u32(index);
+            return;
+        }
         let index = match self.metadata_index.get(&key) {
             Some(&i) => i,
             None => {
@@ -455,6 +473,7 @@ impl Backlog {
                 i
             }
         };
+        self.last_metadata = (key, index);
         self.u32(index);
     }
 
