@@ -16,7 +16,7 @@ use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::deliver::spool_owner::{own, owner_gone, writer_pid};
@@ -71,6 +71,8 @@ pub(crate) struct Spool {
     claim_tag: String,
     /// Segments a replay could not open, each reported and counted once.
     unreadable: Mutex<HashSet<PathBuf>>,
+    /// A sync of the segment runs in the background.
+    syncing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Most bytes of lines gathered before they are written.
@@ -98,6 +100,7 @@ impl Spool {
             }),
             claim_tag: format!("{}-{:016x}", std::process::id(), fastrand::u64(..)),
             unreadable: Mutex::new(HashSet::new()),
+            syncing: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -189,7 +192,7 @@ impl Spool {
         failed_writes += self.write_lines(&mut w, &mut buf, &mut in_buf, &mut written_rows);
         let due = w.synced.is_none_or(|at| at.elapsed() >= SYNC_EVERY);
         if let Some(f) = w.file.as_mut().filter(|_| due) {
-            let _ = f.sync_data();
+            sync_in_background(f, &self.syncing);
             w.synced = Some(std::time::Instant::now());
         }
         let rejected = written_rows.iter().filter(|w| !**w).count() - failed_writes;
@@ -447,6 +450,31 @@ impl Spool {
         file.sync_data()?;
         Ok(path)
     }
+}
+
+/// Syncs the segment to disk without holding up the caller when a tokio runtime runs it
+/// (the worker: a sync can take tens of milliseconds while much else is being written, and
+/// a burst must not wait for it); one sync at a time, later requests skipped meanwhile.
+/// Without a runtime, it syncs at once.
+fn sync_in_background(file: &File, syncing: &Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        let _ = file.sync_data();
+        return;
+    };
+    if syncing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let Ok(copy) = file.try_clone() else {
+        syncing.store(false, Ordering::Release);
+        let _ = file.sync_data();
+        return;
+    };
+    let syncing = Arc::clone(syncing);
+    drop(handle.spawn_blocking(move || {
+        let _ = copy.sync_data();
+        syncing.store(false, Ordering::Release);
+    }));
 }
 
 fn dir_size(dir: &Path) -> u64 {
