@@ -332,11 +332,11 @@ impl BraintrustGuard {
 
     fn report(&self, complete: bool) -> FlushReport {
         let c = &self.counters;
+        // Read first: a row leaves `backlogged` only after it is counted elsewhere.
+        let backlogged = c.backlogged.load(Ordering::Acquire);
         let dropped = c.dropped.load(Ordering::Acquire);
         FlushReport {
-            enqueued: c.received.load(Ordering::Acquire)
-                + dropped
-                + c.backlogged.load(Ordering::Acquire),
+            enqueued: c.received.load(Ordering::Acquire) + dropped + backlogged,
             sent: c.sent.load(Ordering::Acquire),
             spooled: c.spooled.load(Ordering::Acquire),
             failed: c.failed.load(Ordering::Acquire),

@@ -203,10 +203,8 @@ impl std::fmt::Debug for Links {
 }
 
 pub(crate) struct LayerInner {
-    /// The bounded queue to the worker. crossbeam-channel rather than flume: in
-    /// `benches/channels.rs` a `try_send` of a span-sized message costs about 25 ns with
-    /// crossbeam's lock-free array queue against about 140 ns with flume (1 producer, and
-    /// similar with 4), and this is paid twice per span on the application thread.
+    /// The bounded queue to the worker: crossbeam's lock-free array queue, as a `try_send`
+    /// of a span costs about 25 ns there and 140 ns with flume (`benches/channels.rs`).
     pub(crate) tx: crossbeam_channel::Sender<Message>,
     pub(crate) orphans: crossbeam_channel::Sender<u64>,
     pub(crate) counters: Arc<Counters>,
@@ -230,14 +228,13 @@ pub(crate) struct LayerInner {
     /// `false` when switched off ([`Builder::with_enabled`](crate::Builder::with_enabled)):
     /// new spans and events are ignored, so nothing else ever finds a span of ours.
     pub(crate) enabled: bool,
-    // What an eval running on this layer uses (`src/eval/`): the uploader's session for its
-    // REST calls (held opaquely: the application thread's code never names the delivery
-    // stage), and the worker's wake-up and flush timeout for a flush asked through the layer
-    // (the application holds the guard).
+    /// The worker's wake-up: for a burst that fills the queue (`Signal::queued`), and for
+    /// an eval's flush.
+    pub(crate) signal: Arc<crate::rows::queue::Signal>,
+    // An eval on this layer (`src/eval/`) uses the uploader's session, held opaquely (this
+    // stage never names the delivery stage), and the flush timeout (no guard at hand).
     #[cfg_attr(not(feature = "eval"), allow(dead_code))]
     pub(crate) uploader: Option<Arc<dyn std::any::Any + Send + Sync>>,
-    #[cfg_attr(not(feature = "eval"), allow(dead_code))]
-    pub(crate) signal: Arc<crate::rows::queue::Signal>,
     #[cfg_attr(not(feature = "eval"), allow(dead_code))]
     pub(crate) flush_timeout: std::time::Duration,
 }
@@ -383,6 +380,7 @@ impl LayerInner {
         if worker_gone {
             warn_worker_gone();
         }
+        self.signal.wake_if_filling(&self.tx);
     }
 }
 
@@ -547,7 +545,9 @@ where
             route,
             fields,
         };
-        if let Err(e) = inner.tx.try_send(Message::Event(record)) {
+        let n = record.exec_counter;
+        let sent = inner.tx.try_send(Message::Event(record));
+        if let Err(e) = sent.inspect(|()| inner.signal.queued(&inner.tx, n)) {
             inner.drop_row(e.is_disconnected());
         }
     }
@@ -568,7 +568,7 @@ where
             self.close_sampled_out(data);
             return;
         }
-        let span_id = data.header.span_id;
+        let (span_id, n) = (data.header.span_id, data.header.exec_counter);
         let msg = Message::Close(ClosedSpan {
             header: data.header,
             fields: data.fields,
@@ -576,7 +576,8 @@ where
             end: Stamp::now(),
             open_delivered: data.open_delivered,
         });
-        if let Err(e) = self.inner.tx.try_send(msg) {
+        let sent = self.inner.tx.try_send(msg);
+        if let Err(e) = sent.inspect(|()| self.inner.signal.queued(&self.inner.tx, n)) {
             self.inner.drop_row(e.is_disconnected());
             if data.open_delivered {
                 // Tell the worker to forget the open span, so it is not written as

@@ -150,7 +150,9 @@ impl Backlog {
     /// Whether it takes no more messages: it holds its byte cap, [`MAX_MESSAGES`], or,
     /// while the file cannot be written, [`MEMORY_BYTES`] in memory.
     pub(crate) fn is_full(&self) -> bool {
-        self.bytes() >= self.max_bytes
+        // Something is always taken (a cap of 0 would otherwise stop the worker taking
+        // from the queue at all).
+        (self.held > 0 && self.bytes() >= self.max_bytes)
             || self.held >= MAX_MESSAGES
             || (self.broken && self.tail.len() >= MEMORY_BYTES)
     }

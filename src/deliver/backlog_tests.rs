@@ -285,3 +285,15 @@ fn under_a_steady_flow_that_never_empties_it_the_file_and_tables_stay_bounded() 
     assert_eq!(backlog.routes.len(), backlog.route_index.len());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_cap_of_zero_still_takes_one_message_at_a_time() {
+    let dir = temp_dir("zero");
+    let mut backlog = Backlog::new(dir.clone(), 0);
+    assert!(!backlog.is_full(), "an empty backlog takes a message");
+    backlog.push(close(1, None), |_| {}).expect("taken");
+    assert!(backlog.is_full());
+    assert_eq!(backlog.pop(10).expect("readable").len(), 1);
+    assert!(!backlog.is_full());
+    let _ = std::fs::remove_dir_all(dir);
+}

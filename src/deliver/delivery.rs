@@ -225,15 +225,18 @@ impl Dispatcher {
             // The sink runs in a task of its own: if it panics (a bug), its rows count as
             // failed (or spooled) and the worker goes on.
             let outcome = tokio::spawn(delivery).await;
-            // Taken under the lock `abandon` drains with, so a batch is accounted for
-            // exactly once: here, or by a shutdown that stopped waiting.
-            let mine = copies.lock().ok().and_then(|mut m| {
-                if abandoned.load(Ordering::Acquire) {
-                    None
-                } else {
-                    m.remove(&batch)
-                }
-            });
+            // Taken, and counted, under the lock `abandon` drains with, so a batch is
+            // accounted for exactly once: here, or by a shutdown that stopped waiting; and
+            // a shutdown that stops waiting finds every count this delivery makes already
+            // made (this task runs beside the worker's loop, on the runtime's own thread).
+            let Ok(mut map) = copies.lock() else {
+                drop(permit);
+                return;
+            };
+            let mine = match abandoned.load(Ordering::Acquire) {
+                true => None,
+                false => map.remove(&batch),
+            };
             let Some(mine) = mine else {
                 drop(permit);
                 return;
@@ -276,6 +279,7 @@ impl Dispatcher {
             counters
                 .failed
                 .fetch_add(failed_logical - spooled, Ordering::Relaxed);
+            drop(map);
             drop(permit);
         });
     }

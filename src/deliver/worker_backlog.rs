@@ -132,11 +132,14 @@ impl Worker {
         // The rows' times are converted with a fresh pair of clock readings.
         crate::trace::clock::tick();
         for msg in msgs {
-            if !matches!(msg, Message::Open(_)) {
-                self.counters.backlogged.fetch_sub(1, Ordering::Relaxed);
-            }
-            // Data messages only: no control message is ever in the file.
+            let is_row = !matches!(msg, Message::Open(_));
+            // Data messages only: no control message is ever in the file. Counted as
+            // received before it stops counting as backlogged, so that a report taken
+            // meanwhile never finds it in neither.
             let _ = self.accept(msg);
+            if is_row {
+                self.counters.backlogged.fetch_sub(1, Ordering::Release);
+            }
             if self.pending.len() >= self.dispatch_rows {
                 self.dispatch().await;
             }
@@ -147,8 +150,8 @@ impl Worker {
     /// Rows of the overflow file that will not be built: counted as dropped.
     fn backlog_lost(&mut self, rows: u64) {
         if rows > 0 {
-            self.counters.backlogged.fetch_sub(rows, Ordering::Relaxed);
             self.backlog_dropped(rows);
+            self.counters.backlogged.fetch_sub(rows, Ordering::Release);
         }
     }
 
