@@ -29,6 +29,9 @@ const LINGER: Duration = Duration::from_millis(1);
 /// The same once the queue has been empty for [`IDLE_ROUNDS`] looks in a row.
 const IDLE_LINGER: Duration = Duration::from_millis(50);
 
+/// How long building a layer waits for its worker thread to start running.
+const READY_WAIT: Duration = Duration::from_millis(200);
+
 /// Empty looks before the worker slows down to [`IDLE_LINGER`].
 const IDLE_ROUNDS: u32 = 20;
 
@@ -135,13 +138,20 @@ impl Worker {
             .thread_name("tracing-braintrust-io")
             .on_thread_start(silence_this_thread)
             .build()?;
-        std::thread::Builder::new()
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let handle = std::thread::Builder::new()
             .name("tracing-braintrust".into())
             .spawn(move || {
                 let _quiet = tracing::dispatcher::set_default(&tracing::Dispatch::none());
+                let _ = ready_tx.send(());
                 runtime.block_on(self.run());
                 runtime.shutdown_timeout(Duration::from_millis(100));
-            })
+            })?;
+        // The layer is returned once its worker runs (at most a short wait, once, when the
+        // layer is built): a program that starts a burst at once would otherwise find a
+        // worker not yet scheduled behind its own busy threads, and a full queue.
+        let _ = ready_rx.recv_timeout(READY_WAIT);
+        Ok(handle)
     }
 
     async fn run(mut self) {
