@@ -347,6 +347,22 @@ impl Backlog {
         Ok(out)
     }
 
+    /// [`pop`](Self::pop), with what cannot be read back counted instead: the rows of
+    /// messages that did not decode, or, after a read error (returned third), everything
+    /// held, given up.
+    pub(crate) fn pop_counting(
+        &mut self,
+        max: usize,
+    ) -> (Vec<Message>, u64, Option<std::io::Error>) {
+        match self.pop(max) {
+            Ok(msgs) => (msgs, self.take_undecodable(), None),
+            Err(e) => {
+                let lost = self.take_undecodable() + self.give_up();
+                (Vec::new(), lost, Some(e))
+            }
+        }
+    }
+
     /// Reads the next chunk of the file into `read`.
     fn fill(&mut self) -> std::io::Result<()> {
         let want = usize::try_from(self.end - self.head)
@@ -368,7 +384,7 @@ impl Backlog {
     }
 
     /// Forgets everything held, after a read failed: returns how many rows were lost.
-    pub(crate) fn give_up(&mut self) -> u64 {
+    fn give_up(&mut self) -> u64 {
         let lost = self.rows_held;
         self.held = 0;
         self.rows_held = 0;
@@ -435,7 +451,7 @@ impl Backlog {
     }
 
     /// Rows read back that did not decode since the last call (counted as dropped).
-    pub(crate) fn take_undecodable(&mut self) -> u64 {
+    fn take_undecodable(&mut self) -> u64 {
         std::mem::take(&mut self.undecodable_rows)
     }
 

@@ -490,9 +490,15 @@ impl Worker {
     /// open message, which is still queued: it is remembered until that message arrives.
     fn drain_orphans(&mut self) {
         while let Ok(id) = self.orphans.try_recv() {
-            if self.open.remove(&id).is_none() {
-                self.orphaned.insert(id);
-            }
+            self.forget_open(id);
+        }
+    }
+
+    /// Forgets an open span whose row will not be written (its close was dropped, and
+    /// counted): now, or when its open message, still on its way, comes.
+    fn forget_open(&mut self, id: u64) {
+        if self.open.remove(&id).is_none() {
+            self.orphaned.insert(id);
         }
     }
 

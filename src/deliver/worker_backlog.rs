@@ -68,11 +68,8 @@ impl Worker {
             }
             Message::Close(close) => {
                 if close.open_delivered {
-                    // Its open message may still be in the file: forgotten when it comes.
-                    let id = close.header.span_id;
-                    if self.open.remove(&id).is_none() {
-                        self.orphaned.insert(id);
-                    }
+                    // Its open message may still be in the file.
+                    self.forget_open(close.header.span_id);
                 }
                 self.backlog_dropped(1);
             }
@@ -108,26 +105,19 @@ impl Worker {
             return 0;
         };
         let before = backlog.held();
-        let chunk = backlog.pop(max);
-        let mut lost = backlog.take_undecodable();
-        let msgs = match chunk {
-            Ok(msgs) => msgs,
-            Err(e) => {
-                // Open messages go with it: a later close of theirs is built without the
-                // fields they carried.
-                let rows = backlog.give_up();
-                diag::warn(
-                    "backlog-read",
-                    format_args!(
-                        "cannot read the queue's overflow file back ({e}); {} counted as dropped",
-                        diag::count(rows, "row", "rows")
-                    ),
-                );
-                lost += rows;
-                Vec::new()
-            }
-        };
-        let taken = before - self.backlog.as_ref().map_or(0, |b| b.held());
+        let (msgs, lost, error) = backlog.pop_counting(max);
+        let taken = before - backlog.held();
+        if let Some(e) = error {
+            // Open messages go with it: a later close of theirs is built without the
+            // fields they carried.
+            diag::warn(
+                "backlog-read",
+                format_args!(
+                    "cannot read the queue's overflow file back ({e}); {} counted as dropped",
+                    diag::count(lost, "row", "rows")
+                ),
+            );
+        }
         self.backlog_lost(lost);
         // The rows' times are converted with a fresh pair of clock readings.
         crate::trace::clock::tick();
@@ -214,10 +204,7 @@ impl Worker {
     fn cut_backlog(&mut self) {
         let mut rows = 0;
         while let Some(backlog) = self.backlog.as_mut() {
-            let (msgs, lost) = match backlog.pop(4096) {
-                Ok(msgs) => (msgs, backlog.take_undecodable()),
-                Err(_) => (Vec::new(), backlog.take_undecodable() + backlog.give_up()),
-            };
+            let (msgs, lost, _) = backlog.pop_counting(4096);
             rows += lost;
             if msgs.is_empty() {
                 break;

@@ -142,6 +142,25 @@ fn a_panic_while_building_a_row_loses_only_that_row() {
     assert_eq!(rows[0]["input"], "after");
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Takes every queued message, as a round of the worker would (none is a control message).
+fn move_all(worker: &mut Worker) {
+    while let Ok(msg) = worker.rx.try_recv() {
+        assert!(worker.take(msg).is_none());
+    }
+}
+
+/// A fresh directory for a test's overflow file.
+fn backlog_dir(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("tb-worker-{name}-{}", fastrand::u64(..)))
+}
+
 /// A worker on a memory sink, reading `rx`, with an overflow file in `dir`.
 fn worker_with_backlog(
     rx: crossbeam_channel::Receiver<Message>,
@@ -185,7 +204,7 @@ fn input(i: u64) -> Fields {
 
 #[test]
 fn a_burst_the_worker_cannot_keep_up_with_goes_to_the_overflow_file_and_comes_back_in_order() {
-    let dir = std::env::temp_dir().join(format!("tb-worker-backlog-{}", fastrand::u64(..)));
+    let dir = backlog_dir("backlog");
     let (tx, rx) = crossbeam_channel::bounded(64);
     let (mut worker, sink, counters) = worker_with_backlog(rx, dir.clone(), true);
     // A full queue: each span's open message (live mode), then its close with more fields.
@@ -206,18 +225,13 @@ fn a_burst_the_worker_cannot_keep_up_with_goes_to_the_overflow_file_and_comes_ba
     }
     // The worker takes the first messages while the queue is more than an eighth full:
     // they go to the file, and so does everything after them.
-    while let Ok(msg) = worker.rx.try_recv() {
-        assert!(worker.take(msg).is_none());
-    }
+    move_all(&mut worker);
     assert!(worker.backlog_held());
     assert!(worker.pending.is_empty(), "no row built yet");
     // Counted as in flight in the file, not yet received.
     assert_eq!(counters.backlogged.load(Ordering::Relaxed), sent);
     assert_eq!(counters.received.load(Ordering::Relaxed), 0);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     runtime.block_on(async {
         worker.read_all_backlog(None).await;
         worker.dispatcher.wait_idle().await;
@@ -241,7 +255,7 @@ fn a_burst_the_worker_cannot_keep_up_with_goes_to_the_overflow_file_and_comes_ba
 
 #[test]
 fn a_flush_is_answered_only_once_the_overflow_file_is_delivered() {
-    let dir = std::env::temp_dir().join(format!("tb-worker-flush-{}", fastrand::u64(..)));
+    let dir = backlog_dir("flush");
     let (tx, rx) = crossbeam_channel::bounded(4096);
     let (worker, sink, counters) = worker_with_backlog(rx, dir.clone(), false);
     for i in 0..3000 {
@@ -269,19 +283,14 @@ fn a_flush_is_answered_only_once_the_overflow_file_is_delivered() {
 
 #[test]
 fn a_shutdown_out_of_time_drops_and_counts_what_the_overflow_file_still_holds() {
-    let dir = std::env::temp_dir().join(format!("tb-worker-late-{}", fastrand::u64(..)));
+    let dir = backlog_dir("late");
     let (tx, rx) = crossbeam_channel::bounded(64);
     let (mut worker, sink, counters) = worker_with_backlog(rx, dir.clone(), false);
     for i in 0..40 {
         tx.send(close(input(i))).expect("room");
     }
-    while let Ok(msg) = worker.rx.try_recv() {
-        assert!(worker.take(msg).is_none());
-    }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    move_all(&mut worker);
+    let runtime = runtime();
     // The deadline has passed already.
     runtime.block_on(worker.read_all_backlog(Some(Instant::now())));
     assert!(!worker.backlog_held());
@@ -290,13 +299,6 @@ fn a_shutdown_out_of_time_drops_and_counts_what_the_overflow_file_still_holds() 
     assert_eq!(counters.dropped.load(Ordering::Relaxed), 40);
     assert_eq!(counters.received.load(Ordering::Relaxed), 0);
     let _ = std::fs::remove_dir_all(dir);
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 fn close_after_open(i: u64) -> (Message, Message) {
@@ -314,16 +316,14 @@ fn close_after_open(i: u64) -> (Message, Message) {
 
 #[test]
 fn a_flush_reads_only_what_came_before_it_and_keeps_the_queue_moving_meanwhile() {
-    let dir = std::env::temp_dir().join(format!("tb-worker-mark-{}", fastrand::u64(..)));
+    let dir = backlog_dir("mark");
     let (tx, rx) = crossbeam_channel::bounded(64);
     let (mut worker, sink, counters) = worker_with_backlog(rx, dir.clone(), false);
     // 40 rows go to the file (the queue was full when the worker took them).
     for i in 0..40 {
         tx.send(close(input(i))).expect("room");
     }
-    while let Ok(msg) = worker.rx.try_recv() {
-        assert!(worker.take(msg).is_none());
-    }
+    move_all(&mut worker);
     // Then, behind the flush being answered, the queue fills again: 5 rows, a second
     // flush, 25 more rows.
     for i in 100..105 {
@@ -356,7 +356,7 @@ fn a_flush_reads_only_what_came_before_it_and_keeps_the_queue_moving_meanwhile()
 
 #[test]
 fn a_shutdown_out_of_time_keeps_spans_still_open_and_forgets_closed_ones() {
-    let dir = std::env::temp_dir().join(format!("tb-worker-cut-{}", fastrand::u64(..)));
+    let dir = backlog_dir("cut");
     let (tx, rx) = crossbeam_channel::bounded(64);
     let (mut worker, sink, counters) = worker_with_backlog(rx, dir.clone(), true);
     // Span A opened and was taken at once (its open message is in the table); span B
@@ -371,9 +371,7 @@ fn a_shutdown_out_of_time_keeps_spans_still_open_and_forgets_closed_ones() {
     }
     tx.send(close_a).expect("room");
     tx.send(open_b).expect("room");
-    while let Ok(msg) = worker.rx.try_recv() {
-        assert!(worker.take(msg).is_none());
-    }
+    move_all(&mut worker);
     assert!(worker.backlog_held());
     runtime().block_on(worker.read_all_backlog(Some(Instant::now())));
     // A's row is dropped with the file (its open message is forgotten, so it is not
@@ -390,7 +388,7 @@ fn a_shutdown_out_of_time_keeps_spans_still_open_and_forgets_closed_ones() {
 
 #[test]
 fn with_the_file_full_the_worker_leaves_messages_in_the_queue() {
-    let dir = std::env::temp_dir().join(format!("tb-worker-full-{}", fastrand::u64(..)));
+    let dir = backlog_dir("full");
     let (tx, rx) = crossbeam_channel::bounded(64);
     let (mut worker, _sink, counters) = worker_with_backlog(rx, dir.clone(), false);
     worker.backlog = Some(Backlog::new(dir.clone(), 1));
@@ -409,7 +407,7 @@ fn with_the_file_full_the_worker_leaves_messages_in_the_queue() {
 
 #[test]
 fn a_span_whose_open_message_the_full_file_refused_is_dropped_whole() {
-    let dir = std::env::temp_dir().join(format!("tb-worker-open-{}", fastrand::u64(..)));
+    let dir = backlog_dir("open");
     let (tx, rx) = crossbeam_channel::bounded(64);
     let (mut worker, sink, counters) = worker_with_backlog(rx, dir.clone(), true);
     worker.backlog = Some(Backlog::new(dir.clone(), 1));
